@@ -1,0 +1,33 @@
+# Two commands do all the set-up: `make demo` and `make test`.
+# TORCH picks the PyTorch build installed first; override it for a CUDA build, e.g. TORCH="torch==2.13.0".
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+BIN := $(VENV)/bin
+DEMO_OUT ?= demo-output
+
+.PHONY: demo test install clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install "$(TORCH)"
+	$(BIN)/python -m pip install -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
+	$(BIN)/python -m pip install -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(BIN)/canopy demo --out $(DEMO_OUT)
+
+test: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache

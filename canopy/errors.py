@@ -1,0 +1,62 @@
+"""Every exception and warning canopy raises, named for what the user got wrong.
+
+Each error also inherits the matching builtin so callers can catch ``ValueError`` or ``OSError``
+as usual; the CLI turns any :class:`CanopyError` into a one-line message and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+
+class CanopyError(Exception):
+    """Root of every error canopy raises on purpose."""
+
+
+class UnknownModelError(CanopyError, KeyError):
+    """A model name that is not in the registry."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class ModelConfigError(CanopyError, ValueError):
+    """A model configuration file that is malformed or incomplete."""
+
+
+class PatchSizeError(CanopyError, ValueError):
+    """An image whose sides are not multiples of the model's patch size."""
+
+
+class WeightsNotFoundError(CanopyError, FileNotFoundError):
+    """Weights that are neither at the given path, nor cached, nor downloadable."""
+
+
+class OfflineError(CanopyError, OSError):
+    """Weights that would need a download while offline mode is on."""
+
+
+class DownloadError(CanopyError, OSError):
+    """A weights download that failed; nothing is left in the cache."""
+
+
+class ChecksumMismatchError(DownloadError):
+    """A downloaded file whose SHA-256 is not the published one."""
+
+
+class UnsafeCheckpointError(CanopyError, ValueError):
+    """A checkpoint that could only be read by unpickling arbitrary objects."""
+
+
+class CheckpointFormatError(CanopyError, ValueError):
+    """A file that is not a checkpoint canopy can read."""
+
+
+class WeightsMismatchError(CanopyError, ValueError):
+    """A checkpoint whose keys or shapes do not fit the model it is loaded into."""
+
+
+class CanopyWarning(UserWarning):
+    """Root of every warning canopy issues."""
+
+
+class RandomWeightsWarning(CanopyWarning):
+    """Random weights are in use: heights from such a model mean nothing."""

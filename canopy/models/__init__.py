@@ -1,0 +1,20 @@
+"""Models: the registry, DINOv2 backbones, height heads and weight resolution."""
+
+from canopy.models.backbone import build_backbone, load_backbone
+from canopy.models.height_model import HeightModel
+from canopy.models.registry import ModelSpec, get_model_spec, list_models
+from canopy.models.vision_transformer import DinoVisionTransformer
+from canopy.models.weights import ResolvedWeights, cache_dir, resolve_weights
+
+__all__ = [
+    "DinoVisionTransformer",
+    "HeightModel",
+    "ModelSpec",
+    "ResolvedWeights",
+    "build_backbone",
+    "cache_dir",
+    "get_model_spec",
+    "list_models",
+    "load_backbone",
+    "resolve_weights",
+]

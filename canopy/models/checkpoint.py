@@ -1,0 +1,261 @@
+"""Reading DINOv2 checkpoints safely, in any of their published key layouts, and loading them strictly.
+
+Layouts understood:
+
+- ``meta``: Meta's ``.pth`` state dicts (``blocks.N.attn.qkv``, ``ls1.gamma``, ``pos_embed``, ...).
+- ``hf``: Hugging Face ``facebook/dinov2-*`` safetensors as published (``embeddings.*``,
+  ``encoder.layer.N.attention.attention.query|key|value``, ``attention.output.dense``,
+  ``layer_scale1.lambda1``, ``layernorm``).
+- ``hf-proj``: files saved by current ``transformers`` releases, whose attention projections are
+  ``attention.q_proj|k_proj|v_proj|o_proj``.
+
+Everything is converted to the ``meta`` layout, which is what :class:`DinoVisionTransformer` uses.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file as load_safetensors
+from torch import nn
+
+from canopy.errors import CheckpointFormatError, UnsafeCheckpointError, WeightsMismatchError
+
+StateDict = dict[str, torch.Tensor]
+
+_WRAPPER_KEYS = ("state_dict", "model", "teacher", "module")
+_PREFIXES = ("module.", "backbone.", "dinov2.", "encoder.backbone.")
+_HF_RENAMES = [
+    (r"^embeddings\.cls_token$", "cls_token"),
+    (r"^embeddings\.mask_token$", "mask_token"),
+    (r"^embeddings\.position_embeddings$", "pos_embed"),
+    (r"^embeddings\.register_tokens$", "register_tokens"),
+    (r"^embeddings\.patch_embeddings\.projection\.", "patch_embed.proj."),
+    (r"^encoder\.layer\.(\d+)\.attention\.output\.dense\.", r"blocks.\1.attn.proj."),
+    (r"^encoder\.layer\.(\d+)\.attention\.o_proj\.", r"blocks.\1.attn.proj."),
+    (r"^encoder\.layer\.(\d+)\.layer_scale1\.lambda1$", r"blocks.\1.ls1.gamma"),
+    (r"^encoder\.layer\.(\d+)\.layer_scale2\.lambda1$", r"blocks.\1.ls2.gamma"),
+    (r"^encoder\.layer\.(\d+)\.mlp\.weights_in\.", r"blocks.\1.mlp.w12."),
+    (r"^encoder\.layer\.(\d+)\.mlp\.weights_out\.", r"blocks.\1.mlp.w3."),
+    (r"^encoder\.layer\.(\d+)\.mlp\.down_proj\.", r"blocks.\1.mlp.w3."),
+    (r"^encoder\.layer\.(\d+)\.", r"blocks.\1."),
+    (r"^layernorm\.", "norm."),
+]
+# Projections that Hugging Face keeps apart and Meta fuses: (pattern, fused name, parts in fused order).
+_HF_FUSED = [
+    (
+        re.compile(r"^encoder\.layer\.(\d+)\.attention\.(?:attention\.)?(query|key|value|q_proj|k_proj|v_proj)\.(weight|bias)$"),
+        "blocks.{}.attn.qkv.{}",
+        ("q", "k", "v"),
+    ),
+    (
+        re.compile(r"^encoder\.layer\.(\d+)\.mlp\.(gate_proj|up_proj)\.(weight|bias)$"),
+        "blocks.{}.mlp.w12.{}",
+        ("g", "u"),
+    ),
+]
+
+
+def read_state_dict(path: str | Path) -> StateDict:
+    """Read a checkpoint file into a flat dict of tensors without unpickling arbitrary objects.
+
+    Safetensors files are read directly; anything else goes through ``torch.load`` with
+    ``weights_only=True``. A training-framework wrapper (``{"state_dict": ...}``, ``{"model": ...}``)
+    is unwrapped.
+
+    Parameters
+    ----------
+    path
+        A ``.safetensors`` or ``.pth``/``.pt`` file.
+
+    Returns
+    -------
+    dict of str to Tensor
+
+    Raises
+    ------
+    UnsafeCheckpointError
+        If the file holds pickled objects other than tensors and plain containers.
+    CheckpointFormatError
+        If the file is not a checkpoint at all, or holds no tensors.
+    """
+    path = Path(path)
+    with path.open("rb") as handle:
+        head = handle.read(16)
+    is_pickle_zip = head.startswith(b"PK")
+    is_legacy_pickle = head[:1] == b"\x80"
+    if not (is_pickle_zip or is_legacy_pickle):
+        try:
+            return load_safetensors(str(path))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise CheckpointFormatError(
+                f"Weights file {path} is neither safetensors nor a PyTorch checkpoint ({exc}); "
+                "check that the download finished and the path is right."
+            ) from None
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise UnsafeCheckpointError(
+            f"Weights file {path} holds pickled Python objects that canopy refuses to unpickle "
+            f"({str(exc).splitlines()[0]}); use the official checkpoint or a safetensors file."
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile) as exc:
+        raise CheckpointFormatError(
+            f"Weights file {path} could not be read as a PyTorch checkpoint ({exc}); it may be truncated."
+        ) from None
+    return _unwrap(obj, path)
+
+
+def _unwrap(obj: object, path: Path) -> StateDict:
+    """Descend into training-framework wrappers until a dict of tensors is found."""
+    while isinstance(obj, Mapping) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
+        inner = next((obj[k] for k in _WRAPPER_KEYS if k in obj and isinstance(obj[k], Mapping)), None)
+        if inner is None:
+            break
+        obj = inner
+    if not isinstance(obj, Mapping):
+        raise CheckpointFormatError(f"Weights file {path} holds a {type(obj).__name__}, not a state dict.")
+    tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise CheckpointFormatError(f"Weights file {path} holds no tensors.")
+    return tensors
+
+
+def _strip_prefix(state: StateDict) -> StateDict:
+    """Drop a prefix shared by every key, such as ``module.`` or ``dinov2.``."""
+    for prefix in _PREFIXES:
+        if all(k.startswith(prefix) for k in state):
+            return {k[len(prefix) :]: v for k, v in state.items()}
+    return state
+
+
+def detect_layout(state: Mapping[str, torch.Tensor]) -> str:
+    """Name the key layout of a DINOv2 state dict.
+
+    Parameters
+    ----------
+    state
+        A state dict, prefixes already stripped.
+
+    Returns
+    -------
+    str
+        ``"meta"``, ``"hf"`` or ``"hf-proj"``.
+
+    Raises
+    ------
+    CheckpointFormatError
+        If the keys match none of the DINOv2 layouts.
+    """
+    keys = set(state)
+    if "pos_embed" in keys or any(k.startswith("blocks.") for k in keys):
+        return "meta"
+    if any(".attention.q_proj." in k for k in keys):
+        return "hf-proj"
+    if any(".attention.attention.query." in k for k in keys) or "embeddings.cls_token" in keys:
+        return "hf"
+    sample = ", ".join(sorted(keys)[:3])
+    raise CheckpointFormatError(f"The checkpoint's keys ({sample}, ...) match no DINOv2 layout.")
+
+
+def to_meta_layout(state: Mapping[str, torch.Tensor]) -> StateDict:
+    """Convert a DINOv2 state dict in any published layout to Meta's layout.
+
+    Parameters
+    ----------
+    state
+        A state dict in the ``meta``, ``hf`` or ``hf-proj`` layout, possibly under a common prefix.
+
+    Returns
+    -------
+    dict of str to Tensor
+        The same tensors under Meta's names, with separate query/key/value fused into ``qkv``.
+    """
+    state = _strip_prefix(dict(state))
+    if detect_layout(state) == "meta":
+        return state
+    converted: StateDict = {}
+    fused: dict[str, tuple[tuple[str, ...], dict[str, torch.Tensor]]] = {}
+    for key, value in state.items():
+        for pattern, template, order in _HF_FUSED:
+            match = pattern.match(key)
+            if match:
+                layer, part, kind = match.groups()
+                fused.setdefault(template.format(layer, kind), (order, {}))[1][part[0]] = value
+                break
+        else:
+            new_key = key
+            for pattern_text, replacement in _HF_RENAMES:
+                new_key, count = re.subn(pattern_text, replacement, new_key)
+                if count:
+                    break
+            if new_key == "mask_token" and value.dim() == 3:
+                value = value.reshape(1, -1)
+            converted[new_key] = value
+    for name, (order, parts) in fused.items():
+        if set(parts) != set(order):
+            raise CheckpointFormatError(
+                f"The checkpoint lacks parts {sorted(set(order) - set(parts))} of {name}; it is incomplete."
+            )
+        converted[name] = torch.cat([parts[p] for p in order], dim=0)
+    return converted
+
+
+def describe_variant(state: Mapping[str, torch.Tensor]) -> str:
+    """Say which DINOv2 variant a Meta-layout state dict's shapes suggest, e.g. ``ViT-B/14 with 4 registers``."""
+    names = {384: "S", 768: "B", 1024: "L", 1536: "g"}
+    if "cls_token" not in state:
+        return "an unrecognised model"
+    dim = state["cls_token"].shape[-1]
+    depth = 1 + max((int(k.split(".")[1]) for k in state if k.startswith("blocks.")), default=-1)
+    patch = state["patch_embed.proj.weight"].shape[-1] if "patch_embed.proj.weight" in state else "?"
+    registers = state["register_tokens"].shape[1] if "register_tokens" in state else 0
+    label = f"ViT-{names.get(dim, f'{dim}d')}/{patch} ({depth} blocks)"
+    return label + (f" with {registers} registers" if registers else "")
+
+
+def load_into(model: nn.Module, state: Mapping[str, torch.Tensor], expected: str, source: str) -> None:
+    """Load a Meta-layout state dict into ``model`` strictly, explaining any mismatch.
+
+    Parameters
+    ----------
+    model
+        The backbone to fill.
+    state
+        Its weights in Meta's layout.
+    expected
+        The registry name of the variant being loaded, for messages.
+    source
+        Where the weights came from, for messages.
+
+    Raises
+    ------
+    WeightsMismatchError
+        If keys are missing or unexpected, or a shape differs; the message names the variant
+        expected, the variant the file's shapes suggest, and the first offending keys.
+    """
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong_shape = [
+        f"{k} {tuple(state[k].shape)} != {tuple(own[k].shape)}"
+        for k in own
+        if k in state and state[k].shape != own[k].shape
+    ]
+    if missing or unexpected or wrong_shape:
+        problems = []
+        for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape)):
+            if items:
+                more = f" and {len(items) - 3} more" if len(items) > 3 else ""
+                problems.append(f"{label}: {', '.join(items[:3])}{more}")
+        raise WeightsMismatchError(
+            f"Weights from {source} do not fit {expected}: the file looks like {describe_variant(state)}; "
+            f"{'; '.join(problems)}. Pass weights made for {expected}, or choose the model that matches them."
+        )
+    model.load_state_dict(state, strict=True)

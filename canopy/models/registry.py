@@ -1,0 +1,231 @@
+"""The model registry: one validated record per model, read from ``configs/models/*.yaml``.
+
+Everything the pipeline needs to know about a model (architecture, patch size, normalisation,
+ground resolution, head layers, weight sources, licence) lives in these records; nothing about a
+model is hard-coded elsewhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import yaml
+
+from canopy.errors import ModelConfigError, UnknownModelError
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """Architecture of a DINOv2-style vision transformer."""
+
+    embed_dim: int
+    depth: int
+    num_heads: int
+    patch_size: int
+    img_size: int = 518
+    ffn: str = "mlp"
+    mlp_ratio: float = 4.0
+    num_register_tokens: int = 0
+    interpolate_antialias: bool = False
+    interpolate_offset: float = 0.1
+    layerscale_init: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.ffn not in ("mlp", "swiglu"):
+            raise ModelConfigError(f"backbone ffn must be 'mlp' or 'swiglu', not {self.ffn!r}.")
+        if self.embed_dim % self.num_heads:
+            raise ModelConfigError(
+                f"backbone embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}."
+            )
+        if self.img_size % self.patch_size:
+            raise ModelConfigError(
+                f"backbone img_size {self.img_size} is not a multiple of patch_size {self.patch_size}."
+            )
+
+    @property
+    def grid_size(self) -> int:
+        """Side of the token grid the position embeddings were trained for."""
+        return self.img_size // self.patch_size
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """A dense height head and the backbone layers it reads."""
+
+    type: str
+    layers: tuple[int, ...]
+    features: int = 256
+    out_channels: tuple[int, ...] | None = None
+    readout: str = "project"
+
+    def __post_init__(self) -> None:
+        if self.type not in ("dpt", "linear"):
+            raise ModelConfigError(f"head type must be 'dpt' or 'linear', not {self.type!r}.")
+        if self.type == "dpt" and len(self.layers) != 4:
+            raise ModelConfigError(f"a DPT head reads exactly 4 layers, got {list(self.layers)}.")
+        if self.readout not in ("project", "add", "ignore"):
+            raise ModelConfigError(f"head readout must be project, add or ignore, not {self.readout!r}.")
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Per-band mean and standard deviation applied to RGB scaled to [0, 1]."""
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def __post_init__(self) -> None:
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ModelConfigError("normalization needs three means and three positive stds.")
+
+
+@dataclass(frozen=True)
+class WeightSource:
+    """Where a checkpoint is published, and its SHA-256 when the publisher gives one."""
+
+    url: str
+    sha256: str | None = None
+
+    @property
+    def filename(self) -> str:
+        """The file name the URL ends with, used as the name in the cache."""
+        return Path(urlparse(self.url).path).name
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything canopy knows about one model."""
+
+    name: str
+    description: str
+    licence: str
+    backbone: BackboneSpec
+    head: HeadSpec
+    normalization: Normalization
+    ground_resolution: float
+    weights: tuple[WeightSource, ...] = ()
+    source_file: Path | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.ground_resolution <= 0:
+            raise ModelConfigError(f"model {self.name}: ground_resolution must be positive.")
+        bad = [i for i in self.head.layers if not 0 <= i < self.backbone.depth]
+        if bad:
+            raise ModelConfigError(
+                f"model {self.name}: head layers {bad} are outside the backbone's 0..{self.backbone.depth - 1}."
+            )
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    """Build a frozen dataclass from a YAML mapping, refusing unknown or missing keys."""
+    if not isinstance(data, dict):
+        raise ModelConfigError(f"{where}: expected a mapping, got {type(data).__name__}.")
+    names = {f.name for f in dataclasses.fields(cls) if f.init and f.name != "source_file"}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ModelConfigError(f"{where}: unknown keys {unknown}; allowed are {sorted(names)}.")
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise ModelConfigError(f"{where}: {exc}.") from None
+
+
+def parse_model(data: dict[str, Any], source_file: Path | None = None) -> ModelSpec:
+    """Validate one model record from the registry.
+
+    Parameters
+    ----------
+    data
+        The record as loaded from YAML.
+    source_file
+        The file it came from, for messages.
+
+    Returns
+    -------
+    ModelSpec
+
+    Raises
+    ------
+    ModelConfigError
+        If a key is unknown or missing, or a value is out of range.
+    """
+    where = f"{source_file or 'model record'}: {data.get('name', '?')}"
+    if not isinstance(data, dict):
+        raise ModelConfigError(f"{where}: a model record must be a mapping.")
+    record = dict(data)
+    try:
+        record["backbone"] = _build(BackboneSpec, record["backbone"], f"{where}.backbone")
+        record["head"] = _build(HeadSpec, record["head"], f"{where}.head")
+        record["normalization"] = _build(Normalization, record["normalization"], f"{where}.normalization")
+        record["weights"] = [_build(WeightSource, w, f"{where}.weights") for w in record.get("weights") or []]
+    except KeyError as exc:
+        raise ModelConfigError(f"{where}: missing key {exc.args[0]!r}.") from None
+    spec = _build(ModelSpec, record, where)
+    return dataclasses.replace(spec, source_file=source_file)
+
+
+def config_dir() -> Path:
+    """The directory holding the registry's YAML files.
+
+    An installed wheel carries them as ``canopy/configs``; a source checkout keeps them in the
+    repository's top-level ``configs/``.
+    """
+    packaged = Path(__file__).resolve().parents[1] / "configs"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parents[2] / "configs"
+
+
+@functools.cache
+def _registry() -> dict[str, ModelSpec]:
+    """Load every model record once per process."""
+    models: dict[str, ModelSpec] = {}
+    for path in sorted((config_dir() / "models").glob("*.yaml")):
+        content = yaml.safe_load(path.read_text()) or {}
+        for record in content.get("models", []):
+            spec = parse_model(record, path)
+            if spec.name in models:
+                raise ModelConfigError(f"{path}: model {spec.name} is also defined in {models[spec.name].source_file}.")
+            models[spec.name] = spec
+    return models
+
+
+def list_models() -> list[ModelSpec]:
+    """Every model in the registry, in name order.
+
+    Returns
+    -------
+    list of ModelSpec
+    """
+    return [spec for _, spec in sorted(_registry().items())]
+
+
+def get_model_spec(name: str) -> ModelSpec:
+    """The registry record of a model.
+
+    Parameters
+    ----------
+    name
+        A registry name such as ``dinov2_vits14``.
+
+    Returns
+    -------
+    ModelSpec
+
+    Raises
+    ------
+    UnknownModelError
+        If no model has that name; the message lists the known ones.
+    """
+    models = _registry()
+    if name not in models:
+        raise UnknownModelError(
+            f"Unknown model {name!r}; choose one of {', '.join(sorted(models))} (see `canopy models`)."
+        )
+    return models[name]

@@ -1,0 +1,195 @@
+"""The DINOv2 vision transformer, with DINOv2's own ``forward_features`` and
+``get_intermediate_layers`` API so its users feel at home."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from canopy.models.layers import Block, Mlp, PatchEmbed, SwiGLUFFN
+from canopy.models.registry import BackboneSpec
+
+
+class DinoVisionTransformer(nn.Module):
+    """A ViT backbone whose parameter names follow Meta's DINOv2 checkpoints.
+
+    Parameters
+    ----------
+    spec
+        The architecture: sizes, patch size, feed-forward type, register tokens and how the
+        position embeddings are interpolated to other token grids.
+    in_chans
+        Number of input bands.
+    """
+
+    def __init__(self, spec: BackboneSpec, in_chans: int = 3) -> None:
+        super().__init__()
+        self.spec = spec
+        dim = spec.embed_dim
+        self.embed_dim = dim
+        self.patch_size = spec.patch_size
+        self.num_register_tokens = spec.num_register_tokens
+        self.n_blocks = spec.depth
+        self.patch_embed = PatchEmbed(spec.patch_size, in_chans, dim)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + spec.grid_size**2, dim))
+        self.mask_token = nn.Parameter(torch.zeros(1, dim))
+        self.register_tokens = (
+            nn.Parameter(torch.zeros(1, spec.num_register_tokens, dim)) if spec.num_register_tokens else None
+        )
+        ffn = SwiGLUFFN if spec.ffn == "swiglu" else Mlp
+        hidden = int(dim * spec.mlp_ratio)
+        self.blocks = nn.ModuleList(
+            Block(dim, spec.num_heads, ffn(dim, hidden), spec.layerscale_init) for _ in range(spec.depth)
+        )
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.head = nn.Identity()
+
+    def init_random(self, seed: int = 0) -> None:
+        """Fill every parameter with DINOv2's initialisation from a fixed seed (tests, benchmarks)."""
+        generator = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for name, param in self.named_parameters():
+                if name.endswith(("ls1.gamma", "ls2.gamma")):
+                    param.fill_(self.spec.layerscale_init)
+                elif "norm" in name and name.endswith("weight"):
+                    param.fill_(1.0)
+                elif name.endswith("bias"):
+                    param.zero_()
+                elif name in ("cls_token", "register_tokens"):
+                    param.normal_(0.0, 1e-6, generator=generator)
+                else:
+                    param.normal_(0.0, 0.02, generator=generator).clamp_(-0.04, 0.04)
+
+    def interpolate_pos_encoding(self, height: int, width: int) -> torch.Tensor:
+        """Position embeddings for an image of ``height`` x ``width`` px.
+
+        Bicubic interpolation of the trained grid, done in float32 the way the original does for
+        each variant (an offset of 0.1 tokens for the plain models, antialiasing for the register
+        models); the trained embeddings are returned as they are for a square image of the trained size.
+        """
+        rows, cols = height // self.patch_size, width // self.patch_size
+        trained = self.spec.grid_size
+        if rows == cols == trained:
+            return self.pos_embed
+        pos = self.pos_embed.float()
+        cls_pos, patch_pos = pos[:, :1], pos[:, 1:]
+        patch_pos = patch_pos.reshape(1, trained, trained, self.embed_dim).permute(0, 3, 1, 2)
+        offset = self.spec.interpolate_offset
+        if offset:
+            scale = ((rows + offset) / trained, (cols + offset) / trained)
+            patch_pos = F.interpolate(
+                patch_pos, scale_factor=scale, mode="bicubic", antialias=self.spec.interpolate_antialias
+            )
+        else:
+            patch_pos = F.interpolate(
+                patch_pos, size=(rows, cols), mode="bicubic", antialias=self.spec.interpolate_antialias
+            )
+        patch_pos = patch_pos.permute(0, 2, 3, 1).reshape(1, rows * cols, self.embed_dim)
+        return torch.cat((cls_pos, patch_pos), dim=1).to(self.pos_embed.dtype)
+
+    def prepare_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """Patch-embed an image batch and add class token, position embeddings and registers."""
+        height, width = x.shape[-2:]
+        tokens = self.patch_embed(x)
+        tokens = torch.cat((self.cls_token.expand(tokens.shape[0], -1, -1), tokens), dim=1)
+        tokens = tokens + self.interpolate_pos_encoding(height, width).to(tokens.dtype)
+        if self.register_tokens is not None:
+            registers = self.register_tokens.expand(tokens.shape[0], -1, -1).to(tokens.dtype)
+            tokens = torch.cat((tokens[:, :1], registers, tokens[:, 1:]), dim=1)
+        return tokens
+
+    def forward_features(self, x: torch.Tensor) -> dict[str, torch.Tensor | None]:
+        """Run every block and return DINOv2's feature dictionary.
+
+        Parameters
+        ----------
+        x
+            Normalised images (B, C, H, W); H and W multiples of the patch size.
+
+        Returns
+        -------
+        dict
+            ``x_norm_clstoken`` (B, C), ``x_norm_regtokens`` (B, R, C), ``x_norm_patchtokens``
+            (B, N, C), ``x_prenorm`` (B, 1 + R + N, C) and ``masks`` (None).
+
+        Raises
+        ------
+        PatchSizeError
+            If H or W is not a multiple of the patch size.
+        """
+        tokens = self.prepare_tokens(x)
+        for block in self.blocks:
+            tokens = block(tokens)
+        normed = self.norm(tokens)
+        first_patch = 1 + self.num_register_tokens
+        return {
+            "x_norm_clstoken": normed[:, 0],
+            "x_norm_regtokens": normed[:, 1:first_patch],
+            "x_norm_patchtokens": normed[:, first_patch:],
+            "x_prenorm": tokens,
+            "masks": None,
+        }
+
+    def _block_outputs(self, x: torch.Tensor, n: int | Sequence[int]) -> list[torch.Tensor]:
+        """Outputs of the last ``n`` blocks, or of the blocks whose indices are listed."""
+        wanted = set(range(self.n_blocks - n, self.n_blocks)) if isinstance(n, int) else set(n)
+        if not wanted or min(wanted) < 0 or max(wanted) >= self.n_blocks:
+            raise ValueError(f"Block indices {sorted(wanted)} are outside 0..{self.n_blocks - 1}.")
+        tokens = self.prepare_tokens(x)
+        outputs = []
+        for index, block in enumerate(self.blocks):
+            if index > max(wanted):
+                break
+            tokens = block(tokens)
+            if index in wanted:
+                outputs.append(tokens)
+        return outputs
+
+    def get_intermediate_layers(
+        self,
+        x: torch.Tensor,
+        n: int | Sequence[int] = 1,
+        reshape: bool = False,
+        return_class_token: bool = False,
+        norm: bool = True,
+    ) -> tuple:
+        """Patch tokens (and optionally the class token) of intermediate blocks.
+
+        Parameters
+        ----------
+        x
+            Normalised images (B, C, H, W).
+        n
+            The last ``n`` blocks, or a list of block indices.
+        reshape
+            Return patch tokens as feature maps (B, C, H/p, W/p) instead of (B, N, C).
+        return_class_token
+            Pair each output with its class token (B, C).
+        norm
+            Apply the final LayerNorm to each output.
+
+        Returns
+        -------
+        tuple
+            One tensor per block, or one (patch tokens, class token) pair per block.
+        """
+        outputs = self._block_outputs(x, n)
+        if norm:
+            outputs = [self.norm(out) for out in outputs]
+        class_tokens = [out[:, 0] for out in outputs]
+        patches = [out[:, 1 + self.num_register_tokens :] for out in outputs]
+        if reshape:
+            rows, cols = x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size
+            patches = [p.reshape(p.shape[0], rows, cols, -1).permute(0, 3, 1, 2).contiguous() for p in patches]
+        if return_class_token:
+            return tuple(zip(patches, class_tokens))
+        return tuple(patches)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return the normalised class token, as DINOv2's hub models do in eval mode."""
+        return self.head(self.forward_features(x)["x_norm_clstoken"])
+

@@ -1,0 +1,266 @@
+"""Finding a model's weights: an explicit path, the local cache, or a verified download.
+
+The cache is ``$CANOPY_CACHE_DIR`` when set, else ``$XDG_CACHE_HOME/canopy`` (``~/.cache/canopy``);
+weights live in ``<cache>/weights/<model name>/<file name>``. Offline mode (``offline=True`` or
+``CANOPY_OFFLINE=1``) never downloads. A download is streamed to a temporary file in the cache,
+hashed on the way, checked against the published SHA-256 (or, where the publisher gives none,
+read back as a checkpoint), and only then renamed into place: a failed or corrupt download leaves
+nothing in the cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from canopy.errors import (
+    CanopyError,
+    ChecksumMismatchError,
+    DownloadError,
+    OfflineError,
+    WeightsNotFoundError,
+)
+from canopy.models.checkpoint import read_state_dict
+from canopy.models.registry import ModelSpec, WeightSource
+
+log = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[int, int | None], None]
+"""Called with (bytes done, total bytes or None) while a download runs."""
+
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class ResolvedWeights:
+    """Where a model's weights come from and how outputs should name them.
+
+    ``path`` is None for a random initialisation; ``identity`` is the file's SHA-256, or
+    ``random(seed=N)``.
+    """
+
+    path: Path | None
+    identity: str
+    seed: int | None = None
+
+    @property
+    def is_random(self) -> bool:
+        """True for a seeded random initialisation."""
+        return self.path is None
+
+
+def cache_dir() -> Path:
+    """The cache directory, read from the environment at call time.
+
+    Returns
+    -------
+    Path
+        ``$CANOPY_CACHE_DIR``, else ``$XDG_CACHE_HOME/canopy``, else ``~/.cache/canopy``.
+    """
+    explicit = os.environ.get("CANOPY_CACHE_DIR")
+    if explicit:
+        return Path(explicit).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(xdg).expanduser() / "canopy"
+
+
+def offline_mode(offline: bool | None = None) -> bool:
+    """Whether downloads are forbidden: ``offline`` if given, else ``CANOPY_OFFLINE``."""
+    if offline is not None:
+        return offline
+    return os.environ.get("CANOPY_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def cached_path(spec: ModelSpec, source: WeightSource) -> Path:
+    """Where one published file of a model lives in the cache."""
+    return cache_dir() / "weights" / spec.name / source.filename
+
+
+def find_cached(spec: ModelSpec) -> Path | None:
+    """The first of a model's published files already in the cache, if any.
+
+    Parameters
+    ----------
+    spec
+        The model.
+
+    Returns
+    -------
+    Path or None
+    """
+    for source in spec.weights:
+        path = cached_path(spec, source)
+        if path.is_file():
+            return path
+    return None
+
+
+def sha256_of(path: Path) -> str:
+    """SHA-256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def parse_random(weights: str) -> int | None:
+    """The seed of a ``random`` or ``random(seed=N)`` weights value, or None for anything else."""
+    text = weights.strip().replace(" ", "")
+    if text == "random":
+        return 0
+    if text.startswith("random(seed=") and text.endswith(")"):
+        try:
+            return int(text[len("random(seed=") : -1])
+        except ValueError:
+            return None
+    return None
+
+
+def resolve_weights(
+    spec: ModelSpec,
+    weights: str | os.PathLike | None = None,
+    *,
+    offline: bool | None = None,
+    progress: ProgressCallback | None = None,
+) -> ResolvedWeights:
+    """Find a model's weights in the documented order.
+
+    Parameters
+    ----------
+    spec
+        The model.
+    weights
+        A path to a checkpoint; ``"random"`` or ``"random(seed=N)"`` for a seeded random
+        initialisation (tests and benchmarks only); None for the cache, then a download.
+    offline
+        Forbid downloads; None reads ``CANOPY_OFFLINE``.
+    progress
+        Called during a download with (bytes done, total bytes or None).
+
+    Returns
+    -------
+    ResolvedWeights
+
+    Raises
+    ------
+    WeightsNotFoundError
+        If an explicit path does not exist, or the model has no published weights and none are cached.
+    OfflineError
+        If a download is needed in offline mode; the message says which file to place where.
+    DownloadError
+        If the download fails or its checksum is wrong.
+    """
+    if weights is not None:
+        seed = parse_random(str(weights))
+        if seed is not None:
+            return ResolvedWeights(path=None, identity=f"random(seed={seed})", seed=seed)
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise WeightsNotFoundError(
+                f"Weights file {path} does not exist; pass the path of a checkpoint, or 'random' for tests."
+            )
+        return ResolvedWeights(path=path, identity=sha256_of(path))
+    cached = find_cached(spec)
+    if cached is not None:
+        return ResolvedWeights(path=cached, identity=sha256_of(cached))
+    if not spec.weights:
+        raise WeightsNotFoundError(
+            f"Model {spec.name} has no published weights; pass --weights PATH (e.g. a file from `canopy train`)."
+        )
+    source = spec.weights[0]
+    target = cached_path(spec, source)
+    if offline_mode(offline):
+        raise OfflineError(
+            f"Weights for {spec.name} are not cached and offline mode is on; download {source.url} "
+            f"and place it at {target}, or pass --weights PATH."
+        )
+    download(source, target, progress=progress)
+    return ResolvedWeights(path=target, identity=sha256_of(target))
+
+
+def download(
+    source: WeightSource,
+    target: Path,
+    *,
+    progress: ProgressCallback | None = None,
+    verify: Callable[[Path], object] | None = None,
+    timeout: float = 60.0,
+) -> Path:
+    """Download a published file to ``target`` atomically, checking its SHA-256.
+
+    Parameters
+    ----------
+    source
+        URL and expected SHA-256 (None when the publisher gives none).
+    target
+        Final path; its directory is created.
+    progress
+        Called with (bytes done, total bytes or None) after each chunk.
+    verify
+        Called on the temporary file when no SHA-256 is published, to reject a file that is not a
+        checkpoint; defaults to reading it as a state dict.
+    timeout
+        Socket timeout in seconds.
+
+    Returns
+    -------
+    Path
+        ``target``.
+
+    Raises
+    ------
+    DownloadError
+        On a network or HTTP error, a short read, or a file that fails ``verify``.
+    ChecksumMismatchError
+        If the SHA-256 differs from the published one.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    tmp = Path(tmp_name)
+    try:
+        digest = hashlib.sha256()
+        done = 0
+        log.info("downloading %s to %s", source.url, target)
+        try:
+            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(source.url, timeout=timeout) as response:
+                length = response.headers.get("Content-Length")
+                total = int(length) if length and length.isdigit() else None
+                while chunk := response.read(_CHUNK):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    done += len(chunk)
+                    if progress is not None:
+                        progress(done, total)
+        except (urllib.error.URLError, OSError) as exc:
+            raise DownloadError(f"Download of {source.url} failed ({exc}); check the network and retry.") from None
+        if total is not None and done != total:
+            raise DownloadError(f"Download of {source.url} stopped after {done} of {total} bytes; retry.")
+        if source.sha256 is not None and digest.hexdigest() != source.sha256.lower():
+            raise ChecksumMismatchError(
+                f"Download of {source.url} has SHA-256 {digest.hexdigest()}, not the published "
+                f"{source.sha256}; nothing was kept. Retry, or report it if it persists."
+            )
+        if source.sha256 is None:
+            _verify_checkpoint(tmp, source, verify)
+        os.replace(tmp, target)
+        return target
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _verify_checkpoint(path: Path, source: WeightSource, verify: Callable[[Path], object] | None) -> None:
+    """Reject a download with no published hash unless it reads back as a checkpoint."""
+    if verify is None:
+        verify = read_state_dict
+    try:
+        verify(path)
+    except CanopyError as exc:
+        raise DownloadError(f"Download of {source.url} is not a usable checkpoint ({exc}); nothing was kept.") from None
