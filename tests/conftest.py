@@ -12,3 +12,34 @@ def isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("CANOPY_CACHE_DIR", str(cache))
     monkeypatch.delenv("CANOPY_OFFLINE", raising=False)
     return cache
+
+
+@pytest.fixture
+def serve_directory():
+    """Serve a directory over HTTP on 127.0.0.1 for the test, and stop the server after it.
+
+    Returns a function taking the directory and returning the base URL.
+    """
+    import functools
+    import http.server
+    import threading
+
+    servers = []
+
+    class QuietHandler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    def start(directory) -> str:
+        handler = functools.partial(QuietHandler, directory=str(directory))
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        servers.append((server, thread))
+        return f"http://127.0.0.1:{server.server_address[1]}"
+
+    yield start
+    for server, thread in servers:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)

@@ -1,0 +1,1 @@
+"""The ``canopy`` command line: thin commands over the library."""

@@ -1,0 +1,58 @@
+"""The ``canopy`` command group: version, debug flag, error and warning reporting."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import warnings
+
+import click
+
+from canopy._version import __version__
+from canopy.errors import CanopyError
+
+
+class _CanopyGroup(click.Group):
+    """Turn a :class:`CanopyError` into one line on stderr and exit status 1, unless ``--debug``."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except CanopyError as exc:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            click.secho(f"Error: {exc}", err=True, fg="red")
+            ctx.exit(1)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Print warnings as one plain line, without the source location."""
+    click.secho(f"Warning: {message}", err=True, fg="yellow")
+
+
+@click.group(cls=_CanopyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="canopy (canopy-height)")
+@click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """Canopy height maps from very-high-resolution RGB imagery."""
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not debug:
+        warnings.showwarning = _show_warning
+
+
+def _register_commands() -> None:
+    """Attach the subcommands; each lives in a module of its own."""
+    from canopy.cli.models import models
+
+    cli.add_command(models)
+
+
+_register_commands()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    sys.exit(cli.main(standalone_mode=True))

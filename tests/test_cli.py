@@ -1,0 +1,42 @@
+"""The canopy command line: help, version, models, and how errors are reported."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import torch
+from click.testing import CliRunner
+
+from canopy import __version__
+from canopy.cli.main import cli
+from canopy.models.weights import cache_dir
+
+
+def test_help_and_version():
+    runner = CliRunner()
+    result = runner.invoke(cli, ["--help"])
+    assert result.exit_code == 0 and "models" in result.output
+    result = runner.invoke(cli, ["--version"])
+    assert result.exit_code == 0 and __version__ in result.output
+
+
+def test_console_script_is_installed():
+    result = subprocess.run([sys.executable, "-m", "canopy", "--version"], capture_output=True, text=True)
+    assert result.returncode == 0 and __version__ in result.stdout
+
+
+def test_models_lists_all_dinov2_backbones_with_cache_state():
+    target = cache_dir() / "weights" / "dinov2_vitb14_reg" / "dinov2_vitb14_reg4_pretrain.pth"
+    target.parent.mkdir(parents=True)
+    torch.save({}, target)
+    result = CliRunner().invoke(cli, ["models"])
+    assert result.exit_code == 0, result.output
+    lines = {line.split()[0]: line.split() for line in result.output.splitlines() if line.startswith("dinov2")}
+    assert len(lines) == 8
+    assert lines["dinov2_vits14"][1:] == ["14", "384", "0.5", "Apache-2.0", "no"]
+    assert lines["dinov2_vitb14_reg"][-1] == "yes"
+    rows = json.loads(CliRunner().invoke(cli, ["models", "--json"]).output)
+    assert {r["name"]: r["cached"] for r in rows}["dinov2_vitb14_reg"] is True
+    assert {r["name"]: r["embed_dim"] for r in rows}["dinov2_vitg14"] == 1536
