@@ -60,3 +60,35 @@ class CanopyWarning(UserWarning):
 
 class RandomWeightsWarning(CanopyWarning):
     """Random weights are in use: heights from such a model mean nothing."""
+
+
+class BBoxError(CanopyError, ValueError):
+    """A bounding box that is malformed, out of range, or misses the imagery."""
+
+
+class ImageryError(CanopyError, ValueError):
+    """Imagery that canopy cannot use as it is (no georeferencing, too few bands, ...)."""
+
+
+class ImageryReadError(CanopyError, OSError):
+    """An imagery file that cannot be opened or read (not a raster, truncated, missing)."""
+
+
+class OutputPathError(CanopyError, OSError):
+    """An output path whose directory does not exist or is not writable."""
+
+
+class ResumeError(CanopyError, ValueError):
+    """A ``--resume`` whose partial run was made with other settings."""
+
+
+class DeviceError(CanopyError, ValueError):
+    """A device or precision that is not available here."""
+
+
+class AmbiguousNodataWarning(CanopyWarning):
+    """Imagery whose declared nodata value is also a real pixel value; the message says which rule applies."""
+
+
+class ChipLayoutError(CanopyError, ValueError):
+    """A chip size or overlap that does not fit the model."""

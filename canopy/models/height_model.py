@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import warnings
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
+from canopy.errors import RandomWeightsWarning
+from canopy.models.backbone import build_backbone
 from canopy.models.heads import build_head
-from canopy.models.registry import ModelSpec
+from canopy.models.registry import ModelSpec, get_model_spec
 from canopy.models.vision_transformer import DinoVisionTransformer
+from canopy.models.weights import ProgressCallback, resolve_weights
 
 
 class HeightModel(nn.Module):
@@ -39,10 +46,11 @@ class HeightModel(nn.Module):
 
     def init_head_random(self, seed: int = 0) -> None:
         """Re-initialise the head's parameters from a fixed seed (tests and benchmarks)."""
-        torch.manual_seed(seed)
-        for module in self.head.modules():
-            if hasattr(module, "reset_parameters") and module is not self.head:
-                module.reset_parameters()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            for module in self.head.modules():
+                if hasattr(module, "reset_parameters") and module is not self.head:
+                    module.reset_parameters()
 
     def features(self, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Normalise RGB in [0, 1] and return the head's input: (patch map, class token) per layer."""
@@ -62,3 +70,58 @@ class HeightModel(nn.Module):
             If H or W is not a multiple of the patch size.
         """
         return self.head(self.features(x), tuple(x.shape[-2:]))
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A ready height model and the identities of its weights, for output tags."""
+
+    model: HeightModel
+    spec: ModelSpec
+    backbone_weights: str
+    head_weights: str
+
+
+def load_height_model(
+    name: str,
+    weights: str | os.PathLike | None = None,
+    *,
+    offline: bool | None = None,
+    progress: ProgressCallback | None = None,
+) -> LoadedModel:
+    """Load a registry model as backbone plus height head.
+
+    Parameters
+    ----------
+    name
+        A registry name; a DINOv2 backbone's name means that backbone with its DPT head.
+    weights
+        Backbone weights: a path, ``random``/``random(seed=N)``, or None for the cache or a download.
+    offline
+        Forbid downloads; None reads ``CANOPY_OFFLINE``.
+    progress
+        Download progress callback.
+
+    Returns
+    -------
+    LoadedModel
+        The head is seeded-random until trained heads exist for the model; that warns loudly.
+
+    Raises
+    ------
+    UnknownModelError, WeightsNotFoundError, OfflineError, DownloadError, WeightsMismatchError
+        As :func:`canopy.models.load_backbone`.
+    """
+    spec = get_model_spec(name)
+    resolved = resolve_weights(spec, weights, offline=offline, progress=progress)
+    model = HeightModel(spec, build_backbone(spec, resolved))
+    seed = resolved.seed or 0
+    model.init_head_random(seed)
+    if not resolved.is_random:
+        warnings.warn(
+            f"The height head of {name} has no trained weights (random(seed={seed})): its heights mean nothing "
+            "until a head is trained on lidar.",
+            RandomWeightsWarning,
+            stacklevel=2,
+        )
+    return LoadedModel(model.eval(), spec, resolved.identity, f"random(seed={seed})")

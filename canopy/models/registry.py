@@ -108,12 +108,17 @@ class ModelSpec:
     head: HeadSpec
     normalization: Normalization
     ground_resolution: float
+    chip_size: int = 224
     weights: tuple[WeightSource, ...] = ()
     source_file: Path | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.ground_resolution <= 0:
             raise ModelConfigError(f"model {self.name}: ground_resolution must be positive.")
+        if self.chip_size <= 0 or self.chip_size % self.backbone.patch_size:
+            raise ModelConfigError(
+                f"model {self.name}: chip_size {self.chip_size} is not a multiple of the patch size {self.backbone.patch_size}."
+            )
         bad = [i for i in self.head.layers if not 0 <= i < self.backbone.depth]
         if bad:
             raise ModelConfigError(

@@ -1,0 +1,70 @@
+"""``canopy predict``: a canopy height map over a bounding box."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from canopy.cli.options import (
+    device_option,
+    model_option,
+    offline_option,
+    precision_option,
+    quiet_option,
+    weights_option,
+)
+from canopy.cli.progress import block_progress, download_progress
+from canopy.predict import DEFAULT_MODEL, predict as run_predict
+
+
+@click.command()
+@click.option("--imagery", "imagery", multiple=True, required=True, metavar="SRC", help="GeoTIFF; repeat for several (earlier wins where they overlap).")
+@click.option("--bbox", default=None, metavar="MINX,MINY,MAXX,MAXY", help="Region (west,south,east,north); default the imagery's extent.")
+@click.option("--bbox-crs", default="EPSG:4326", show_default=True, help="CRS of --bbox.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Output COG (.tif); a .qml style is written beside it.")
+@model_option
+@weights_option
+@click.option("--res", type=float, default=None, help="Output pixel size in metres (default: the model's).")
+@click.option("--crs", default=None, help="Output CRS (default: the imagery's, or the region's UTM zone).")
+@click.option("--chip-size", type=int, default=None, help="Chip side in px, a multiple of the patch size (default: the model's).")
+@click.option("--overlap", type=int, default=None, help="Overlap between chips in px (default: a quarter chip).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option("--block-size", type=click.IntRange(min=16), default=2048, show_default=True, help="Block side in output px.")
+@device_option
+@precision_option
+@click.option("--resume", is_flag=True, help="Continue an interrupted run with the same settings.")
+@click.option("--quicklook", is_flag=True, help="Also write <name>.png with a colour bar.")
+@offline_option
+@quiet_option
+def predict(imagery, bbox, bbox_crs, out, model, weights, res, crs, chip_size, overlap, batch_size, block_size, device, precision, resume, quicklook, offline, quiet) -> None:
+    """Predict canopy height over a bounding box and write a Cloud-Optimized GeoTIFF."""
+    with download_progress(quiet) as on_download, block_progress(quiet) as on_block:
+        result = run_predict(
+            list(imagery),
+            bbox,
+            bbox_crs=bbox_crs,
+            model=model or DEFAULT_MODEL,
+            weights=weights,
+            out=out,
+            res=res,
+            crs=crs,
+            chip_size=chip_size,
+            overlap=overlap,
+            batch_size=batch_size,
+            block_size=block_size,
+            device=device,
+            precision=precision,
+            resume=resume,
+            quicklook=quicklook,
+            offline=offline,
+            progress=on_block,
+            download_progress=on_download,
+        )
+    summary = result.attrs["summary"]
+    height, width = result.shape
+    click.echo(
+        f"wrote {out} ({width} x {height} px, {abs(result.rio.resolution()[0]):g} m, {result.rio.crs}); "
+        f"computed {summary.blocks_computed} blocks, reused {summary.blocks_reused}",
+        err=True,
+    )

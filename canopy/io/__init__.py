@@ -1,0 +1,1 @@
+"""Writing results: partial runs, Cloud-Optimized GeoTIFFs, QGIS styles and quicklooks."""

@@ -1,0 +1,91 @@
+"""A run in progress: finished blocks kept as small GeoTIFFs in a hidden folder beside the output.
+
+Each block is written under a temporary name and renamed, so a run killed at any moment leaves
+only whole blocks; ``--resume`` reuses them when the run's settings (its fingerprint) are the same.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from rasterio.windows import Window
+
+from canopy.errors import ResumeError
+from canopy.grid import OutputGrid
+from canopy.io.atomic import atomic_path
+from canopy.tiling.blocks import Block
+
+log = logging.getLogger(__name__)
+
+_BLOCK_PROFILE = {"driver": "GTiff", "dtype": "float32", "count": 1, "nodata": float("nan"), "compress": "deflate", "predictor": 3, "zlevel": 1}
+
+
+class PartialRun:
+    """The folder of a run's finished blocks.
+
+    Parameters
+    ----------
+    out
+        The final output path; the folder is ``.<name>.partial`` beside it.
+    fingerprint
+        Everything that decides the output's pixels; a resumed run must match it.
+    resume
+        Keep the blocks of an earlier run with the same fingerprint; otherwise start afresh.
+
+    Raises
+    ------
+    ResumeError
+        If ``resume`` is set and the earlier run had other settings.
+    """
+
+    def __init__(self, out: Path, fingerprint: dict[str, Any], resume: bool) -> None:
+        self.dir = out.parent / f".{out.name}.partial"
+        manifest = self.dir / "manifest.json"
+        fingerprint = json.loads(json.dumps(fingerprint))
+        if resume and manifest.is_file():
+            earlier = json.loads(manifest.read_text())
+            if earlier != fingerprint:
+                changed = sorted(k for k in set(earlier) | set(fingerprint) if earlier.get(k) != fingerprint.get(k))
+                raise ResumeError(
+                    f"The partial run in {self.dir} was made with other settings ({', '.join(changed)}); "
+                    "run again without --resume to start afresh."
+                )
+            log.info("resuming: %d blocks already done in %s", len(self.done()), self.dir)
+            return
+        if self.dir.exists():
+            log.info("discarding an earlier partial run in %s", self.dir)
+            shutil.rmtree(self.dir)
+        self.dir.mkdir()
+        with atomic_path(manifest) as tmp:
+            tmp.write_text(json.dumps(fingerprint, indent=2, sort_keys=True))
+
+    def _path(self, block: Block) -> Path:
+        return self.dir / f"{block.key}.tif"
+
+    def done(self) -> set[str]:
+        """Keys of the blocks already written."""
+        return {p.stem for p in self.dir.glob("r*_c*.tif")}
+
+    def write(self, block: Block, data: np.ndarray, grid: OutputGrid) -> None:
+        """Store one block's heights atomically."""
+        sub = grid.subgrid(block.row, block.col, block.height, block.width)
+        with atomic_path(self._path(block)) as tmp:
+            with rasterio.open(
+                tmp, "w", width=block.width, height=block.height, crs=grid.crs, transform=sub.transform, **_BLOCK_PROFILE
+            ) as dst:
+                dst.write(data, 1)
+
+    def read(self, block: Block) -> np.ndarray:
+        """One stored block's heights."""
+        with rasterio.open(self._path(block)) as src:
+            return src.read(1, window=Window(0, 0, block.width, block.height))
+
+    def remove(self) -> None:
+        """Delete the folder once the output is complete."""
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -1,0 +1,75 @@
+"""A QGIS style sidecar (``<name>.qml``): a height colour ramp in metres, with a legend."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from xml.sax.saxutils import quoteattr
+
+from canopy.io.atomic import atomic_path
+
+# Sequential ramp from bare ground to tall canopy, as (fraction of the range, hex colour).
+HEIGHT_COLOURS: list[tuple[float, str]] = [
+    (0.0, "#f7f4e9"),
+    (0.1, "#d9ef8b"),
+    (0.3, "#91cf60"),
+    (0.5, "#1a9850"),
+    (0.75, "#006837"),
+    (1.0, "#00331a"),
+]
+
+
+def style_range(p98: float) -> float:
+    """Top of the colour ramp: the 98th percentile of heights rounded up to 5 m, at least 5 m."""
+    return max(5.0, 5.0 * math.ceil(p98 / 5.0))
+
+
+def qml_text(vmax: float) -> str:
+    """The style document for heights from 0 to ``vmax`` metres."""
+    items = "\n".join(
+        f"            <item alpha=\"255\" value=\"{f * vmax:g}\" label={quoteattr(f'{f * vmax:g} m')} color=\"{colour}\"/>"
+        for f, colour in HEIGHT_COLOURS
+    )
+    return f"""<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>
+<qgis version="3.28.0" styleCategories="Symbology">
+  <pipe>
+    <provider>
+      <resampling enabled="false" zoomedInResamplingMethod="nearestNeighbour" zoomedOutResamplingMethod="nearestNeighbour" maxOversampling="2"/>
+    </provider>
+    <rasterrenderer type="singlebandpseudocolor" band="1" opacity="1" alphaBand="-1" nodataColor="" classificationMin="0" classificationMax="{vmax:g}">
+      <rasterTransparency/>
+      <minMaxOrigin>
+        <limits>None</limits>
+        <extent>WholeRaster</extent>
+        <statAccuracy>Estimated</statAccuracy>
+        <cumulativeCutLower>0.02</cumulativeCutLower>
+        <cumulativeCutUpper>0.98</cumulativeCutUpper>
+        <stdDevFactor>2</stdDevFactor>
+      </minMaxOrigin>
+      <rastershader>
+        <colorrampshader colorRampType="INTERPOLATED" classificationMode="2" clip="0" minimumValue="0" maximumValue="{vmax:g}" labelPrecision="0">
+{items}
+        </colorrampshader>
+      </rastershader>
+    </rasterrenderer>
+    <brightnesscontrast brightness="0" contrast="0" gamma="1"/>
+    <huesaturation saturation="0" grayscaleMode="0" colorizeOn="0"/>
+    <rasterresampler maxOversampling="2"/>
+  </pipe>
+  <blendMode>0</blendMode>
+</qgis>
+"""
+
+
+def write_qml(path: Path, vmax: float) -> None:
+    """Write the style atomically to ``path``.
+
+    Parameters
+    ----------
+    path
+        Normally ``<name>.qml`` beside ``<name>.tif``, where QGIS finds it by itself.
+    vmax
+        Height in metres at the top of the colour ramp.
+    """
+    with atomic_path(path) as tmp:
+        tmp.write_text(qml_text(vmax))

@@ -1,0 +1,272 @@
+"""``canopy.predict``: a canopy height map for a region, streamed block by block to a COG."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rioxarray
+import xarray as xr
+
+from canopy._version import __version__
+from canopy.errors import ChipLayoutError, OutputPathError
+from canopy.grid import parse_bbox, parse_crs, plan_grid
+from canopy.imagery import ImagerySource, open_imagery
+from canopy.io.atomic import atomic_path
+from canopy.io.cog import assemble_cog, height_percentile
+from canopy.io.partial import PartialRun
+from canopy.io.qml import style_range, write_qml
+from canopy.io.quicklook import write_quicklook
+from canopy.models.height_model import load_height_model
+from canopy.models.registry import ModelSpec, get_model_spec
+from canopy.models.weights import ProgressCallback
+from canopy.runtime.device import precision_name, select_device, select_precision
+from canopy.runtime.inference import ChipPredictor
+from canopy.runtime.pipeline import run_blocks
+from canopy.stitch import predict_block
+from canopy.tiling import ChipLayout, iter_blocks
+from canopy.tiling.block_input import read_block
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "dinov2_vits14"
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a run stands: blocks and square kilometres done of the total."""
+
+    blocks_done: int
+    blocks_total: int
+    km2_done: float
+    km2_total: float
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What a run did: blocks computed now, blocks reused from a partial run, chip and overlap used."""
+
+    blocks_computed: int
+    blocks_reused: int
+    chip_size: int
+    overlap: int
+
+
+def check_output_path(out: Path) -> Path:
+    """Refuse an output path that cannot be written, before any work is done.
+
+    Raises
+    ------
+    OutputPathError
+        If the directory does not exist or is not writable, the path is a directory, or it is not ``.tif``.
+    """
+    out = Path(out).expanduser()
+    if out.suffix.lower() not in (".tif", ".tiff"):
+        raise OutputPathError(f"Output {out} must end in .tif or .tiff (a GeoTIFF is written).")
+    if out.is_dir():
+        raise OutputPathError(f"Output {out} is a directory; give a file name such as {out / 'height.tif'}.")
+    parent = out.parent
+    if not parent.is_dir():
+        raise OutputPathError(f"Output directory {parent} does not exist; create it first.")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputPathError(f"Output directory {parent} is not writable; choose another --out.")
+    return out
+
+
+def predict(
+    imagery: str | os.PathLike | ImagerySource | Sequence[str | os.PathLike | ImagerySource],
+    bbox: str | Sequence[float] | None = None,
+    *,
+    bbox_crs: str = "EPSG:4326",
+    model: str = DEFAULT_MODEL,
+    weights: str | os.PathLike | None = None,
+    out: str | os.PathLike | None = None,
+    res: float | None = None,
+    crs: str | None = None,
+    chip_size: int | None = None,
+    overlap: int | None = None,
+    batch_size: int = 4,
+    block_size: int = 2048,
+    device: str = "auto",
+    precision: str = "auto",
+    resume: bool = False,
+    quicklook: bool = False,
+    offline: bool | None = None,
+    progress: Callable[[Progress], None] | None = None,
+    download_progress: ProgressCallback | None = None,
+) -> xr.DataArray:
+    """Predict canopy height over a region and return it as a georeferenced DataArray.
+
+    The output grid covers ``bbox`` in the imagery's CRS (or ``crs``) at the model's ground
+    resolution (or ``res``), snapped to whole pixels. It is cut into blocks; each block's chips
+    run through the model in batches and are blended with a smooth, strictly positive window.
+    Blocks are kept as they finish, so an interrupted run can ``resume``; at the end they become a
+    Cloud-Optimized GeoTIFF with a QGIS style sidecar, renamed onto ``out`` only when complete.
+
+    Parameters
+    ----------
+    imagery
+        One or more GeoTIFF paths (or :class:`~canopy.imagery.ImagerySource` objects), in priority order.
+    bbox
+        ``minx,miny,maxx,maxy`` (west, south, east, north) as a string or four numbers; None for
+        the imagery's extent.
+    bbox_crs
+        CRS of ``bbox``.
+    model
+        A registry name (see ``canopy models``).
+    weights
+        Backbone weights: a path, ``random`` (tests and benchmarks; warns), or None for the cache
+        or a download.
+    out
+        Write the map here as a COG, plus ``<name>.qml`` beside it; None keeps it in memory only.
+    res
+        Output pixel size in metres; default the model's ground resolution.
+    crs
+        Output CRS; default the imagery's, or the UTM zone of the region for mixed or geographic imagery.
+    chip_size
+        Chip side in pixels, a multiple of the model's patch size; default the model's.
+    overlap
+        Overlap between neighbouring chips in pixels; default a quarter of the chip.
+    batch_size
+        Chips per model call.
+    block_size
+        Block side in output pixels: the unit of memory, progress and resume.
+    device
+        ``auto``, ``cpu``, ``cuda`` or ``mps``.
+    precision
+        ``auto`` (bf16 on capable GPUs, else fp32), ``fp32``, ``bf16`` or ``fp16``.
+    resume
+        Continue a partial run of the same settings at ``out``.
+    quicklook
+        Also write ``<name>.png`` with a colour bar (needs ``out``).
+    offline
+        Forbid weight downloads; None reads ``CANOPY_OFFLINE``.
+    progress
+        Called after each block with a :class:`Progress`.
+    download_progress
+        Called while weights download.
+
+    Returns
+    -------
+    xarray.DataArray
+        Heights in metres (float32), NaN where there is no imagery, with CRS and transform set
+        (``.rio``); read lazily from ``out`` when given. ``attrs["summary"]`` is a :class:`RunSummary`.
+
+    Raises
+    ------
+    CanopyError
+        Any of its subclasses, with a sentence saying what to fix; nothing is left at ``out``.
+    """
+    target = check_output_path(Path(out)) if out is not None else None
+    if isinstance(imagery, (str, os.PathLike, ImagerySource)):
+        imagery = [imagery]
+    parsed_bbox = parse_bbox(bbox) if bbox is not None else None
+    bbox_crs_obj = parse_crs(bbox_crs, "--bbox-crs")
+    out_crs = parse_crs(crs, "--crs") if crs is not None else None
+    torch_device = select_device(device)
+    autocast = select_precision(torch_device, precision)
+    spec = get_model_spec(model)
+    layout = _chip_layout(spec, chip_size, overlap)
+    sources = open_imagery(list(imagery))
+    try:
+        grid = plan_grid(
+            [(s.crs, s.bounds) for s in sources], parsed_bbox, bbox_crs_obj, res or spec.ground_resolution, out_crs
+        )
+        loaded = load_height_model(model, weights, offline=offline, progress=download_progress)
+        log.info("output grid: %d x %d px of %g m in %s", grid.width, grid.height, grid.res, grid.crs.to_string())
+        if target is None:
+            with tempfile.TemporaryDirectory(prefix="canopy-") as tmp:
+                path = Path(tmp) / "height.tif"
+                summary = _run(sources, grid, loaded, layout, torch_device, autocast, path, batch_size, block_size, False, False, progress)
+                with rioxarray.open_rasterio(path, masked=True) as data:
+                    result = data.load()
+        else:
+            summary = _run(sources, grid, loaded, layout, torch_device, autocast, target, batch_size, block_size, resume, quicklook, progress)
+            result = rioxarray.open_rasterio(target, masked=True)
+    finally:
+        for source in sources:
+            source.close()
+    result = result.squeeze("band", drop=True).rename("canopy_height")
+    result.attrs.update(units="m", long_name="canopy height", summary=summary)
+    return result
+
+
+def _chip_layout(spec: ModelSpec, chip_size: int | None, overlap: int | None) -> ChipLayout:
+    """The chip lattice for a model, refusing sizes that do not fit its patch size."""
+    size = chip_size or spec.chip_size
+    try:
+        return ChipLayout(size, size // 4 if overlap is None else overlap, spec.backbone.patch_size)
+    except ValueError as exc:
+        raise ChipLayoutError(f"{exc} Choose --chip-size and --overlap to fit model {spec.name}.") from None
+
+
+def _run(sources, grid, loaded, layout, torch_device, autocast, target: Path, batch_size, block_size, resume, quicklook, progress) -> RunSummary:
+    """Predict every block not already done, then assemble the COG and its sidecars atomically."""
+    spec = loaded.spec
+    tags = {
+        "canopy_model": spec.name,
+        "canopy_weights": loaded.backbone_weights,
+        "canopy_head_weights": loaded.head_weights,
+        "canopy_version": __version__,
+        "canopy_chip_size": str(layout.size),
+        "canopy_overlap": str(layout.overlap),
+        "canopy_normalization": f"mean={list(spec.normalization.mean)} std={list(spec.normalization.std)} on RGB/255",
+        "canopy_precision": precision_name(autocast),
+        "units": "m",
+    }
+    fingerprint = {
+        **tags,
+        "grid": [grid.crs.to_wkt(), grid.res, grid.left, grid.top, grid.width, grid.height],
+        "block_size": block_size,
+        "device": torch_device.type,
+        "imagery": [[getattr(s, "name", "?"), _identity(s)] for s in sources],
+    }
+    partial = PartialRun(target, fingerprint, resume)
+    blocks = iter_blocks(grid.height, grid.width, block_size)
+    done = partial.done()
+    todo = [b for b in blocks if b.key not in done]
+    predictor = ChipPredictor(loaded.model, torch_device, autocast)
+    fill = np.asarray(spec.normalization.mean, np.float32)
+    km2 = lambda bs: sum(b.height * b.width for b in bs) * grid.res**2 / 1e6  # noqa: E731
+    total_km2, done_km2, done_count = km2(blocks), km2([b for b in blocks if b.key in done]), len(blocks) - len(todo)
+
+    def on_done(block) -> None:
+        nonlocal done_km2, done_count
+        done_count += 1
+        done_km2 += km2([block])
+        if progress is not None:
+            progress(Progress(done_count, len(blocks), done_km2, total_km2))
+
+    if progress is not None:
+        progress(Progress(done_count, len(blocks), done_km2, total_km2))
+    run_blocks(
+        todo,
+        read=lambda b: read_block(sources, grid, b, layout, fill),
+        compute=lambda inp: predict_block(inp, layout, predictor, batch_size),
+        write=lambda b, data: partial.write(b, data, grid),
+        on_done=on_done,
+    )
+    with atomic_path(target) as tmp_tif:
+        counts = assemble_cog(partial, grid, blocks, tags, tmp_tif)
+        vmax = style_range(height_percentile(counts, 98))
+        write_qml(target.with_suffix(".qml"), vmax)
+        if quicklook:
+            write_quicklook(tmp_tif, target.with_suffix(".png"), vmax, title=f"{target.name} ({spec.name})")
+    partial.remove()
+    summary = RunSummary(len(todo), len(blocks) - len(todo), layout.size, layout.overlap)
+    log.info("computed %d blocks, reused %d", summary.blocks_computed, summary.blocks_reused)
+    return summary
+
+
+def _identity(source) -> list:
+    """Size and modification time of a file source, so a resumed run notices changed imagery."""
+    path = getattr(source, "path", None)
+    if path is None:
+        return []
+    stat = Path(path).stat()
+    return [stat.st_size, stat.st_mtime_ns]

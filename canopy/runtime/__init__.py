@@ -1,0 +1,1 @@
+"""Running predictions: device and precision, the model on chips, and the block pipeline."""

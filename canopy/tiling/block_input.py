@@ -1,0 +1,72 @@
+"""The imagery a block needs: every chip of the lattice that touches the block, mirrored past the grid edge."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from canopy.grid import OutputGrid
+from canopy.imagery.source import ImagerySource, read_mosaic
+from canopy.tiling.blocks import Block
+from canopy.tiling.chips import ChipLayout, reflect_index
+
+
+@dataclass
+class BlockInput:
+    """RGB (3, H, W) and validity (H, W) over the chips touching ``block``.
+
+    ``row0``/``col0`` are the grid coordinates of pixel (0, 0) of the arrays (negative, or past the
+    grid, where chips reach beyond it); ``chip_rows``/``chip_cols`` are the chip origins in grid
+    coordinates.
+    """
+
+    block: Block
+    rgb: np.ndarray
+    valid: np.ndarray
+    row0: int
+    col0: int
+    chip_rows: list[int]
+    chip_cols: list[int]
+
+    @property
+    def block_valid(self) -> np.ndarray:
+        """Validity of the block's own pixels."""
+        r, c = self.block.row - self.row0, self.block.col - self.col0
+        return self.valid[r : r + self.block.height, c : c + self.block.width]
+
+
+def read_block(
+    sources: list[ImagerySource], grid: OutputGrid, block: Block, layout: ChipLayout, fill: np.ndarray
+) -> BlockInput:
+    """Read the imagery under every chip that touches ``block``.
+
+    Parameters
+    ----------
+    sources
+        Imagery in priority order.
+    grid
+        The whole output grid.
+    block
+        The block to predict.
+    layout
+        The chip lattice.
+    fill
+        RGB (3,) written where there is no imagery, so chips see a neutral colour there; such
+        pixels stay invalid and become nodata in the output.
+
+    Returns
+    -------
+    BlockInput
+    """
+    chip_rows = layout.starts_touching(block.row, block.row + block.height, grid.height)
+    chip_cols = layout.starts_touching(block.col, block.col + block.width, grid.width)
+    rows = reflect_index(np.arange(chip_rows[0], chip_rows[-1] + layout.size), grid.height)
+    cols = reflect_index(np.arange(chip_cols[0], chip_cols[-1] + layout.size), grid.width)
+    r_lo, c_lo = int(rows.min()), int(cols.min())
+    window = grid.subgrid(r_lo, c_lo, int(rows.max()) + 1 - r_lo, int(cols.max()) + 1 - c_lo)
+    patch = read_mosaic(sources, window)
+    rgb = patch.rgb[:, rows - r_lo][:, :, cols - c_lo]
+    valid = patch.valid[rows - r_lo][:, cols - c_lo]
+    rgb[:, ~valid] = fill[:, None]
+    return BlockInput(block, rgb, valid, chip_rows[0], chip_cols[0], chip_rows, chip_cols)
