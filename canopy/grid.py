@@ -158,12 +158,12 @@ def snap_grid(bounds: BBox, crs: CRS, res: float) -> OutputGrid:
         raise BBoxError(f"Output CRS {crs.to_string()} is geographic; choose a projected CRS (e.g. a UTM zone) with --crs.")
     left, bottom, right, top = bounds
     # A tolerance of a millionth of a pixel keeps bounds that are already aligned from growing a pixel.
-    eps = res * 1e-6
-    x0 = math.floor((left + eps) / res) * res
-    x1 = math.ceil((right - eps) / res) * res
-    y0 = math.floor((bottom + eps) / res) * res
-    y1 = math.ceil((top - eps) / res) * res
-    return OutputGrid(crs, res, x0, y1, max(1, round((x1 - x0) / res)), max(1, round((y1 - y0) / res)))
+    eps = 1e-6
+    col0, col1 = math.floor(left / res + eps), math.ceil(right / res - eps)
+    row0, row1 = math.floor(bottom / res + eps), math.ceil(top / res - eps)
+    # Origins are whole multiples of res, rounded to the nanometre so 0.1 m grids do not drift.
+    x0, y1 = round(col0 * res, 9), round(row1 * res, 9)
+    return OutputGrid(crs, res, x0, y1, max(1, col1 - col0), max(1, row1 - row0))
 
 
 def crs_units_are_metres(crs: CRS) -> bool:

@@ -10,7 +10,7 @@ import numpy as np
 import rasterio
 from rasterio.crs import CRS
 from rasterio.enums import ColorInterp, Resampling
-from rasterio.errors import RasterioError, RasterioIOError
+from rasterio.errors import NotGeoreferencedWarning, RasterioError, RasterioIOError
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
@@ -48,7 +48,10 @@ class GeoTiffSource:
         if not self.path.exists():
             raise ImageryReadError(f"Imagery {self.path} does not exist; check the path.")
         try:
-            self._ds = rasterio.open(self.path)
+            with warnings.catch_warnings():
+                # canopy says so itself, in one sentence, if the file is not georeferenced
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                self._ds = rasterio.open(self.path)
         except RasterioIOError:
             raise ImageryReadError(f"Imagery {self.path} is not a raster GDAL can read; pass a GeoTIFF.") from None
         try:
@@ -82,8 +85,8 @@ class GeoTiffSource:
             block_rows, block_cols = ds.block_shapes[0]
             last = Window(0, max(0, ds.height - block_rows), min(ds.width, block_cols), min(ds.height, block_rows))
             ds.read(1, window=last)
-        except RasterioError as exc:
-            raise ImageryReadError(f"Imagery {self.path} cannot be read to its end ({exc}); it may be truncated.") from None
+        except RasterioError:
+            raise ImageryReadError(f"Imagery {self.path} cannot be read to its end; it may be truncated.") from None
 
     def _rgb_bands(self) -> list[int]:
         """Band indexes of red, green and blue by colour interpretation, else the first three."""

@@ -1,0 +1,122 @@
+"""Property tests of chipping and blending, alone and through the whole predict pipeline."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from affine import Affine
+from rio_cogeo.cogeo import cog_validate
+
+import canopy.predict as predict_module
+from canopy.grid import OutputGrid, snap_grid
+from canopy.imagery import GeoTiffSource, read_mosaic
+from canopy.models import get_model_spec
+from canopy.models.height_model import LoadedModel
+from canopy.predict import predict
+from canopy.stitch import predict_block
+from canopy.tiling import ChipLayout, iter_blocks
+from canopy.tiling.block_input import read_block
+from rasters import smooth_rgb, write_raster
+
+ORIGIN = Affine(0.5, 0, 321000.0, 0, -0.5, 4097000.0)
+
+
+@pytest.fixture
+def scene(tmp_path):
+    """A 90 x 70 px smooth RGB GeoTIFF at 0.5 m, and a grid over it that reaches 5 px beyond on every side."""
+    path = write_raster(tmp_path / "scene.tif", width=90, height=70, transform=ORIGIN, data=smooth_rgb(70, 90))
+    source = GeoTiffSource(path)
+    grid = snap_grid((321000.0 - 2.5, 4097000.0 - 35 - 2.5, 321045.0 + 2.5, 4097000.0 + 2.5), source.crs, 0.5)
+    yield source, grid
+    source.close()
+
+
+def _stitch(source, grid: OutputGrid, layout: ChipLayout, fn, block_size: int, batch_size: int = 3) -> np.ndarray:
+    out = np.full(grid.shape, np.nan, np.float32)
+    fill = np.full(3, 0.5, np.float32)
+    for block in iter_blocks(grid.height, grid.width, block_size):
+        inp = read_block([source], grid, block, layout, fill)
+        out[block.row : block.row + block.height, block.col : block.col + block.width] = predict_block(inp, layout, fn, batch_size)
+    return out
+
+
+def _inside(grid: OutputGrid) -> np.ndarray:
+    inside = np.zeros(grid.shape, bool)
+    inside[5:-5, 5:-5] = True
+    return inside
+
+
+def test_constant_model_gives_a_constant_map_with_no_zero_border(scene):
+    source, grid = scene
+    out = _stitch(source, grid, ChipLayout(28, 8, 14), lambda c: np.full(c[:, 0].shape, 7.25, np.float32), 23)
+    inside = _inside(grid)
+    np.testing.assert_allclose(out[inside], 7.25, rtol=1e-6)
+    assert np.isnan(out[~inside]).all()
+
+
+def test_identity_model_reproduces_the_input_on_the_output_grid(scene):
+    source, grid = scene
+    out = _stitch(source, grid, ChipLayout(28, 10, 14), lambda c: c[:, 0].copy(), 19)
+    expected = read_mosaic([source], grid)
+    np.testing.assert_allclose(out[expected.valid], expected.rgb[0][expected.valid], rtol=0, atol=1e-6)
+    assert np.isnan(out[~expected.valid]).all()
+
+
+def test_tiled_run_equals_a_single_pass_for_a_local_model(scene):
+    source, grid = scene
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(3, 1, 3, padding=1)
+
+    def local_model(chips: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return conv(torch.from_numpy(chips))[:, 0].numpy()
+
+    layout = ChipLayout(28, 12, 14)
+    tiled = _stitch(source, grid, layout, local_model, block_size=17, batch_size=2)
+    single = _stitch(source, grid, layout, local_model, block_size=10_000, batch_size=64)
+    assert np.isnan(tiled).sum() == np.isnan(single).sum() > 0
+    np.testing.assert_allclose(tiled, single, rtol=1e-5, atol=1e-6, equal_nan=True)
+
+
+class _Constant(torch.nn.Module):
+    def forward(self, x):
+        return torch.full_like(x[:, :1], 3.5)
+
+
+class _FirstBand(torch.nn.Module):
+    def forward(self, x):
+        return x[:, :1].clone()
+
+
+def _fake_loader(module):
+    spec = get_model_spec("dinov2_vits14")
+
+    def load(name, weights=None, **kwargs):
+        return LoadedModel(module, spec, "sha-of-test", "none")
+
+    return load
+
+
+@pytest.mark.parametrize(("module", "kind"), [(_Constant(), "constant"), (_FirstBand(), "identity")])
+def test_full_pipeline_properties_and_file_grid(scene, tmp_path, monkeypatch, module, kind):
+    source, grid = scene
+    monkeypatch.setattr(predict_module, "load_height_model", _fake_loader(module))
+    out = tmp_path / f"{kind}.tif"
+    bbox = grid.bounds
+    result = predict(source.path, bbox, bbox_crs="EPSG:32611", out=out, res=0.5, chip_size=28, overlap=8, block_size=32)
+    with rasterio.open(out) as dst:
+        assert dst.crs == grid.crs and dst.res == (0.5, 0.5)
+        assert dst.bounds == pytest.approx(grid.bounds)
+        data = dst.read(1)
+        assert dst.tags()["canopy_weights"] == "sha-of-test"
+    assert cog_validate(out, strict=True) == (True, [], [])
+    expected = read_mosaic([source], grid)
+    if kind == "constant":
+        np.testing.assert_allclose(data[expected.valid], 3.5, rtol=1e-6)
+    else:
+        np.testing.assert_allclose(data[expected.valid], expected.rgb[0][expected.valid], atol=1e-6)
+    assert np.isnan(data[~expected.valid]).all() and (~expected.valid).sum() > 0
+    np.testing.assert_array_equal(result.values, data)
+    assert result.rio.crs == grid.crs and result.rio.transform() == grid.transform
