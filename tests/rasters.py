@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
+from rasterio.errors import NotGeoreferencedWarning
 
 NEON = Path(__file__).resolve().parents[1] / "canopy" / "data" / "neon"
 
@@ -36,8 +38,10 @@ def write_raster(
         profile["transform"] = transform
     if nodata is not None:
         profile["nodata"] = nodata
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)  # rasters without a transform are made on purpose
+        with rasterio.open(path, "w", **profile) as dst:
+            dst.write(data)
     return path
 
 

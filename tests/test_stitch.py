@@ -9,12 +9,12 @@ import torch
 from affine import Affine
 from rio_cogeo.cogeo import cog_validate
 
-import canopy.predict as predict_module
+import canopy.prediction as predict_module
 from canopy.grid import OutputGrid, snap_grid
 from canopy.imagery import GeoTiffSource, read_mosaic
 from canopy.models import get_model_spec
 from canopy.models.height_model import LoadedModel
-from canopy.predict import predict
+from canopy.prediction import predict
 from canopy.stitch import predict_block
 from canopy.tiling import ChipLayout, iter_blocks
 from canopy.tiling.block_input import read_block

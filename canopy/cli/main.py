@@ -45,11 +45,12 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 def _register_commands() -> None:
     """Attach the subcommands; each lives in a module of its own."""
+    from canopy.cli.demo import demo
     from canopy.cli.models import models
     from canopy.cli.predict import predict
 
-    cli.add_command(models)
-    cli.add_command(predict)
+    for command in (demo, models, predict):
+        cli.add_command(command)
 
 
 _register_commands()

@@ -15,7 +15,7 @@ from canopy.cli.options import (
     weights_option,
 )
 from canopy.cli.progress import block_progress, download_progress
-from canopy.predict import DEFAULT_MODEL, predict as run_predict
+from canopy.prediction import DEFAULT_MODEL, predict as run_predict
 
 
 @click.command()

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 from tqdm import tqdm
 
-from canopy.predict import Progress
+from canopy.prediction import Progress
 
 
 @contextlib.contextmanager

@@ -24,6 +24,7 @@ class ChipPredictor:
         self.model = model.to(device).eval()
         self.device = device
         self.autocast = autocast
+        self.chips_done = 0
 
     def __call__(self, chips: np.ndarray) -> np.ndarray:
         """Heights for a batch of chips."""
@@ -32,4 +33,5 @@ class ChipPredictor:
             self.device.type, dtype=self.autocast or torch.float32, enabled=self.autocast is not None
         ):
             y = self.model(x)
+        self.chips_done += len(chips)
         return y[:, 0].float().cpu().numpy()

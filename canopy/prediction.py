@@ -1,4 +1,4 @@
-"""``canopy.predict``: a canopy height map for a region, streamed block by block to a COG."""
+"""``canopy.predict``, the predict job: a canopy height map for a region, streamed block by block to a COG."""
 
 from __future__ import annotations
 
@@ -49,10 +49,11 @@ class Progress:
 
 @dataclass(frozen=True)
 class RunSummary:
-    """What a run did: blocks computed now, blocks reused from a partial run, chip and overlap used."""
+    """What a run did: blocks computed now, blocks reused from a partial run, chips run, chip and overlap used."""
 
     blocks_computed: int
     blocks_reused: int
+    chips: int
     chip_size: int
     overlap: int
 
@@ -258,7 +259,7 @@ def _run(sources, grid, loaded, layout, torch_device, autocast, target: Path, ba
         if quicklook:
             write_quicklook(tmp_tif, target.with_suffix(".png"), vmax, title=f"{target.name} ({spec.name})")
     partial.remove()
-    summary = RunSummary(len(todo), len(blocks) - len(todo), layout.size, layout.overlap)
+    summary = RunSummary(len(todo), len(blocks) - len(todo), predictor.chips_done, layout.size, layout.overlap)
     log.info("computed %d blocks, reused %d", summary.blocks_computed, summary.blocks_reused)
     return summary
 
