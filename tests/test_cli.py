@@ -40,3 +40,29 @@ def test_models_lists_all_dinov2_backbones_with_cache_state():
     rows = json.loads(CliRunner().invoke(cli, ["models", "--json"]).output)
     assert {r["name"]: r["cached"] for r in rows}["dinov2_vitb14_reg"] is True
     assert {r["name"]: r["embed_dim"] for r in rows}["dinov2_vitg14"] == 1536
+
+
+def test_predict_reads_a_yaml_config_and_flags_override_it(tmp_path):
+    from rasters import NEON
+
+    import rasterio
+
+    config = tmp_path / "settings.yaml"
+    config.write_text("res: 1.0\nblock-size: 16\nweights: random\n")
+    out = tmp_path / "map.tif"
+    args = ["predict", "--config", str(config), "--imagery", str(NEON / "TEAK_043_rgb.tif"), "--out", str(out), "-q"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    with rasterio.open(out) as dst:
+        assert dst.res == (1.0, 1.0)
+    assert "computed 9 blocks" in result.output  # 40 x 40 px in blocks of 16
+    result = CliRunner().invoke(cli, [*args, "--res", "2.0"])
+    with rasterio.open(out) as dst:
+        assert dst.res == (2.0, 2.0)
+
+
+def test_predict_config_with_an_unknown_key_is_refused(tmp_path):
+    config = tmp_path / "settings.yaml"
+    config.write_text("resolution: 1.0\n")
+    result = CliRunner().invoke(cli, ["predict", "--config", str(config), "--imagery", "x.tif", "--out", "y.tif"])
+    assert result.exit_code == 2 and "unknown keys ['resolution']" in result.output

@@ -18,3 +18,39 @@ offline_option = click.option(
 device_option = click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 precision_option = click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True)
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+
+
+def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Read a YAML file of option values into the command's defaults; flags given on the command line win.
+
+    Keys are option names (``block_size`` or ``block-size``); an unknown key is an error that
+    lists the known ones. Values then go through the same click types as flags do.
+    """
+    if value is None:
+        return None
+    import yaml
+
+    try:
+        with open(value) as handle:
+            data = yaml.safe_load(handle) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise click.BadParameter(f"cannot read {value}: {exc}", ctx=ctx, param=param) from None
+    if not isinstance(data, dict):
+        raise click.BadParameter(f"{value} must hold a mapping of option names to values", ctx=ctx, param=param)
+    known = {p.name for p in ctx.command.params if p.name and p.name != param.name}
+    values = {str(k).replace("-", "_"): v for k, v in data.items()}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise click.BadParameter(f"{value} has unknown keys {unknown}; known are {sorted(known)}", ctx=ctx, param=param)
+    ctx.default_map = {**(ctx.default_map or {}), **values}
+    return value
+
+
+config_option = click.option(
+    "--config",
+    type=click.Path(exists=True, dir_okay=False),
+    is_eager=True,
+    expose_value=False,
+    callback=_load_config,
+    help="YAML file of option values (see configs/); flags on the command line override it.",
+)

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from canopy.cli.options import (
+    config_option,
     device_option,
     model_option,
     offline_option,
@@ -19,6 +20,7 @@ from canopy.prediction import DEFAULT_MODEL, predict as run_predict
 
 
 @click.command()
+@config_option
 @click.option("--imagery", "imagery", multiple=True, required=True, metavar="SRC", help="GeoTIFF; repeat for several (earlier wins where they overlap).")
 @click.option("--bbox", default=None, metavar="MINX,MINY,MAXX,MAXY", help="Region (west,south,east,north); default the imagery's extent.")
 @click.option("--bbox-crs", default="EPSG:4326", show_default=True, help="CRS of --bbox.")
