@@ -92,3 +92,19 @@ class AmbiguousNodataWarning(CanopyWarning):
 
 class ChipLayoutError(CanopyError, ValueError):
     """A chip size or overlap that does not fit the model."""
+
+
+class EvaluationError(CanopyError, ValueError):
+    """Rasters that cannot be compared: no overlap, or no pixel valid in both."""
+
+
+class TrainingError(CanopyError, ValueError):
+    """Training data that cannot train a head: unpaired files, no valid reference, too few images."""
+
+
+class ModelFileError(CanopyError, ValueError):
+    """A trained model file that is malformed, or used with a backbone it was not trained with."""
+
+
+class UntrainedHeadWarning(RandomWeightsWarning):
+    """A height head with seeded random weights: no head has been trained for this backbone yet."""

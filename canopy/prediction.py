@@ -22,8 +22,8 @@ from canopy.io.cog import assemble_cog, height_percentile
 from canopy.io.partial import PartialRun
 from canopy.io.qml import style_range, write_qml
 from canopy.io.quicklook import write_quicklook
-from canopy.models.height_model import load_height_model
-from canopy.models.registry import ModelSpec, get_model_spec
+from canopy.models.height_model import load_height_model, model_spec
+from canopy.models.registry import ModelSpec
 from canopy.models.weights import ProgressCallback
 from canopy.runtime.device import precision_name, select_device, select_precision
 from canopy.runtime.inference import ChipPredictor
@@ -84,7 +84,7 @@ def predict(
     bbox: str | Sequence[float] | None = None,
     *,
     bbox_crs: str = "EPSG:4326",
-    model: str = DEFAULT_MODEL,
+    model: str | os.PathLike = DEFAULT_MODEL,
     weights: str | os.PathLike | None = None,
     out: str | os.PathLike | None = None,
     res: float | None = None,
@@ -119,7 +119,7 @@ def predict(
     bbox_crs
         CRS of ``bbox``.
     model
-        A registry name (see ``canopy models``).
+        A registry name (see ``canopy models``) or a model file from ``canopy train``.
     weights
         Backbone weights: a path, ``random`` (tests and benchmarks; warns), or None for the cache
         or a download.
@@ -171,7 +171,7 @@ def predict(
     out_crs = parse_crs(crs, "--crs") if crs is not None else None
     torch_device = select_device(device)
     autocast = select_precision(torch_device, precision)
-    spec = get_model_spec(model)
+    spec = model_spec(model)
     layout = _chip_layout(spec, chip_size, overlap)
     sources = open_imagery(list(imagery))
     try:

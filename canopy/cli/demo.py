@@ -11,8 +11,8 @@ from canopy.demo import run_demo
 
 @click.command()
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-output"), show_default=True)
-def demo(out_dir: Path) -> None:
-    """Run the demo on bundled NEON plots and write maps, styles and quicklooks to OUT."""
-    result = run_demo(out_dir, say=lambda line: click.echo(line, err=True))
-    for path in result.maps:
-        click.echo(f"wrote {path} (+ {path.with_suffix('.qml').name}, {path.with_suffix('.png').name})")
+@click.option("--epochs", type=click.IntRange(min=1), default=40, show_default=True, help="Training epochs for the head.")
+def demo(out_dir: Path, epochs: int) -> None:
+    """Train, predict and evaluate on bundled NEON plots; write maps, plots and a report to OUT."""
+    result = run_demo(out_dir, epochs=epochs, say=lambda line: click.echo(line, err=True))
+    click.echo(f"wrote {result.out_dir / 'report.md'}, {result.out_dir / 'evaluation.png'} and {len(result.maps)} maps in {result.out_dir / 'maps'}")

@@ -46,10 +46,12 @@ def cli(ctx: click.Context, debug: bool) -> None:
 def _register_commands() -> None:
     """Attach the subcommands; each lives in a module of its own."""
     from canopy.cli.demo import demo
+    from canopy.cli.evaluate import evaluate
     from canopy.cli.models import models
     from canopy.cli.predict import predict
+    from canopy.cli.train import train
 
-    for command in (demo, models, predict):
+    for command in (demo, evaluate, models, predict, train):
         cli.add_command(command)
 
 

@@ -5,16 +5,18 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 
-from canopy.errors import RandomWeightsWarning
+from canopy.errors import ModelFileError, UntrainedHeadWarning
 from canopy.models.backbone import build_backbone
 from canopy.models.heads import build_head
+from canopy.models.model_file import looks_like_model_file, read_model_file
 from canopy.models.registry import ModelSpec, get_model_spec
 from canopy.models.vision_transformer import DinoVisionTransformer
-from canopy.models.weights import ProgressCallback, resolve_weights
+from canopy.models.weights import ProgressCallback, parse_random, resolve_weights, sha256_of
 
 
 class HeightModel(nn.Module):
@@ -82,21 +84,36 @@ class LoadedModel:
     head_weights: str
 
 
+def model_spec(name: str | os.PathLike) -> ModelSpec:
+    """The spec of a registry model or of a trained model file.
+
+    Raises
+    ------
+    UnknownModelError, ModelFileError
+        If the name is neither.
+    """
+    if looks_like_model_file(name):
+        return read_model_file(name).spec
+    return get_model_spec(str(name))
+
+
 def load_height_model(
-    name: str,
+    name: str | os.PathLike,
     weights: str | os.PathLike | None = None,
     *,
     offline: bool | None = None,
     progress: ProgressCallback | None = None,
 ) -> LoadedModel:
-    """Load a registry model as backbone plus height head.
+    """Load a model as backbone plus height head.
 
     Parameters
     ----------
     name
-        A registry name; a DINOv2 backbone's name means that backbone with its DPT head.
+        A registry name (a DINOv2 backbone's name means that backbone with its DPT head, whose
+        weights are seeded-random and warn), or a model file from ``canopy train``.
     weights
-        Backbone weights: a path, ``random``/``random(seed=N)``, or None for the cache or a download.
+        Backbone weights: a path, ``random``/``random(seed=N)``, or None for the cache or a
+        download (for a model file trained on a random backbone, None means that same backbone).
     offline
         Forbid downloads; None reads ``CANOPY_OFFLINE``.
     progress
@@ -105,23 +122,47 @@ def load_height_model(
     Returns
     -------
     LoadedModel
-        The head is seeded-random until trained heads exist for the model; that warns loudly.
 
     Raises
     ------
     UnknownModelError, WeightsNotFoundError, OfflineError, DownloadError, WeightsMismatchError
         As :func:`canopy.models.load_backbone`.
+    ModelFileError
+        If a model file is damaged, or the backbone weights are not the ones it was trained with.
     """
-    spec = get_model_spec(name)
+    if looks_like_model_file(name):
+        return _load_model_file(Path(name), weights, offline, progress)
+    spec = get_model_spec(str(name))
     resolved = resolve_weights(spec, weights, offline=offline, progress=progress)
     model = HeightModel(spec, build_backbone(spec, resolved))
     seed = resolved.seed or 0
     model.init_head_random(seed)
     if not resolved.is_random:
         warnings.warn(
-            f"The height head of {name} has no trained weights (random(seed={seed})): its heights mean nothing "
-            "until a head is trained on lidar.",
-            RandomWeightsWarning,
+            f"The height head of {name} has no trained weights (random(seed={seed})): its heights mean nothing; "
+            "train one on lidar with `canopy train` and pass the file as --model.",
+            UntrainedHeadWarning,
             stacklevel=2,
         )
     return LoadedModel(model.eval(), spec, resolved.identity, f"random(seed={seed})")
+
+
+def _load_model_file(path: Path, weights, offline, progress) -> LoadedModel:
+    """A trained model file with the backbone weights it was trained on, and nothing else."""
+    trained = read_model_file(path)
+    spec = trained.spec
+    if weights is None and parse_random(trained.backbone_weights) is not None:
+        weights = trained.backbone_weights
+    resolved = resolve_weights(get_model_spec(spec.backbone_name), weights, offline=offline, progress=progress)
+    if resolved.identity != trained.backbone_weights:
+        raise ModelFileError(
+            f"Model file {path.name} was trained on {spec.backbone_name} weights {trained.backbone_weights[:16]}, "
+            f"not on the ones given ({resolved.identity[:16]}); pass --weights with the backbone it was trained with."
+        )
+    model = HeightModel(spec, build_backbone(spec, resolved))
+    try:
+        model.head.load_state_dict(trained.head_state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise ModelFileError(f"Model file {path.name} holds a head that does not fit its own record ({first}).") from None
+    return LoadedModel(model.eval(), spec, resolved.identity, sha256_of(path))

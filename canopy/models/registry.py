@@ -110,7 +110,13 @@ class ModelSpec:
     ground_resolution: float
     chip_size: int = 224
     weights: tuple[WeightSource, ...] = ()
+    backbone_model: str | None = None
     source_file: Path | None = field(default=None, compare=False)
+
+    @property
+    def backbone_name(self) -> str:
+        """Registry name of the backbone: ``backbone_model`` for trained models, else the model's own name."""
+        return self.backbone_model or self.name
 
     def __post_init__(self) -> None:
         if self.ground_resolution <= 0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -78,6 +79,8 @@ class DPTHead(nn.Module):
         Channels of the four reassembled maps; default ``embed_dim`` / 8, / 4, / 2, / 1.
     readout
         How the class token enters the patch features: ``project``, ``add`` or ``ignore``.
+    scale
+        Metres per unit of the final softplus, so the last layer works on numbers near 1.
     """
 
     def __init__(
@@ -86,8 +89,10 @@ class DPTHead(nn.Module):
         features: int = 256,
         out_channels: Sequence[int] | None = None,
         readout: str = "project",
+        scale: float = 10.0,
     ) -> None:
         super().__init__()
+        self.scale = scale
         channels = list(out_channels or [embed_dim // 8, embed_dim // 4, embed_dim // 2, embed_dim])
         self.readouts = nn.ModuleList(Readout(embed_dim, readout) for _ in range(4))
         self.projects = nn.ModuleList(nn.Conv2d(embed_dim, c, 1) for c in channels)
@@ -131,4 +136,15 @@ class DPTHead(nn.Module):
         x = self.output["conv1"](path)
         x = F.interpolate(x, size=size, mode="bilinear", align_corners=True)
         x = self.output["conv3"](F.relu(self.output["conv2"](x)))
-        return F.softplus(x)
+        return self.scale * F.softplus(x)
+
+    def set_output_bias(self, metres: float) -> None:
+        """Start the head near a typical height (e.g. the training mean): training then fits the variation."""
+        set_softplus_bias(self.output["conv3"], metres / self.scale)
+
+
+def set_softplus_bias(layer: nn.Conv2d, value: float) -> None:
+    """Set a layer's bias so that softplus of a zero input gives ``value``."""
+    value = max(value, 1e-3)
+    with torch.no_grad():
+        layer.bias.fill_(value + math.log(-math.expm1(-value)))

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from canopy.models.heads.dpt import set_softplus_bias
+
 
 class LinearHead(nn.Module):
     """Height from a linear map of patch features and class tokens of ``n_layers`` layers.
@@ -16,8 +18,9 @@ class LinearHead(nn.Module):
     upsampled features at a fraction of the memory.
     """
 
-    def __init__(self, embed_dim: int, n_layers: int) -> None:
+    def __init__(self, embed_dim: int, n_layers: int, scale: float = 10.0) -> None:
         super().__init__()
+        self.scale = scale
         self.norm = nn.BatchNorm2d(2 * embed_dim * n_layers)
         self.proj = nn.Conv2d(2 * embed_dim * n_layers, 1, 1)
 
@@ -27,4 +30,8 @@ class LinearHead(nn.Module):
         for patches, cls in layers:
             parts += [patches, cls[:, :, None, None].expand_as(patches)]
         x = self.proj(self.norm(torch.cat(parts, dim=1)))
-        return F.softplus(F.interpolate(x, size=size, mode="bilinear", align_corners=False))
+        return self.scale * F.softplus(F.interpolate(x, size=size, mode="bilinear", align_corners=False))
+
+    def set_output_bias(self, metres: float) -> None:
+        """Start the head near a typical height (e.g. the training mean): training then fits the variation."""
+        set_softplus_bias(self.proj, metres / self.scale)

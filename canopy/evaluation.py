@@ -1,0 +1,315 @@
+"""``canopy.evaluate``: a height map against a lidar canopy height model, with the field's metrics.
+
+Definitions (as in the canopy-height literature, e.g. Tolan et al. 2024), over pixels valid in both
+rasters on the reference's grid, with d = prediction - reference:
+
+- MAE = mean |d|; RMSE = sqrt(mean d²); bias = mean d;
+- R² = 1 - sum d² / sum (reference - mean reference)², the coefficient of determination of the
+  prediction as an estimate of the reference (not the squared correlation);
+- block R²: the same R² over the means of non-overlapping ``block_size`` x ``block_size`` pixel
+  blocks of the reference grid, counting blocks where at least half the pixels are valid;
+- per reference height bin (0-5, 5-10, 10-20, 20-30, 30+ m): MAE, bias and pixel count.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.enums import Resampling
+from rasterio.errors import RasterioIOError
+from rasterio.warp import reproject, transform_bounds
+from rasterio.windows import Window
+
+from canopy.errors import EvaluationError, ImageryReadError
+
+HEIGHT_BINS: list[tuple[float, float]] = [(0, 5), (5, 10), (10, 20), (20, 30), (30, math.inf)]
+
+
+def _bin_name(lo: float, hi: float) -> str:
+    return f"{lo:g}-{hi:g}" if math.isfinite(hi) else f"{lo:g}+"
+
+
+@dataclass
+class _Sums:
+    """Running sums from which every metric is computed, so rasters are read in bands of rows."""
+
+    n: int = 0
+    sum_d: float = 0.0
+    sum_abs: float = 0.0
+    sum_sq: float = 0.0
+    sum_ref: float = 0.0
+    sum_ref_sq: float = 0.0
+    bins: dict = field(default_factory=lambda: {b: [0, 0.0, 0.0] for b in HEIGHT_BINS})
+    block_pred: list = field(default_factory=list)
+    block_ref: list = field(default_factory=list)
+
+    def add(self, pred: np.ndarray, ref: np.ndarray, block_size: int) -> None:
+        """Add a band of rows (a whole number of blocks high, or the last band)."""
+        valid = np.isfinite(pred) & np.isfinite(ref)
+        p, r = pred[valid].astype(np.float64), ref[valid].astype(np.float64)
+        d = p - r
+        self.n += d.size
+        self.sum_d += d.sum()
+        self.sum_abs += np.abs(d).sum()
+        self.sum_sq += (d * d).sum()
+        self.sum_ref += r.sum()
+        self.sum_ref_sq += (r * r).sum()
+        for lo, hi in HEIGHT_BINS:
+            in_bin = (r >= lo) & (r < hi)
+            entry = self.bins[(lo, hi)]
+            entry[0] += int(in_bin.sum())
+            entry[1] += float(np.abs(d[in_bin]).sum())
+            entry[2] += float(d[in_bin].sum())
+        rows, cols = pred.shape
+        for top in range(0, rows - block_size + 1, block_size):
+            for left in range(0, cols - block_size + 1, block_size):
+                part = (slice(top, top + block_size), slice(left, left + block_size))
+                ok = valid[part]
+                if ok.sum() * 2 >= block_size * block_size:
+                    self.block_pred.append(float(pred[part][ok].mean()))
+                    self.block_ref.append(float(ref[part][ok].mean()))
+
+    def metrics(self) -> dict:
+        """The metrics dictionary."""
+        n = self.n
+        mean_ref = self.sum_ref / n
+        ss_tot = self.sum_ref_sq - n * mean_ref * mean_ref
+        by_bin = {}
+        for (lo, hi), (count, abs_sum, d_sum) in self.bins.items():
+            by_bin[_bin_name(lo, hi)] = {
+                "n": count,
+                "mae": abs_sum / count if count else None,
+                "bias": d_sum / count if count else None,
+            }
+        return {
+            "mae": self.sum_abs / n,
+            "rmse": math.sqrt(self.sum_sq / n),
+            "bias": self.sum_d / n,
+            "r2": 1.0 - self.sum_sq / ss_tot if ss_tot > 0 else None,
+            "r2_block": _r2(np.array(self.block_pred), np.array(self.block_ref)),
+            "n": n,
+            "n_blocks": len(self.block_ref),
+            "by_height_bin": by_bin,
+        }
+
+
+def _r2(pred: np.ndarray, ref: np.ndarray) -> float | None:
+    """Coefficient of determination of ``pred`` for ``ref``; None with fewer than two values or no spread."""
+    if ref.size < 2:
+        return None
+    ss_tot = float(((ref - ref.mean()) ** 2).sum())
+    return 1.0 - float(((pred - ref) ** 2).sum()) / ss_tot if ss_tot > 0 else None
+
+
+def _open(path: str | os.PathLike, what: str) -> rasterio.DatasetReader:
+    """Open a single-band georeferenced raster or say which input is wrong."""
+    try:
+        ds = rasterio.open(path)
+    except RasterioIOError:
+        raise ImageryReadError(f"The {what} {path} is not a raster GDAL can read; pass a GeoTIFF.") from None
+    if ds.crs is None:
+        ds.close()
+        raise EvaluationError(f"The {what} {path} has no CRS; assign one before evaluating.")
+    return ds
+
+
+def _as_float(data: np.ndarray, nodata: float | None) -> np.ndarray:
+    """float32 with NaN wherever the raster's nodata value stands."""
+    data = data.astype(np.float32)
+    if nodata is not None and not np.isnan(nodata):
+        data[data == nodata] = np.nan
+    return data
+
+
+def _accumulate(prediction: str | os.PathLike | None, reference: str | os.PathLike, sums: _Sums, block_size: int, rows_per_read: int, constant: float | None = None) -> None:
+    """Add one (prediction, reference) pair to ``sums``; with ``constant``, the prediction is that value everywhere."""
+    with _open(reference, "reference") as ref_ds:
+        pred_ds = _open(prediction, "prediction") if prediction is not None else None
+        try:
+            if pred_ds is not None:
+                pred_bounds = transform_bounds(pred_ds.crs, ref_ds.crs, *pred_ds.bounds, densify_pts=21)
+                rb = ref_ds.bounds
+                if not (pred_bounds[0] < rb.right and rb.left < pred_bounds[2] and pred_bounds[1] < rb.top and rb.bottom < pred_bounds[3]):
+                    raise EvaluationError(
+                        f"Prediction {prediction} and reference {reference} do not overlap; check that they cover the same place."
+                    )
+                finer = abs(pred_ds.res[0]) < abs(ref_ds.res[0]) * 0.75
+                resampling = Resampling.average if finer else Resampling.bilinear
+            band = max(block_size, rows_per_read // block_size * block_size)
+            for top in range(0, ref_ds.height, band):
+                window = Window(0, top, ref_ds.width, min(band, ref_ds.height - top))
+                ref = _as_float(ref_ds.read(1, window=window), ref_ds.nodata)
+                pred = np.full(ref.shape, np.nan if constant is None else constant, np.float32)
+                if pred_ds is not None:
+                    reproject(
+                        source=rasterio.band(pred_ds, 1),
+                        destination=pred,
+                        src_nodata=pred_ds.nodata if pred_ds.nodata is not None else np.nan,
+                        dst_transform=ref_ds.window_transform(window),
+                        dst_crs=ref_ds.crs,
+                        dst_nodata=np.nan,
+                        resampling=resampling,
+                    )
+                sums.add(pred, ref, block_size)
+        finally:
+            if pred_ds is not None:
+                pred_ds.close()
+
+
+def evaluate_pairs(
+    pairs: Sequence[tuple[str | os.PathLike | None, str | os.PathLike]],
+    block_size: int = 50,
+    rows_per_read: int = 1000,
+    constant: float | None = None,
+) -> dict:
+    """Metrics pooled over several (prediction, reference) pairs, as :func:`evaluate` defines them.
+
+    Parameters
+    ----------
+    pairs
+        (prediction, reference) paths; a prediction of None stands for ``constant`` everywhere
+        (a baseline such as the training mean).
+    block_size, rows_per_read
+        As for :func:`evaluate`.
+    constant
+        The baseline value for pairs without a prediction.
+
+    Returns
+    -------
+    dict
+        As :func:`evaluate`.
+
+    Raises
+    ------
+    EvaluationError, ImageryReadError
+        As :func:`evaluate`.
+    """
+    if block_size < 1:
+        raise EvaluationError(f"block size must be at least 1 pixel, got {block_size}.")
+    sums = _Sums()
+    for prediction, reference in pairs:
+        _accumulate(prediction, reference, sums, block_size, rows_per_read, constant)
+    if sums.n == 0:
+        names = ", ".join(f"{p} vs {r}" for p, r in pairs)
+        raise EvaluationError(f"{names}: no pixel is valid in both; check their nodata values and extents.")
+    return sums.metrics()
+
+
+def evaluate(prediction: str | os.PathLike, reference: str | os.PathLike, block_size: int = 50, rows_per_read: int = 1000) -> dict:
+    """Compare a canopy height map with a reference canopy height model.
+
+    The prediction is brought onto the reference's grid (averaged when finer, reprojected when the
+    CRS differs); pixels that are nodata in either are ignored. Both are read in bands of rows, so
+    memory does not grow with the reference's size.
+
+    Parameters
+    ----------
+    prediction
+        Height map in metres (e.g. from ``canopy predict``).
+    reference
+        Reference canopy height in metres (e.g. from lidar); its grid is the one compared on.
+    block_size
+        Side in reference pixels of the blocks whose means give the block R².
+    rows_per_read
+        Reference rows read at a time (rounded to whole blocks).
+
+    Returns
+    -------
+    dict
+        ``mae``, ``rmse``, ``bias``, ``r2``, ``r2_block`` (None when fewer than two blocks),
+        ``n`` (pixels compared), ``n_blocks`` and ``by_height_bin`` ({bin: {n, mae, bias}}).
+
+    Raises
+    ------
+    EvaluationError
+        If the rasters do not overlap or share no valid pixel, or one has no CRS.
+    ImageryReadError
+        If a file is not a raster.
+    """
+    return evaluate_pairs([(prediction, reference)], block_size, rows_per_read)
+
+
+def format_table(metrics: dict) -> str:
+    """The metrics as a readable plain-text table."""
+
+    def fmt(value: float | None, unit: str = "") -> str:
+        return "n/a" if value is None else f"{value:.3f}{unit}"
+
+    lines = [
+        f"pixels compared   {metrics['n']}",
+        f"MAE               {fmt(metrics['mae'], ' m')}",
+        f"RMSE              {fmt(metrics['rmse'], ' m')}",
+        f"bias (pred - ref) {fmt(metrics['bias'], ' m')}",
+        f"R² (pixels)       {fmt(metrics['r2'])}",
+        f"R² (blocks)       {fmt(metrics['r2_block'])}  ({metrics['n_blocks']} blocks)",
+        "",
+        "reference height  pixels     MAE        bias",
+    ]
+    for name, row in metrics["by_height_bin"].items():
+        lines.append(f"{name + ' m':<17} {row['n']:<10} {fmt(row['mae'], ' m'):<10} {fmt(row['bias'], ' m')}")
+    return "\n".join(lines)
+
+
+def write_scatter(pairs: Sequence[tuple[str | os.PathLike, str | os.PathLike]], metrics: dict, png: Path, title: str | None = None) -> None:
+    """A density scatter of prediction against reference with the 1:1 line and the metrics.
+
+    Parameters
+    ----------
+    pairs
+        The (prediction, reference) rasters compared; predictions are put on the references' grids
+        as in :func:`evaluate`.
+    metrics
+        What :func:`evaluate` returned, printed on the plot.
+    png
+        Where to write the picture (atomically).
+    title
+        Shown above the plot.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from canopy.io.atomic import atomic_path
+
+    values = [_paired_values(p, r) for p, r in pairs]
+    pred_values = np.concatenate([v[0] for v in values])
+    ref_values = np.concatenate([v[1] for v in values])
+    top = float(max(5.0, np.nanpercentile(np.concatenate([pred_values, ref_values]), 99.5)))
+    fig, ax = plt.subplots(figsize=(5.5, 5), dpi=100)
+    counts = ax.hexbin(ref_values, pred_values, gridsize=40, extent=(0, top, 0, top), mincnt=1, bins="log", cmap="viridis")
+    ax.plot([0, top], [0, top], color="#d62728", lw=1, label="1:1")
+    ax.set_xlim(0, top)
+    ax.set_ylim(0, top)
+    ax.set_xlabel("reference canopy height (m)")
+    ax.set_ylabel("predicted canopy height (m)")
+    ax.set_title(title or "prediction vs reference")
+    r2 = "n/a" if metrics["r2"] is None else f"{metrics['r2']:.2f}"
+    ax.text(0.03, 0.97, f"MAE {metrics['mae']:.2f} m\nRMSE {metrics['rmse']:.2f} m\nbias {metrics['bias']:+.2f} m\nR² {r2}\nn {metrics['n']}",
+            transform=ax.transAxes, va="top", fontsize=9, bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"})
+    ax.legend(loc="lower right")
+    fig.colorbar(counts, ax=ax, label="pixels")
+    fig.tight_layout()
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def _paired_values(prediction: str | os.PathLike, reference: str | os.PathLike, limit: int = 200_000) -> tuple[np.ndarray, np.ndarray]:
+    """Up to ``limit`` (prediction, reference) pairs on the reference grid, evenly subsampled, for plotting."""
+    with _open(prediction, "prediction") as pred_ds, _open(reference, "reference") as ref_ds:
+        step = max(1, int(math.sqrt(ref_ds.width * ref_ds.height / limit)))
+        shape = (max(1, ref_ds.height // step), max(1, ref_ds.width // step))
+        ref = _as_float(ref_ds.read(1, out_shape=shape, resampling=Resampling.average), ref_ds.nodata)
+        transform = ref_ds.transform * ref_ds.transform.scale(ref_ds.width / shape[1], ref_ds.height / shape[0])
+        pred = np.full(shape, np.nan, np.float32)
+        reproject(rasterio.band(pred_ds, 1), pred, src_nodata=pred_ds.nodata if pred_ds.nodata is not None else np.nan,
+                  dst_transform=transform, dst_crs=ref_ds.crs, dst_nodata=np.nan, resampling=Resampling.average)
+    valid = np.isfinite(pred) & np.isfinite(ref)
+    return pred[valid], ref[valid]

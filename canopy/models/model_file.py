@@ -1,0 +1,134 @@
+"""Trained model files: a height head's weights (safetensors) with what it was trained with.
+
+The file's safetensors metadata records the backbone's registry name and the identity of its
+weights (SHA-256, or ``random(seed=N)``), the head's configuration, normalisation, ground
+resolution, chip size, a summary of the training data and the validation metrics. A file is only
+ever run with the backbone weights it was trained on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from canopy._version import __version__
+from canopy.errors import ModelFileError
+from canopy.io.atomic import atomic_path
+from canopy.models.registry import HeadSpec, ModelSpec, Normalization, get_model_spec
+
+FORMAT = "canopy-height-model/1"
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """A trained head and the record of how it was made."""
+
+    path: Path
+    spec: ModelSpec
+    backbone_weights: str
+    head_state: dict[str, torch.Tensor]
+    training: dict[str, Any]
+    validation: dict[str, Any]
+
+
+def looks_like_model_file(name: str | os.PathLike) -> bool:
+    """Whether a ``--model`` value names a file rather than a registry entry."""
+    return str(name).endswith(".safetensors") or Path(name).is_file()
+
+
+def save_model_file(
+    path: Path,
+    spec: ModelSpec,
+    backbone_weights: str,
+    head: torch.nn.Module,
+    training: dict[str, Any],
+    validation: dict[str, Any],
+) -> None:
+    """Write a trained head and its record atomically.
+
+    Parameters
+    ----------
+    path
+        The model file (``.safetensors``).
+    spec
+        The model it belongs to: backbone name, head configuration, normalisation, resolution, chip size.
+    backbone_weights
+        Identity of the backbone weights the head was trained on.
+    head
+        The trained head.
+    training, validation
+        Summaries stored as JSON.
+    """
+    metadata = {
+        "format": FORMAT,
+        "backbone": spec.backbone_name,
+        "backbone_weights": backbone_weights,
+        "head": json.dumps(dataclasses.asdict(spec.head)),
+        "normalization": json.dumps(dataclasses.asdict(spec.normalization)),
+        "ground_resolution": repr(spec.ground_resolution),
+        "chip_size": str(spec.chip_size),
+        "training": json.dumps(training),
+        "validation": json.dumps(validation),
+        "canopy_version": __version__,
+    }
+    state = {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=metadata)
+
+
+def read_model_file(path: str | os.PathLike) -> ModelFile:
+    """Read a trained model file.
+
+    Parameters
+    ----------
+    path
+        A file written by ``canopy train``.
+
+    Returns
+    -------
+    ModelFile
+        Its spec is the backbone's registry spec with the head, normalisation, resolution and chip
+        size the file records, named after the file.
+
+    Raises
+    ------
+    ModelFileError
+        If the file does not exist, is not safetensors, or is not a canopy model file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"Model file {path} does not exist; pass a file from `canopy train` or a name from `canopy models`.")
+    try:
+        with safe_open(str(path), "pt") as handle:
+            metadata = handle.metadata() or {}
+            state = {k: handle.get_tensor(k) for k in handle.keys()}
+    except (SafetensorError, OSError) as exc:
+        raise ModelFileError(f"Model file {path} is not a safetensors file ({exc}).") from None
+    if metadata.get("format") != FORMAT:
+        raise ModelFileError(f"Model file {path} is not a canopy model file (no '{FORMAT}' record); train one with `canopy train`.")
+    try:
+        base = get_model_spec(metadata["backbone"])
+        head = HeadSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(metadata["head"]).items()})
+        norm = {k: tuple(v) for k, v in json.loads(metadata["normalization"]).items()}
+        spec = dataclasses.replace(
+            base,
+            name=path.stem,
+            description=f"{base.name} backbone with a head trained by canopy ({path.name})",
+            head=head,
+            normalization=Normalization(**norm),
+            ground_resolution=float(metadata["ground_resolution"]),
+            chip_size=int(metadata["chip_size"]),
+            backbone_model=base.name,
+        )
+        return ModelFile(path, spec, metadata["backbone_weights"], state, json.loads(metadata["training"]), json.loads(metadata["validation"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelFileError(f"Model file {path} has a damaged record ({exc}); train it again.") from None
+

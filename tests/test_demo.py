@@ -1,0 +1,28 @@
+"""The demo end to end, with its smallest settings."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from canopy.cli.main import cli
+from canopy.demo import TEST_PLOTS
+
+
+def test_demo_runs_and_says_it_uses_a_random_backbone(tmp_path):
+    out = tmp_path / "demo"
+    result = CliRunner().invoke(cli, ["demo", "--out", str(out), "--epochs", "2"])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0].startswith("NO PRETRAINED WEIGHTS")
+    report = json.loads((out / "report.json").read_text())
+    assert report["pretrained_backbone"] is False and report["backbone_weights"] == "random(seed=0)"
+    assert (out / "report.md").read_text().split("\n")[2].startswith("**NO PRETRAINED WEIGHTS")
+    for key in ("mae", "rmse", "bias", "r2", "r2_block", "n", "by_height_bin"):
+        assert key in report["test_metrics"]
+    assert report["baseline_training_mean"]["mae"] > 0
+    assert set(report["per_plot"]) == set(TEST_PLOTS)
+    for plot in TEST_PLOTS:
+        for suffix in (".tif", ".qml", ".png"):
+            assert (out / "maps" / f"{plot}_height{suffix}").is_file()
+    assert (out / "evaluation.png").read_bytes()[:4] == b"\x89PNG"

@@ -1,0 +1,114 @@
+"""canopy train on NEON plots: the loss goes down, the file round-trips, predict uses it, mismatches are refused."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import rasterio
+import torch
+from click.testing import CliRunner
+
+from canopy.cli.main import cli
+from canopy.errors import ModelFileError, RandomWeightsWarning, TrainingError
+from canopy.models.height_model import load_height_model
+from canopy.models.model_file import read_model_file
+from canopy.prediction import predict
+from canopy.training import train
+from canopy.training.trainer import split_by_image
+from rasters import NEON
+
+PLOTS = ("TEAK_044", "TEAK_045")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("train") / "head.safetensors"
+    reports = []
+    with pytest.warns(RandomWeightsWarning):
+        result = train(
+            [NEON / f"{p}_rgb.tif" for p in PLOTS],
+            [NEON / f"{p}_chm_1m.tif" for p in PLOTS],
+            out,
+            weights="random",
+            epochs=20,
+            val_fraction=0.5,
+            chip_size=112,
+            progress=reports.append,
+        )
+    return out, result, reports
+
+
+def test_loss_goes_down_and_best_epoch_is_kept(trained):
+    _, result, reports = trained
+    losses = [r.train_loss for r in reports]
+    assert len(losses) == 20
+    assert min(losses[-3:]) < 0.8 * losses[0]
+    val = [r.val_mae for r in reports]
+    best = result["training"]["best_epoch"]
+    assert val[best - 1] == min(val)
+    assert result["validation"]["mae"] == pytest.approx(min(val), rel=1e-5)
+
+
+def test_validation_holds_out_whole_images(trained):
+    _, result, _ = trained
+    train_images, val_images = result["training"]["train_images"], result["training"]["val_images"]
+    assert len(val_images) == 1 and not set(train_images) & set(val_images)
+    assert sorted(train_images + val_images) == [f"{p}_rgb.tif" for p in PLOTS]
+    with pytest.raises(TrainingError, match="at least two"):
+        split_by_image(["a"], 0.2, 0)
+
+
+def test_model_file_round_trips(trained):
+    out, result, _ = trained
+    model_file = read_model_file(out)
+    assert model_file.backbone_weights == "random(seed=0)"
+    assert model_file.spec.backbone_name == "dinov2_vits14" and model_file.spec.chip_size == 112
+    assert list(model_file.spec.head.layers) == [2, 5, 8, 11]
+    assert model_file.validation == result["validation"]
+    assert model_file.training["train_pixels"] > 1000
+    with pytest.warns(RandomWeightsWarning):
+        loaded = load_height_model(out)
+    for key, value in loaded.model.head.state_dict().items():
+        assert torch.equal(value, model_file.head_state[key])
+
+
+def test_predict_with_the_model_file(trained, tmp_path):
+    out, _, _ = trained
+    target = tmp_path / "map.tif"
+    with pytest.warns(RandomWeightsWarning):
+        result = predict(NEON / "TEAK_049_rgb.tif", model=out, out=target)
+    with rasterio.open(target) as dst:
+        assert dst.tags()["canopy_model"] == "head"
+        assert dst.tags()["canopy_weights"] == "random(seed=0)"
+        assert len(dst.tags()["canopy_head_weights"]) == 64
+    assert float(result.max()) > 0.5
+
+
+def test_a_different_backbone_is_refused(trained, tmp_path):
+    out, _, _ = trained
+    with pytest.raises(ModelFileError, match=r"was trained on dinov2_vits14 weights random\(seed=0\)"):
+        predict(NEON / "TEAK_049_rgb.tif", model=out, weights="random(seed=3)", out=tmp_path / "x.tif")
+    assert not (tmp_path / "x.tif").exists()
+
+
+def test_models_command_describes_the_file(trained):
+    out, _, _ = trained
+    result = CliRunner().invoke(cli, ["models", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(result.output)
+    assert row["backbone"] == "dinov2_vits14" and row["backbone_weights"] == "random(seed=0)"
+    assert row["validation"]["mae"] > 0
+
+
+def test_unpaired_inputs_are_refused(tmp_path):
+    result = CliRunner().invoke(cli, ["train", "--imagery", str(NEON / "TEAK_044_rgb.tif"), "--out", str(tmp_path / "h.safetensors"),
+                                      "--reference", str(NEON / "TEAK_044_chm_1m.tif"), "--reference", str(NEON / "TEAK_045_chm_1m.tif")])
+    assert result.exit_code == 1 and "pass one --reference per --imagery" in result.output
+
+
+def test_a_file_that_is_not_a_model_is_refused(tmp_path):
+    bogus = tmp_path / "bogus.safetensors"
+    bogus.write_bytes(b"not safetensors")
+    with pytest.raises(ModelFileError, match="is not a safetensors file"):
+        read_model_file(bogus)
