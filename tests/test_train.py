@@ -112,3 +112,15 @@ def test_a_file_that_is_not_a_model_is_refused(tmp_path):
     bogus.write_bytes(b"not safetensors")
     with pytest.raises(ModelFileError, match="is not a safetensors file"):
         read_model_file(bogus)
+
+
+def test_train_command_line(tmp_path):
+    out = tmp_path / "cli_head.safetensors"
+    args = ["train", "--weights", "random", "--epochs", "2", "--val-fraction", "0.5", "--chip-size", "112", "--out", str(out)]
+    for plot in PLOTS:
+        args += ["--imagery", str(NEON / f"{plot}_rgb.tif"), "--reference", str(NEON / f"{plot}_chm_1m.tif")]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "epoch 2/2  loss" in result.output and "val MAE" in result.output
+    assert f"wrote {out} (best epoch" in result.output
+    assert read_model_file(out).training["epochs"] == 2
