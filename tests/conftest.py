@@ -43,3 +43,22 @@ def serve_directory():
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+@pytest.fixture(autouse=True)
+def outputs_are_valid_cogs(tmp_path):
+    """After each test, every height map canopy wrote under the test's tmp_path must be a valid COG."""
+    yield
+    import rasterio
+    from rio_cogeo.cogeo import cog_validate
+
+    for path in tmp_path.rglob("*.tif"):
+        if ".partial" in str(path):
+            continue
+        try:
+            with rasterio.open(path) as src:
+                ours = "canopy_model" in src.tags()
+        except rasterio.errors.RasterioIOError:
+            continue
+        if ours:
+            assert cog_validate(path, strict=True) == (True, [], []), f"{path} is not a valid COG"

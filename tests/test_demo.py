@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from click.testing import CliRunner
+from rio_cogeo.cogeo import cog_validate
 
 from canopy.cli.main import cli
 from canopy.demo import TEST_PLOTS
@@ -25,4 +26,5 @@ def test_demo_runs_and_says_it_uses_a_random_backbone(tmp_path):
     for plot in TEST_PLOTS:
         for suffix in (".tif", ".qml", ".png"):
             assert (out / "maps" / f"{plot}_height{suffix}").is_file()
+        assert cog_validate(out / "maps" / f"{plot}_height.tif", strict=True) == (True, [], [])
     assert (out / "evaluation.png").read_bytes()[:4] == b"\x89PNG"

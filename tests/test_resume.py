@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 
+from rio_cogeo.cogeo import cog_validate
+
 from rasters import NEON
 
 RGB = NEON / "TEAK_043_rgb.tif"
@@ -50,6 +52,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
     assert fresh.returncode == 0, err
     assert f"computed {BLOCKS} blocks, reused 0" in err
     assert out.read_bytes() == fresh_out.read_bytes()
+    assert cog_validate(out, strict=True) == (True, [], [])
 
 
 def test_resume_with_other_settings_is_refused(tmp_path):

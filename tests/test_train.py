@@ -8,6 +8,7 @@ import pytest
 import rasterio
 import torch
 from click.testing import CliRunner
+from rio_cogeo.cogeo import cog_validate
 
 from canopy.cli.main import cli
 from canopy.errors import ModelFileError, RandomWeightsWarning, TrainingError
@@ -78,6 +79,7 @@ def test_predict_with_the_model_file(trained, tmp_path):
     target = tmp_path / "map.tif"
     with pytest.warns(RandomWeightsWarning):
         result = predict(NEON / "TEAK_049_rgb.tif", model=out, out=target)
+    assert cog_validate(target, strict=True) == (True, [], [])
     with rasterio.open(target) as dst:
         assert dst.tags()["canopy_model"] == "head"
         assert dst.tags()["canopy_weights"] == "random(seed=0)"
@@ -124,3 +126,33 @@ def test_train_command_line(tmp_path):
     assert "epoch 2/2  loss" in result.output and "val MAE" in result.output
     assert f"wrote {out} (best epoch" in result.output
     assert read_model_file(out).training["epochs"] == 2
+
+
+def test_reference_in_another_crs_and_resolution(tmp_path):
+    """A reference warped to the neighbouring UTM zone at 2 m: the loss is computed on its own grid."""
+    from rasterio.warp import Resampling, calculate_default_transform, reproject
+
+    source = NEON / "TEAK_044_chm_1m.tif"
+    warped = tmp_path / "chm_utm10_2m.tif"
+    with rasterio.open(source) as src:
+        transform, width, height = calculate_default_transform(src.crs, "EPSG:32610", src.width, src.height, *src.bounds, resolution=2.0)
+        profile = {**src.profile, "crs": "EPSG:32610", "transform": transform, "width": width, "height": height}
+        with rasterio.open(warped, "w", **profile) as dst:
+            reproject(rasterio.band(src, 1), rasterio.band(dst, 1), resampling=Resampling.average, dst_nodata=-9999.0)
+    from canopy.models.height_model import load_height_model as load
+    from canopy.training.samples import build_samples
+
+    with pytest.warns(RandomWeightsWarning):
+        model = load("dinov2_vits14", "random").model
+    samples = build_samples(model, NEON / "TEAK_044_rgb.tif", warped, 112, torch.device("cpu"))
+    assert samples[0].factor == 4  # 2 m reference pixels from 0.5 m model pixels
+    valid = sum(int(torch.isfinite(s.target).sum()) for s in samples)
+    assert 0.8 * 20 * 20 <= valid <= 25 * 25  # about the 40 m plot in 2 m pixels
+    geographic = tmp_path / "chm_4326.tif"
+    with rasterio.open(source) as src:
+        transform, width, height = calculate_default_transform(src.crs, "EPSG:4326", src.width, src.height, *src.bounds)
+        profile = {**src.profile, "crs": "EPSG:4326", "transform": transform, "width": width, "height": height}
+        with rasterio.open(geographic, "w", **profile) as dst:
+            reproject(rasterio.band(src, 1), rasterio.band(dst, 1))
+    with pytest.raises(TrainingError, match="must be in a projected CRS"):
+        build_samples(model, NEON / "TEAK_044_rgb.tif", geographic, 112, torch.device("cpu"))

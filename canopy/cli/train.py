@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from canopy.cli.options import config_option, device_option, offline_option, quiet_option, weights_option
+from canopy.cli.progress import download_progress
 from canopy.training import EpochReport, train as run_train
 
 
@@ -34,11 +35,12 @@ def train(imagery, reference, out, backbone, weights, head, epochs, val_fraction
             val = "n/a" if r.val_mae is None else f"{r.val_mae:.3f} m"
             click.echo(f"epoch {r.epoch}/{r.epochs}  loss {r.train_loss:.3f} m  val MAE {val}", err=True)
 
-    result = run_train(
-        list(imagery), list(reference), out, backbone=backbone, weights=weights, head=head, epochs=epochs,
-        val_fraction=val_fraction, seed=seed, chip_size=chip_size, batch_size=batch_size, device=device,
-        offline=offline, progress=report,
-    )
+    with download_progress(quiet) as on_download:
+        result = run_train(
+            list(imagery), list(reference), out, backbone=backbone, weights=weights, head=head, epochs=epochs,
+            val_fraction=val_fraction, seed=seed, chip_size=chip_size, batch_size=batch_size, device=device,
+            offline=offline, progress=report, download_progress=on_download,
+        )
     validation = result["validation"]
     summary = f"best epoch {result['training']['best_epoch']}"
     if validation:

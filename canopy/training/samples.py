@@ -40,6 +40,10 @@ class Sample:
 
 def _reference_grid(ref: rasterio.DatasetReader, model_res: float) -> tuple[OutputGrid, np.ndarray]:
     """The reference's grid (coarsened when finer than ``model_res``) and its heights, NaN for nodata."""
+    if ref.crs is None or ref.crs.is_geographic:
+        raise TrainingError(
+            f"Reference {ref.name} must be in a projected CRS with metre pixels; warp it first (e.g. gdalwarp -t_srs EPSG:326xx)."
+        )
     res = abs(ref.res[0])
     if abs(abs(ref.res[1]) - res) > 1e-9 * res or ref.transform.b or ref.transform.d:
         raise TrainingError(f"Reference {ref.name} must have square, north-up pixels; warp it first (gdalwarp -tr).")

@@ -21,6 +21,7 @@ from canopy.models.heads import build_head
 from canopy.models.height_model import load_height_model
 from canopy.models.model_file import save_model_file
 from canopy.models.registry import get_model_spec
+from canopy.models.weights import ProgressCallback
 from canopy.runtime.device import select_device
 from canopy.training.samples import Sample, build_samples
 
@@ -130,6 +131,7 @@ def train(
     device: str = "auto",
     offline: bool | None = None,
     progress: Callable[[EpochReport], None] | None = None,
+    download_progress: ProgressCallback | None = None,
 ) -> dict:
     """Train a height head on imagery paired with reference canopy height, the backbone frozen.
 
@@ -160,6 +162,8 @@ def train(
         Forbid weight downloads.
     progress
         Called after each epoch with an :class:`EpochReport`.
+    download_progress
+        Called while backbone weights download.
 
     Returns
     -------
@@ -187,7 +191,7 @@ def train(
     torch_device = select_device(device)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UntrainedHeadWarning)  # this is the head about to be trained
-        loaded = load_height_model(backbone, weights, offline=offline)
+        loaded = load_height_model(backbone, weights, offline=offline, progress=download_progress)
     model = loaded.model
     model.spec = spec
     torch.manual_seed(seed)
