@@ -108,3 +108,7 @@ class ModelFileError(CanopyError, ValueError):
 
 class UntrainedHeadWarning(RandomWeightsWarning):
     """A height head with seeded random weights: no head has been trained for this backbone yet."""
+
+
+class SkippedImageryWarning(CanopyWarning):
+    """A raster among several that cannot be used (no CRS, unreadable) and is left out."""

@@ -12,11 +12,14 @@ from pathlib import Path
 import numpy as np
 import rioxarray
 import xarray as xr
+from rasterio.crs import CRS
 
 from canopy._version import __version__
 from canopy.errors import ChipLayoutError, OutputPathError
-from canopy.grid import parse_bbox, parse_crs, plan_grid
+from canopy.grid import check_bbox, parse_bbox, parse_crs, plan_grid, to_crs
 from canopy.imagery import ImagerySource, open_imagery
+from canopy.imagery.radiometry import scale_for_region
+from canopy.imagery.source import ImageryOptions
 from canopy.io.atomic import atomic_path
 from canopy.io.cog import assemble_cog, height_percentile
 from canopy.io.partial import PartialRun
@@ -98,6 +101,11 @@ def predict(
     resume: bool = False,
     quicklook: bool = False,
     offline: bool | None = None,
+    bands: Sequence[int] | None = None,
+    collections: Sequence[str] = (),
+    datetime: str | None = None,
+    asset: str | None = None,
+    mosaic_order: str = "finest",
     progress: Callable[[Progress], None] | None = None,
     download_progress: ProgressCallback | None = None,
 ) -> xr.DataArray:
@@ -112,7 +120,9 @@ def predict(
     Parameters
     ----------
     imagery
-        One or more GeoTIFF paths (or :class:`~canopy.imagery.ImagerySource` objects), in priority order.
+        One or more GeoTIFF paths or URLs, directories or globs of GeoTIFFs, STAC catalogues
+        (``.json``) or STAC API searches (``stac+https://…/search``), or
+        :class:`~canopy.imagery.ImagerySource` objects.
     bbox
         ``minx,miny,maxx,maxy`` (west, south, east, north) as a string or four numbers; None for
         the imagery's extent.
@@ -147,6 +157,13 @@ def predict(
         Also write ``<name>.png`` with a colour bar (needs ``out``).
     offline
         Forbid weight downloads; None reads ``CANOPY_OFFLINE``.
+    bands
+        1-based red, green and blue band indexes; default by colour interpretation, else 1, 2, 3.
+    collections, datetime, asset
+        STAC filters and the RGB asset key (default ``visual``, ``rgb``, ``image`` or ``data``).
+    mosaic_order
+        Which source wins where several overlap: ``finest`` (then most recent), ``latest`` (then
+        finest) or ``given``.
     progress
         Called after each block with a :class:`Progress`.
     download_progress
@@ -173,21 +190,27 @@ def predict(
     autocast = select_precision(torch_device, precision)
     spec = model_spec(model)
     layout = _chip_layout(spec, chip_size, overlap)
-    sources = open_imagery(list(imagery))
+    region = None
+    if parsed_bbox is not None:
+        check_bbox(parsed_bbox, bbox_crs_obj)
+        region = to_crs(parsed_bbox, bbox_crs_obj, CRS.from_epsg(4326))
+    options = ImageryOptions(tuple(bands) if bands else None, tuple(collections), datetime, asset, mosaic_order)
+    sources = open_imagery(list(imagery), region, options)
     try:
         grid = plan_grid(
             [(s.crs, s.bounds) for s in sources], parsed_bbox, bbox_crs_obj, res or spec.ground_resolution, out_crs
         )
+        radiometry = scale_for_region(sources, grid)
         loaded = load_height_model(model, weights, offline=offline, progress=download_progress)
         log.info("output grid: %d x %d px of %g m in %s", grid.width, grid.height, grid.res, grid.crs.to_string())
         if target is None:
             with tempfile.TemporaryDirectory(prefix="canopy-") as tmp:
                 path = Path(tmp) / "height.tif"
-                summary = _run(sources, grid, loaded, layout, torch_device, autocast, path, batch_size, block_size, False, False, progress)
+                summary = _run(sources, grid, loaded, layout, torch_device, autocast, path, batch_size, block_size, False, False, progress, radiometry)
                 with rioxarray.open_rasterio(path, masked=True) as data:
                     result = data.load()
         else:
-            summary = _run(sources, grid, loaded, layout, torch_device, autocast, target, batch_size, block_size, resume, quicklook, progress)
+            summary = _run(sources, grid, loaded, layout, torch_device, autocast, target, batch_size, block_size, resume, quicklook, progress, radiometry)
             result = rioxarray.open_rasterio(target, masked=True)
     finally:
         for source in sources:
@@ -206,7 +229,7 @@ def _chip_layout(spec: ModelSpec, chip_size: int | None, overlap: int | None) ->
         raise ChipLayoutError(f"{exc} Choose --chip-size and --overlap to fit model {spec.name}.") from None
 
 
-def _run(sources, grid, loaded, layout, torch_device, autocast, target: Path, batch_size, block_size, resume, quicklook, progress) -> RunSummary:
+def _run(sources, grid, loaded, layout, torch_device, autocast, target: Path, batch_size, block_size, resume, quicklook, progress, radiometry: str) -> RunSummary:
     """Predict every block not already done, then assemble the COG and its sidecars atomically."""
     spec = loaded.spec
     tags = {
@@ -218,6 +241,8 @@ def _run(sources, grid, loaded, layout, torch_device, autocast, target: Path, ba
         "canopy_overlap": str(layout.overlap),
         "canopy_normalization": f"mean={list(spec.normalization.mean)} std={list(spec.normalization.std)} on RGB/255",
         "canopy_precision": precision_name(autocast),
+        "canopy_radiometry": radiometry,
+        "canopy_imagery": ", ".join(s.name for s in sources[:20]) + (f" and {len(sources) - 20} more" if len(sources) > 20 else ""),
         "units": "m",
     }
     fingerprint = {
@@ -267,7 +292,7 @@ def _run(sources, grid, loaded, layout, torch_device, autocast, target: Path, ba
 def _identity(source) -> list:
     """Size and modification time of a file source, so a resumed run notices changed imagery."""
     path = getattr(source, "path", None)
-    if path is None:
-        return []
+    if path is None or getattr(source, "remote", False):
+        return [str(path)]
     stat = Path(path).stat()
     return [stat.st_size, stat.st_mtime_ns]

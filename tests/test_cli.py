@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from canopy import __version__
 from canopy.cli.main import cli
-from canopy.models.weights import cache_dir
+from canopy.cache import cache_dir
 
 
 def test_help_and_version():

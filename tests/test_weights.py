@@ -17,7 +17,8 @@ from canopy.errors import (
 )
 from canopy.models import get_model_spec, load_backbone
 from canopy.models.registry import WeightSource
-from canopy.models.weights import cache_dir, cached_path, find_cached, resolve_weights
+from canopy.cache import cache_dir
+from canopy.models.weights import cached_path, find_cached, resolve_weights
 
 
 @pytest.fixture

@@ -47,11 +47,12 @@ def _register_commands() -> None:
     """Attach the subcommands; each lives in a module of its own."""
     from canopy.cli.demo import demo
     from canopy.cli.evaluate import evaluate
+    from canopy.cli.index import index
     from canopy.cli.models import models
     from canopy.cli.predict import predict
     from canopy.cli.train import train
 
-    for command in (demo, evaluate, models, predict, train):
+    for command in (demo, evaluate, index, models, predict, train):
         cli.add_command(command)
 
 

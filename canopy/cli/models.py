@@ -9,7 +9,8 @@ import click
 
 from canopy.models.model_file import read_model_file
 from canopy.models.registry import list_models
-from canopy.models.weights import cache_dir, find_cached
+from canopy.cache import cache_dir
+from canopy.models.weights import find_cached
 
 
 def _describe_file(path: Path) -> dict:

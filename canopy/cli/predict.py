@@ -21,7 +21,14 @@ from canopy.prediction import DEFAULT_MODEL, predict as run_predict
 
 @click.command()
 @config_option
-@click.option("--imagery", "imagery", multiple=True, required=True, metavar="SRC", help="GeoTIFF; repeat for several (earlier wins where they overlap).")
+@click.option("--imagery", "imagery", multiple=True, required=True, metavar="SRC",
+              help="GeoTIFF file or URL, directory or glob of GeoTIFFs, STAC catalogue (.json) or STAC API (stac+https://…/search); repeatable.")
+@click.option("--bands", default=None, metavar="R,G,B", help="1-based band indexes of red, green, blue (default: by colour interpretation).")
+@click.option("--collection", "collections", multiple=True, help="STAC collection to search; repeatable.")
+@click.option("--datetime", "datetime_", default=None, metavar="INTERVAL", help="STAC datetime filter, e.g. 2020-01-01/2022-12-31.")
+@click.option("--asset", default=None, help="STAC asset key of the RGB image (default: visual, rgb, image or data).")
+@click.option("--mosaic-order", type=click.Choice(["finest", "latest", "given"]), default="finest", show_default=True,
+              help="Which source wins where several overlap.")
 @click.option("--bbox", default=None, metavar="MINX,MINY,MAXX,MAXY", help="Region (west,south,east,north); default the imagery's extent.")
 @click.option("--bbox-crs", default="EPSG:4326", show_default=True, help="CRS of --bbox.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Output COG (.tif); a .qml style is written beside it.")
@@ -39,7 +46,8 @@ from canopy.prediction import DEFAULT_MODEL, predict as run_predict
 @click.option("--quicklook", is_flag=True, help="Also write <name>.png with a colour bar.")
 @offline_option
 @quiet_option
-def predict(imagery, bbox, bbox_crs, out, model, weights, res, crs, chip_size, overlap, batch_size, block_size, device, precision, resume, quicklook, offline, quiet) -> None:
+def predict(imagery, bands, collections, datetime_, asset, mosaic_order, bbox, bbox_crs, out, model, weights, res, crs, chip_size,
+            overlap, batch_size, block_size, device, precision, resume, quicklook, offline, quiet) -> None:
     """Predict canopy height over a bounding box and write a Cloud-Optimized GeoTIFF."""
     with download_progress(quiet) as on_download, block_progress(quiet) as on_block:
         result = run_predict(
@@ -60,6 +68,11 @@ def predict(imagery, bbox, bbox_crs, out, model, weights, res, crs, chip_size, o
             resume=resume,
             quicklook=quicklook,
             offline=offline,
+            bands=_parse_bands(bands),
+            collections=collections,
+            datetime=datetime_,
+            asset=asset,
+            mosaic_order=mosaic_order,
             progress=on_block,
             download_progress=on_download,
         )
@@ -70,3 +83,16 @@ def predict(imagery, bbox, bbox_crs, out, model, weights, res, crs, chip_size, o
         f"computed {summary.blocks_computed} blocks, reused {summary.blocks_reused}",
         err=True,
     )
+
+
+def _parse_bands(text: str | None) -> tuple[int, int, int] | None:
+    """``--bands 3,2,1`` as three integers."""
+    if text is None:
+        return None
+    try:
+        bands = tuple(int(b) for b in text.split(","))
+    except ValueError:
+        bands = ()
+    if len(bands) != 3:
+        raise click.BadParameter(f"{text!r} is not three band numbers such as 1,2,3", param_hint="--bands")
+    return bands

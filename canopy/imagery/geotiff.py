@@ -1,9 +1,10 @@
-"""A GeoTIFF (or any GDAL raster) read window by window onto the output grid, reprojecting on the fly."""
+"""A GeoTIFF (or any GDAL raster, local or a remote COG) read window by window onto the output grid."""
 
 from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -16,36 +17,55 @@ from rasterio.windows import Window
 
 from canopy.errors import AmbiguousNodataWarning, ImageryError, ImageryReadError
 from canopy.grid import BBox, OutputGrid, to_crs
+from canopy.imagery.radiometry import Scaling
 from canopy.imagery.source import Patch
 
 # Output pixels this many times coarser than the source are averaged; finer ratios are bilinear.
 _AVERAGE_FROM = 1.5
+_REMOTE_PREFIXES = ("http://", "https://", "s3://", "gs://", "/vsi")
+# GDAL settings for remote rasters: no directory listing on open, retries on transient HTTP errors.
+_REMOTE_GDAL = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR", "GDAL_HTTP_MAX_RETRY": "3", "GDAL_HTTP_RETRY_DELAY": "1"}
+
+
+def is_remote(path: str | os.PathLike) -> bool:
+    """Whether a path is a URL or a GDAL virtual file system path, read by ranges rather than from disk."""
+    return str(path).startswith(_REMOTE_PREFIXES)
 
 
 class GeoTiffSource:
     """One georeferenced raster with at least three bands.
 
     Opening checks what can be checked before any work is done: that the file is a raster, is
-    georeferenced, has RGB bands of 8-bit data, and that its last block can be read (a truncated
-    file fails here, not half-way through a run).
+    georeferenced, has the bands asked for, and that its last block can be read (a truncated file
+    fails here, not half-way through a run). Remote rasters (http(s) URLs) are read by windows
+    through GDAL's range requests, never downloaded whole.
 
     Parameters
     ----------
     path
-        The raster file.
+        A raster file or URL.
+    bands
+        1-based band indexes of red, green and blue; default by colour interpretation, else 1, 2, 3.
+    date
+        When the imagery was taken (POSIX seconds), for mosaic priority; default the file's
+        modification time (0 for remote rasters).
 
     Raises
     ------
     ImageryReadError
-        If the file is missing, not a raster, or truncated.
+        If the file is missing, not a raster, unreachable or truncated.
     ImageryError
-        If it has no CRS or geotransform, fewer than 3 bands, or data that is not 8-bit.
+        If it has no CRS or geotransform, or not the bands asked for.
     """
 
-    def __init__(self, path: str | os.PathLike) -> None:
-        self.path = Path(path)
-        self.name = self.path.name
-        if not self.path.exists():
+    def __init__(self, path: str | os.PathLike, bands: Sequence[int] | None = None, date: float | None = None) -> None:
+        self.remote = is_remote(path)
+        self.path: str | Path = str(path) if self.remote else Path(path)
+        self.name = str(path).rstrip("/").rsplit("/", 1)[-1]
+        if self.remote:
+            for key, value in _REMOTE_GDAL.items():
+                os.environ.setdefault(key, value)
+        elif not self.path.exists():
             raise ImageryReadError(f"Imagery {self.path} does not exist; check the path.")
         try:
             with warnings.catch_warnings():
@@ -53,16 +73,20 @@ class GeoTiffSource:
                 warnings.simplefilter("ignore", NotGeoreferencedWarning)
                 self._ds = rasterio.open(self.path)
         except RasterioIOError:
-            raise ImageryReadError(f"Imagery {self.path} is not a raster GDAL can read; pass a GeoTIFF.") from None
+            hint = "check the URL and that the server answers range requests" if self.remote else "pass a GeoTIFF"
+            raise ImageryReadError(f"Imagery {self.path} is not a raster GDAL can read; {hint}.") from None
         try:
             self._check()
+            self.bands = self._select_bands(bands)
         except BaseException:
             self._ds.close()
             raise
         self.crs: CRS = self._ds.crs
         self.bounds: BBox = tuple(self._ds.bounds)
         self.res: float = float(min(abs(self._ds.res[0]), abs(self._ds.res[1])))
-        self.bands = self._rgb_bands()
+        self.dtype: str = self._ds.dtypes[self.bands[0] - 1]
+        self.date = date if date is not None else (0.0 if self.remote else self.path.stat().st_mtime)
+        self.scaling: Scaling | None = Scaling.for_uint8() if self.dtype == "uint8" else None
         self._footprints: dict[str, BBox] = {}
         self._vrt_options = self._nodata_rule()
 
@@ -76,11 +100,6 @@ class GeoTiffSource:
             raise ImageryError(f"Imagery {self.path} has {what}; georeference it north-up (e.g. gdalwarp) first.")
         if ds.count < 3:
             raise ImageryError(f"Imagery {self.path} has {ds.count} band(s); canopy needs RGB imagery with at least 3 bands.")
-        if ds.dtypes[0] != "uint8":
-            raise ImageryError(
-                f"Imagery {self.path} is {ds.dtypes[0]}; this version reads 8-bit RGB only, so convert it "
-                "(e.g. gdal_translate -ot Byte -scale) first."
-            )
         try:
             block_rows, block_cols = ds.block_shapes[0]
             last = Window(0, max(0, ds.height - block_rows), min(ds.width, block_cols), min(ds.height, block_rows))
@@ -88,8 +107,14 @@ class GeoTiffSource:
         except RasterioError:
             raise ImageryReadError(f"Imagery {self.path} cannot be read to its end; it may be truncated.") from None
 
-    def _rgb_bands(self) -> list[int]:
-        """Band indexes of red, green and blue by colour interpretation, else the first three."""
+    def _select_bands(self, bands: Sequence[int] | None) -> list[int]:
+        """Band indexes of red, green and blue: as given, else by colour interpretation, else the first three."""
+        count = self._ds.count
+        if bands is not None:
+            bands = list(bands)
+            if len(bands) != 3 or not all(1 <= b <= count for b in bands):
+                raise ImageryError(f"Bands {bands} do not name three of the {count} bands of {self.path}; pass e.g. --bands 1,2,3.")
+            return bands
         interp = list(self._ds.colorinterp)
         wanted = [ColorInterp.red, ColorInterp.green, ColorInterp.blue]
         if all(c in interp for c in wanted):
@@ -104,7 +129,7 @@ class GeoTiffSource:
         it is a nodata collar and is masked; otherwise 255 is read as data, and a warning says so.
         """
         ds = self._ds
-        if ds.nodata is None or ds.nodata != 255:
+        if ds.nodata is None or ds.nodata != 255 or self.dtype != "uint8":
             return {}
         rows = [Window(0, 0, ds.width, 1), Window(0, ds.height - 1, ds.width, 1)]
         edges = np.concatenate([ds.read(self.bands, window=w).reshape(3, -1) for w in rows], axis=1)
@@ -126,7 +151,7 @@ class GeoTiffSource:
         return self._footprints[key]
 
     def _warp(self, grid: OutputGrid, resampling: Resampling) -> np.ndarray:
-        """The RGB bands and an alpha band (0 = no data) warped onto ``grid``."""
+        """The RGB bands and an alpha band (0 = no data) warped onto ``grid``, in the source's data type."""
         alpha = self._ds.count + 1
         with WarpedVRT(
             self._ds,
@@ -141,30 +166,51 @@ class GeoTiffSource:
             try:
                 return vrt.read(indexes=[*self.bands, alpha])
             except RasterioError as exc:
-                raise ImageryReadError(f"Reading imagery {self.path} failed ({exc}); the file may be damaged.") from None
+                raise ImageryReadError(f"Reading imagery {self.path} failed ({exc}); the file may be damaged or unreachable.") from None
 
-    def read(self, grid: OutputGrid) -> Patch:
-        """RGB in [0, 1] and validity on ``grid``.
+    def _overlaps(self, grid: OutputGrid) -> bool:
+        """Whether the raster's footprint reaches into ``grid``."""
+        left, bottom, right, top = grid.bounds
+        fl, fb, fr, ft = self.footprint(grid.crs)
+        return fl < right and fr > left and fb < top and ft > bottom
+
+    def read_raw(self, grid: OutputGrid) -> tuple[np.ndarray, np.ndarray]:
+        """Band values (3, H, W) in the source's units, as float32, and validity (H, W) on ``grid``.
 
         A pixel is valid when its centre falls on a valid source pixel (the nodata value, internal
         masks and alpha bands mark invalid ones). Values are averaged when the grid is much coarser
         than the source, bilinear otherwise; where the bilinear kernel reaches past the data edge,
         the nearest source pixel is used, so no valid pixel is left without a value.
         """
-        left, bottom, right, top = grid.bounds
-        fl, fb, fr, ft = self.footprint(grid.crs)
-        if fl >= right or fr <= left or fb >= top or ft <= bottom:
-            return Patch(np.zeros((3, grid.height, grid.width), np.float32), np.zeros(grid.shape, bool))
+        if not self._overlaps(grid):
+            return np.zeros((3, grid.height, grid.width), np.float32), np.zeros(grid.shape, bool)
+        fl, _, fr, _ = self.footprint(grid.crs)
         source_res = (fr - fl) / self._ds.width
         nearest = self._warp(grid, Resampling.nearest)
         valid = nearest[3] > 0
-        rgb = nearest[:3]
-        if grid.res / source_res >= _AVERAGE_FROM:
-            smooth = self._warp(grid, Resampling.average)
-        else:
-            smooth = self._warp(grid, Resampling.bilinear)
-        rgb = np.where(smooth[3] > 0, smooth[:3], rgb)
-        return Patch(rgb.astype(np.float32) / 255.0, valid)
+        smooth = self._warp(grid, Resampling.average if grid.res / source_res >= _AVERAGE_FROM else Resampling.bilinear)
+        values = np.where(smooth[3] > 0, smooth[:3], nearest[:3]).astype(np.float32)
+        return values, valid
+
+    def read(self, grid: OutputGrid) -> Patch:
+        """RGB scaled to [0, 1] and validity on ``grid``.
+
+        Raises
+        ------
+        ImageryError
+            If the imagery is not 8-bit and no region-wide scaling has been set.
+        """
+        if self.scaling is None:
+            raise ImageryError(f"Imagery {self.name} is {self.dtype}; its scaling must be computed for the region first.")
+        values, valid = self.read_raw(grid)
+        return Patch(self.scaling.apply(values), valid)
+
+    def sample(self, grid: OutputGrid, max_pixels: int = 1_000_000) -> np.ndarray:
+        """Valid band values (3, N) over ``grid`` from a decimated read, for region-wide statistics."""
+        scale = max(1.0, (grid.width * grid.height / max_pixels) ** 0.5)
+        coarse = OutputGrid(grid.crs, grid.res * scale, grid.left, grid.top, max(1, int(grid.width / scale)), max(1, int(grid.height / scale)))
+        values, valid = self.read_raw(coarse)
+        return values[:, valid]
 
     def close(self) -> None:
         """Close the raster."""

@@ -4,7 +4,8 @@ from canopy.models.backbone import build_backbone, load_backbone
 from canopy.models.height_model import HeightModel
 from canopy.models.registry import ModelSpec, get_model_spec, list_models
 from canopy.models.vision_transformer import DinoVisionTransformer
-from canopy.models.weights import ResolvedWeights, cache_dir, resolve_weights
+from canopy.cache import cache_dir
+from canopy.models.weights import ResolvedWeights, resolve_weights
 
 __all__ = [
     "DinoVisionTransformer",

@@ -1,7 +1,7 @@
 """Finding a model's weights: an explicit path, the local cache, or a verified download.
 
-The cache is ``$CANOPY_CACHE_DIR`` when set, else ``$XDG_CACHE_HOME/canopy`` (``~/.cache/canopy``);
-weights live in ``<cache>/weights/<model name>/<file name>``. Offline mode (``offline=True`` or
+Weights live in the cache (:func:`canopy.cache.cache_dir`), in
+``<cache>/weights/<model name>/<file name>``. Offline mode (``offline=True`` or
 ``CANOPY_OFFLINE=1``) never downloads. A download is streamed to a temporary file in the cache,
 hashed on the way, checked against the published SHA-256 (or, where the publisher gives none,
 read back as a checkpoint), and only then renamed into place: a failed or corrupt download leaves
@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from canopy.cache import cache_dir
 from canopy.errors import (
     CanopyError,
     ChecksumMismatchError,
@@ -54,21 +55,6 @@ class ResolvedWeights:
     def is_random(self) -> bool:
         """True for a seeded random initialisation."""
         return self.path is None
-
-
-def cache_dir() -> Path:
-    """The cache directory, read from the environment at call time.
-
-    Returns
-    -------
-    Path
-        ``$CANOPY_CACHE_DIR``, else ``$XDG_CACHE_HOME/canopy``, else ``~/.cache/canopy``.
-    """
-    explicit = os.environ.get("CANOPY_CACHE_DIR")
-    if explicit:
-        return Path(explicit).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(xdg).expanduser() / "canopy"
 
 
 def offline_mode(offline: bool | None = None) -> bool:

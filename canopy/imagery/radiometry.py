@@ -1,0 +1,88 @@
+"""Radiometry: how band values become the [0, 1] the models expect.
+
+8-bit imagery is divided by 255. Other imagery (uint16, float) is stretched by robust percentiles
+(2nd to 98th, per band) computed once over the whole region, never per tile or chip, so tiles of
+one region share one scaling and no seams appear where they meet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from canopy.errors import ImageryError
+
+LOW_PERCENTILE = 2.0
+HIGH_PERCENTILE = 98.0
+
+
+@dataclass(frozen=True)
+class Scaling:
+    """Per-band linear stretch: ``(value - low) / (high - low)``, clipped to [0, 1]."""
+
+    low: tuple[float, float, float]
+    high: tuple[float, float, float]
+
+    @classmethod
+    def for_uint8(cls) -> Scaling:
+        """8-bit imagery as it is: value / 255."""
+        return cls((0.0, 0.0, 0.0), (255.0, 255.0, 255.0))
+
+    def apply(self, values: np.ndarray) -> np.ndarray:
+        """Scale band values (3, H, W) to [0, 1] float32."""
+        low = np.asarray(self.low, np.float32)[:, None, None]
+        span = np.asarray(self.high, np.float32)[:, None, None] - low
+        return np.clip((values - low) / span, 0.0, 1.0).astype(np.float32)
+
+    def describe(self) -> str:
+        """A one-line record for output tags."""
+        if self == Scaling.for_uint8():
+            return "uint8 / 255"
+        return f"percentiles {LOW_PERCENTILE:g}-{HIGH_PERCENTILE:g} over the region: low={list(self.low)} high={list(self.high)}"
+
+
+def region_scaling(samples: Sequence[np.ndarray], what: str) -> Scaling:
+    """The percentile stretch of band values (3, N) sampled over a whole region.
+
+    Raises
+    ------
+    ImageryError
+        If there is no valid pixel, or a band has no spread.
+    """
+    values = np.concatenate([s for s in samples if s.size], axis=1) if samples else np.zeros((3, 0))
+    if values.shape[1] == 0:
+        raise ImageryError(f"{what} has no valid pixel over the region to compute its scaling from.")
+    low = np.percentile(values, LOW_PERCENTILE, axis=1)
+    high = np.percentile(values, HIGH_PERCENTILE, axis=1)
+    if np.any(high <= low):
+        raise ImageryError(f"{what} has a band with no spread over the region (constant values); check --bands.")
+    return Scaling(tuple(float(v) for v in low), tuple(float(v) for v in high))
+
+
+def scale_for_region(sources: Sequence, grid) -> str:
+    """Give every source that is not 8-bit one percentile stretch computed over the whole output grid.
+
+    Parameters
+    ----------
+    sources
+        Imagery sources; those with ``scaling`` None get the region's.
+    grid
+        The output grid whose extent the statistics cover.
+
+    Returns
+    -------
+    str
+        The scaling in use, for the output's tags.
+    """
+    pending = [s for s in sources if getattr(s, "scaling", Scaling.for_uint8()) is None]
+    if not pending:
+        return Scaling.for_uint8().describe()
+    scaling = region_scaling([s.sample(grid) for s in pending], ", ".join(s.name for s in pending[:3]))
+    for source in pending:
+        source.scaling = scaling
+    described = scaling.describe()
+    if len(pending) < len(sources):
+        described += "; uint8 sources / 255"
+    return described
