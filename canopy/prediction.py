@@ -250,7 +250,7 @@ def _run(sources, grid, loaded, layout, torch_device, autocast, target: Path, ba
         "grid": [grid.crs.to_wkt(), grid.res, grid.left, grid.top, grid.width, grid.height],
         "block_size": block_size,
         "device": torch_device.type,
-        "imagery": [[getattr(s, "name", "?"), _identity(s)] for s in sources],
+        "imagery": [s.identity() if hasattr(s, "identity") else getattr(s, "name", "?") for s in sources],
     }
     partial = PartialRun(target, fingerprint, resume)
     blocks = iter_blocks(grid.height, grid.width, block_size)
@@ -287,12 +287,3 @@ def _run(sources, grid, loaded, layout, torch_device, autocast, target: Path, ba
     summary = RunSummary(len(todo), len(blocks) - len(todo), predictor.chips_done, layout.size, layout.overlap)
     log.info("computed %d blocks, reused %d", summary.blocks_computed, summary.blocks_reused)
     return summary
-
-
-def _identity(source) -> list:
-    """Size and modification time of a file source, so a resumed run notices changed imagery."""
-    path = getattr(source, "path", None)
-    if path is None or getattr(source, "remote", False):
-        return [str(path)]
-    stat = Path(path).stat()
-    return [stat.st_size, stat.st_mtime_ns]

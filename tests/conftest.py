@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 
@@ -14,35 +16,105 @@ def isolated_cache(tmp_path, monkeypatch):
     return cache
 
 
+class LocalServer:
+    """An HTTP server on 127.0.0.1 serving a directory with byte ranges (as COG readers need), and
+    optionally a STAC API search endpoint (POST /search) over a list of item dicts."""
+
+    def __init__(self, directory, stac_items=None):
+        import functools
+        import http.server
+        import json
+        import threading
+
+        self.bytes_sent: dict[str, int] = {}
+        self.requests: list[str] = []
+        server_state = self
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def end_headers(self):
+                self.send_header("Accept-Ranges", "bytes")
+                super().end_headers()
+
+            def do_GET(self):
+                server_state.requests.append(self.path)
+                ranged = self.headers.get("Range")
+                path = self.translate_path(self.path)
+                if not ranged or not os.path.isfile(path):
+                    return super().do_GET()
+                start_text, _, end_text = ranged.removeprefix("bytes=").partition("-")
+                size = os.path.getsize(path)
+                start = int(start_text)
+                end = min(int(end_text) if end_text else size - 1, size - 1)
+                with open(path, "rb") as handle:
+                    handle.seek(start)
+                    body = handle.read(end - start + 1)
+                self.send_response(206)
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                server_state.bytes_sent[self.path] = server_state.bytes_sent.get(self.path, 0) + len(body)
+
+            def do_POST(self):
+                server_state.requests.append("POST " + self.path)
+                if self.path.rstrip("/") != "/search" or stac_items is None:
+                    self.send_error(404)
+                    return
+                query = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                features = [item for item in stac_items if _stac_match(item, query)]
+                body = json.dumps({"type": "FeatureCollection", "features": features, "links": []}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/geo+json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        handler = functools.partial(Handler, directory=str(directory))
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+def _stac_match(item: dict, query: dict) -> bool:
+    """The bbox and collections filters of a STAC API search, as a real API applies them."""
+    bbox = query.get("bbox")
+    if bbox:
+        w, s, e, n = item["bbox"]
+        if not (w < bbox[2] and bbox[0] < e and s < bbox[3] and bbox[1] < n):
+            return False
+    collections = query.get("collections")
+    return not collections or item.get("collection") in collections
+
+
 @pytest.fixture
-def serve_directory():
-    """Serve a directory over HTTP on 127.0.0.1 for the test, and stop the server after it.
-
-    Returns a function taking the directory and returning the base URL.
-    """
-    import functools
-    import http.server
-    import threading
-
+def local_server():
+    """Start LocalServer instances on 127.0.0.1 for the test and stop them after it."""
     servers = []
 
-    class QuietHandler(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-    def start(directory) -> str:
-        handler = functools.partial(QuietHandler, directory=str(directory))
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        servers.append((server, thread))
-        return f"http://127.0.0.1:{server.server_address[1]}"
+    def start(directory, stac_items=None) -> LocalServer:
+        server = LocalServer(directory, stac_items)
+        servers.append(server)
+        return server
 
     yield start
-    for server, thread in servers:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def serve_directory(local_server):
+    """Serve a directory over HTTP on 127.0.0.1; returns a function taking the directory and giving the base URL."""
+    return lambda directory: local_server(directory).url
 
 
 @pytest.fixture(autouse=True)

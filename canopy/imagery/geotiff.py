@@ -6,9 +6,11 @@ import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from xml.sax.saxutils import escape
 
 import numpy as np
 import rasterio
+from scipy.ndimage import binary_fill_holes
 from rasterio.crs import CRS
 from rasterio.enums import ColorInterp, Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError, RasterioIOError
@@ -58,11 +60,14 @@ class GeoTiffSource:
         If it has no CRS or geotransform, or not the bands asked for.
     """
 
-    def __init__(self, path: str | os.PathLike, bands: Sequence[int] | None = None, date: float | None = None) -> None:
+    def __init__(
+        self, path: str | os.PathLike, bands: Sequence[int] | None = None, date: float | None = None, name: str | None = None
+    ) -> None:
+        virtual = str(path).startswith("<VRTDataset")
         self.remote = is_remote(path)
-        self.path: str | Path = str(path) if self.remote else Path(path)
-        self.name = str(path).rstrip("/").rsplit("/", 1)[-1]
-        if self.remote:
+        self.path: str | Path = str(path) if self.remote or virtual else Path(path)
+        self.name = name or str(path).rstrip("/").rsplit("/", 1)[-1]
+        if self.remote or virtual:
             for key, value in _REMOTE_GDAL.items():
                 os.environ.setdefault(key, value)
         elif not self.path.exists():
@@ -85,10 +90,20 @@ class GeoTiffSource:
         self.bounds: BBox = tuple(self._ds.bounds)
         self.res: float = float(min(abs(self._ds.res[0]), abs(self._ds.res[1])))
         self.dtype: str = self._ds.dtypes[self.bands[0] - 1]
-        self.date = date if date is not None else (0.0 if self.remote else self.path.stat().st_mtime)
+        self.date = date if date is not None else (0.0 if isinstance(self.path, str) else self.path.stat().st_mtime)
         self.scaling: Scaling | None = Scaling.for_uint8() if self.dtype == "uint8" else None
         self._footprints: dict[str, BBox] = {}
         self._vrt_options = self._nodata_rule()
+        self.members: list[list] = []  # identities of the tiles of a mosaic
+
+    def identity(self) -> list:
+        """What a resumed run compares to notice changed imagery: path, size and modification time."""
+        if self.members:
+            return self.members
+        if isinstance(self.path, Path):
+            stat = self.path.stat()
+            return [str(self.path), stat.st_size, stat.st_mtime_ns]
+        return [str(self.path)]
 
     def _check(self) -> None:
         """Refuse rasters canopy cannot place on a map or read as RGB."""
@@ -125,15 +140,24 @@ class GeoTiffSource:
         """Decide whether a declared nodata of 255 in 8-bit imagery marks missing data or saturated pixels.
 
         255 is also the value of a saturated pixel (the NEON orthophotos declare it as nodata and
-        hold real white pixels of 255). When the image's top and bottom rows are mostly all-255,
-        it is a nodata collar and is masked; otherwise 255 is read as data, and a warning says so.
+        hold real white pixels of 255). When the image's top and bottom rows are mostly all-255 it
+        has a nodata collar: 255 is masked where connected to it, and enclosed 255 pixels are read
+        as (saturated) data. Otherwise 255 is read as data everywhere. A warning says which rule applies.
         """
         ds = self._ds
+        self._fill_holes = False
         if ds.nodata is None or ds.nodata != 255 or self.dtype != "uint8":
             return {}
         rows = [Window(0, 0, ds.width, 1), Window(0, ds.height - 1, ds.width, 1)]
         edges = np.concatenate([ds.read(self.bands, window=w).reshape(3, -1) for w in rows], axis=1)
         if (edges == 255).all(axis=0).mean() >= 0.5:
+            self._fill_holes = True
+            warnings.warn(
+                f"Imagery {self.name} declares nodata=255, which is also a saturated pixel value, and has a collar of "
+                "255: canopy masks 255 where it is connected to the collar and reads enclosed pixels of 255 as data.",
+                AmbiguousNodataWarning,
+                stacklevel=3,
+            )
             return {}
         warnings.warn(
             f"Imagery {self.name} declares nodata=255, which is also a saturated pixel value, and its edges hold "
@@ -143,6 +167,27 @@ class GeoTiffSource:
         )
         return {"src_nodata": -1}
 
+    def _mosaic_key(self) -> tuple:
+        """What tiles must share to be mosaicked in one VRT: CRS, pixel size, data type, and pixel alignment."""
+        t = self._ds.transform
+        return (self.crs.to_wkt(), round(t.a, 12), round(t.e, 12), self.dtype, (t.c / t.a) % 1 // 1e-6, (t.f / t.e) % 1 // 1e-6)
+
+    def _vrt_sources(self, anchor, vrt_band: int) -> str:
+        """VRT source elements placing this raster's band for ``vrt_band`` (0 = its validity mask) on ``anchor``'s grid."""
+        t = self._ds.transform
+        x_off, y_off = round((t.c - anchor.c) / anchor.a), round((t.f - anchor.f) / anchor.e)
+        name = f"/vsicurl/{self.path}" if self.remote and str(self.path).startswith("http") else str(self.path)
+        rects = (
+            f'<SrcRect xOff="0" yOff="0" xSize="{self._ds.width}" ySize="{self._ds.height}"/>'
+            f'<DstRect xOff="{x_off}" yOff="{y_off}" xSize="{self._ds.width}" ySize="{self._ds.height}"/>'
+        )
+        file = f'<SourceFilename relativeToVRT="0">{escape(name)}</SourceFilename>'
+        if vrt_band:
+            return f"<SimpleSource>{file}<SourceBand>{self.bands[vrt_band - 1]}</SourceBand>{rects}</SimpleSource>"
+        if self._vrt_options:  # nodata read as data: valid wherever the raster is
+            return f"<ComplexSource>{file}<SourceBand>1</SourceBand>{rects}<ScaleOffset>255</ScaleOffset><ScaleRatio>0</ScaleRatio></ComplexSource>"
+        return f"<SimpleSource>{file}<SourceBand>mask,1</SourceBand>{rects}</SimpleSource>"
+
     def footprint(self, crs: CRS) -> BBox:
         """Bounds of the raster in ``crs``, computed once per CRS."""
         key = crs.to_wkt()
@@ -151,8 +196,13 @@ class GeoTiffSource:
         return self._footprints[key]
 
     def _warp(self, grid: OutputGrid, resampling: Resampling) -> np.ndarray:
-        """The RGB bands and an alpha band (0 = no data) warped onto ``grid``, in the source's data type."""
-        alpha = self._ds.count + 1
+        """The RGB bands and an alpha band (0 = no data) warped onto ``grid``, in the source's data type.
+
+        A raster with its own alpha band keeps it; others get one from their nodata value or mask.
+        """
+        interp = list(self._ds.colorinterp)
+        own_alpha = ColorInterp.alpha in interp
+        alpha = interp.index(ColorInterp.alpha) + 1 if own_alpha else self._ds.count + 1
         with WarpedVRT(
             self._ds,
             crs=grid.crs,
@@ -160,7 +210,7 @@ class GeoTiffSource:
             width=grid.width,
             height=grid.height,
             resampling=resampling,
-            add_alpha=True,
+            add_alpha=not own_alpha,
             **self._vrt_options,
         ) as vrt:
             try:
@@ -188,6 +238,10 @@ class GeoTiffSource:
         source_res = (fr - fl) / self._ds.width
         nearest = self._warp(grid, Resampling.nearest)
         valid = nearest[3] > 0
+        if self._fill_holes:
+            enclosed = binary_fill_holes(valid) & ~valid
+            nearest[:3, enclosed] = 255
+            valid |= enclosed
         smooth = self._warp(grid, Resampling.average if grid.res / source_res >= _AVERAGE_FROM else Resampling.bilinear)
         values = np.where(smooth[3] > 0, smooth[:3], nearest[:3]).astype(np.float32)
         return values, valid
@@ -221,3 +275,54 @@ class GeoTiffSource:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def merge_aligned(sources: list) -> list:
+    """Mosaic runs of neighbouring GeoTIFF sources that share CRS, pixel size, data type and alignment
+    into one VRT each, so resampling sees across tile edges: a region read from tiles then equals
+    the same region read from the image they were cut from. Priority order is kept."""
+    merged, run = [], []
+
+    def flush() -> None:
+        if len(run) == 1:
+            merged.append(run[0])
+        elif run:
+            merged.append(_mosaic(run))
+
+    for source in sources:
+        if run and isinstance(source, GeoTiffSource) and isinstance(run[0], GeoTiffSource) and source._mosaic_key() == run[0]._mosaic_key():
+            run.append(source)
+            continue
+        flush()
+        run = [source]
+    flush()
+    return merged
+
+
+def _mosaic(members: list[GeoTiffSource]) -> GeoTiffSource:
+    """One source over a VRT of aligned members; the first member wins where they overlap."""
+    first = members[0]._ds.transform
+    left = min(m.bounds[0] for m in members)
+    top = max(m.bounds[3] for m in members)
+    anchor = rasterio.Affine(first.a, 0, first.c + round((left - first.c) / first.a) * first.a,
+                             0, first.e, first.f + round((top - first.f) / first.e) * first.e)
+    width = round((max(m.bounds[2] for m in members) - anchor.c) / anchor.a)
+    height = round((min(m.bounds[1] for m in members) - anchor.f) / anchor.e)
+    dtype = {"uint8": "Byte", "uint16": "UInt16", "int16": "Int16", "uint32": "UInt32", "int32": "Int32",
+             "float32": "Float32", "float64": "Float64"}[members[0].dtype]
+    ordered = list(reversed(members))  # in a VRT the last source wins
+    bands = "".join(
+        f'<VRTRasterBand dataType="{dtype}" band="{b}">' + "".join(m._vrt_sources(anchor, b) for m in ordered) + "</VRTRasterBand>"
+        for b in (1, 2, 3)
+    )
+    mask = '<MaskBand><VRTRasterBand dataType="Byte">' + "".join(m._vrt_sources(anchor, 0) for m in ordered) + "</VRTRasterBand></MaskBand>"
+    xml = (
+        f'<VRTDataset rasterXSize="{width}" rasterYSize="{height}"><SRS>{escape(members[0].crs.to_wkt())}</SRS>'
+        f"<GeoTransform>{anchor.c!r},{anchor.a!r},0,{anchor.f!r},0,{anchor.e!r}</GeoTransform>{bands}{mask}</VRTDataset>"
+    )
+    names = f"mosaic of {len(members)} tiles ({members[0].name}, ...)"
+    mosaic = GeoTiffSource(xml, bands=[1, 2, 3], date=max(m.date for m in members), name=names)
+    mosaic.members = [m.identity() for m in members]
+    for member in members:
+        member.close()
+    return mosaic

@@ -122,7 +122,7 @@ def open_imagery(
     BBoxError
         If no tile of a directory intersects the region.
     """
-    from canopy.imagery.geotiff import GeoTiffSource
+    from canopy.imagery.geotiff import GeoTiffSource, merge_aligned
 
     options = options or ImageryOptions()
     if not sources:
@@ -143,7 +143,7 @@ def open_imagery(
         opened.sort(key=lambda s: (round(s.res, 9), -getattr(s, "date", 0.0)))
     elif options.order == "latest":
         opened.sort(key=lambda s: (-getattr(s, "date", 0.0), round(s.res, 9)))
-    return opened
+    return merge_aligned(opened)
 
 
 def read_mosaic(sources: list[ImagerySource], grid: OutputGrid) -> Patch:

@@ -1,0 +1,104 @@
+"""Reading imagery: nodata rules, alpha bands, band selection and region-wide radiometric scaling."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+
+from canopy.errors import AmbiguousNodataWarning, ImageryError
+from canopy.grid import snap_grid
+from canopy.imagery import GeoTiffSource, open_imagery, read_mosaic
+from canopy.imagery.radiometry import Scaling, scale_for_region
+from canopy.prediction import predict
+from rasters import cut_tiles, smooth_rgb, write_raster
+
+ORIGIN = Affine(0.5, 0, 321000.0, 0, -0.5, 4097000.0)
+
+
+def test_a_255_collar_is_masked_but_enclosed_saturated_pixels_are_kept(tmp_path):
+    data = smooth_rgb(60, 60)
+    data[:, :8, :] = 255  # collar along the top ...
+    data[:, -8:, :] = 255  # ... and the bottom
+    data[:, 30:32, 30:32] = 255  # saturated pixels inside the image
+    path = write_raster(tmp_path / "collar.tif", data=data, width=60, height=60, nodata=255, transform=ORIGIN)
+    with pytest.warns(AmbiguousNodataWarning, match="masks 255 where it is connected to the collar"):
+        source = GeoTiffSource(path)
+    with source:
+        patch = source.read(snap_grid(source.bounds, source.crs, 0.5))
+    assert not patch.valid[:8].any() and not patch.valid[-8:].any()
+    assert patch.valid[8:-8].all()
+    assert (patch.rgb[:, 30:32, 30:32] == 1.0).all()
+
+
+def test_without_a_collar_255_is_data_and_that_is_said(tmp_path):
+    data = smooth_rgb(40, 40)
+    data[:, 10, 10] = 255
+    path = write_raster(tmp_path / "no_collar.tif", data=data, width=40, height=40, nodata=255, transform=ORIGIN)
+    with pytest.warns(AmbiguousNodataWarning, match="reads pixels of 255 as data"):
+        source = GeoTiffSource(path)
+    with source:
+        assert source.read(snap_grid(source.bounds, source.crs, 0.5)).valid.all()
+
+
+def test_other_nodata_values_and_alpha_bands_mark_missing_pixels(tmp_path):
+    data = smooth_rgb(40, 40)
+    data[:, :5, :] = 0
+    path = write_raster(tmp_path / "nodata0.tif", data=data, width=40, height=40, nodata=0, transform=ORIGIN)
+    with GeoTiffSource(path) as source:
+        patch = source.read(snap_grid(source.bounds, source.crs, 0.5))
+    assert not patch.valid[:5].any() and patch.valid[5:].all()
+    rgba = np.concatenate([smooth_rgb(40, 40), np.full((1, 40, 40), 255, np.uint8)])
+    rgba[3, :, :10] = 0
+    path = tmp_path / "rgba.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=40, height=40, count=4, dtype="uint8", crs="EPSG:32611", transform=ORIGIN) as dst:
+        dst.write(rgba)
+        dst.colorinterp = [rasterio.enums.ColorInterp.red, rasterio.enums.ColorInterp.green,
+                           rasterio.enums.ColorInterp.blue, rasterio.enums.ColorInterp.alpha]
+    with GeoTiffSource(path) as source:
+        patch = source.read(snap_grid(source.bounds, source.crs, 0.5))
+    assert not patch.valid[:, :10].any() and patch.valid[:, 10:].all()
+
+
+def test_band_selection_and_four_band_imagery(tmp_path):
+    rgbn = np.concatenate([smooth_rgb(40, 40, seed=1), np.full((1, 40, 40), 7, np.uint8)])
+    path = write_raster(tmp_path / "rgbn.tif", data=rgbn, width=40, height=40, count=4, transform=ORIGIN)
+    grid = snap_grid((321000.0, 4096980.0, 321020.0, 4097000.0), rasterio.crs.CRS.from_epsg(32611), 0.5)
+    with GeoTiffSource(path) as default, GeoTiffSource(path, bands=[4, 2, 1]) as chosen:
+        assert default.bands == [1, 2, 3]
+        a, b = default.read(grid), chosen.read(grid)
+    np.testing.assert_allclose(b.rgb[0], 7 / 255)
+    np.testing.assert_array_equal(b.rgb[2], a.rgb[0])
+    with pytest.raises(ImageryError, match=r"Bands \[1, 2, 9\] do not name three of the 4 bands"):
+        GeoTiffSource(path, bands=[1, 2, 9])
+
+
+def test_uint16_tiles_share_one_scaling_computed_for_the_region(tmp_path):
+    rgb16 = smooth_rgb(80, 80).astype(np.uint16) * 40 + 1000
+    path = write_raster(tmp_path / "big16.tif", data=rgb16, width=80, height=80, dtype="uint16", transform=ORIGIN)
+    cut_tiles(path, tmp_path / "tiles")
+    sources = open_imagery([tmp_path / "tiles"])
+    assert len(sources) == 1 and "mosaic of 4 tiles" in sources[0].name
+    separate = [GeoTiffSource(p) for p in sorted((tmp_path / "tiles").glob("*.tif"))]
+    grid = snap_grid((321000.0, 4096960.0, 321040.0, 4097000.0), sources[0].crs, 0.5)
+    described = scale_for_region(separate, grid)
+    assert described.startswith("percentiles 2-98 over the region")
+    assert len({s.scaling for s in separate}) == 1
+    patch = read_mosaic(separate, grid)
+    assert patch.rgb.min() == 0.0 and patch.rgb.max() == 1.0
+    for s in separate:
+        s.close()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = tmp_path / "h.tif"
+        predict(tmp_path / "tiles", grid.bounds, bbox_crs="EPSG:32611", weights="random", chip_size=56, out=out)
+    with rasterio.open(out) as dst:
+        assert dst.tags()["canopy_radiometry"].startswith("percentiles 2-98 over the region: low=")
+
+
+def test_uint8_scaling_is_division_by_255():
+    values = np.array([[[0.0, 51.0, 255.0]]] * 3, np.float32)
+    np.testing.assert_allclose(Scaling.for_uint8().apply(values)[0, 0], [0.0, 0.2, 1.0])
