@@ -11,12 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import rioxarray
+import torch
 import xarray as xr
 from rasterio.crs import CRS
 
 from canopy._version import __version__
 from canopy.errors import ChipLayoutError, OutputPathError
-from canopy.grid import check_bbox, parse_bbox, parse_crs, plan_grid, to_crs
+from canopy.grid import OutputGrid, check_bbox, parse_bbox, parse_crs, plan_grid, to_crs
 from canopy.imagery import ImagerySource, open_imagery
 from canopy.imagery.radiometry import scale_for_region
 from canopy.imagery.source import ImageryOptions
@@ -25,14 +26,14 @@ from canopy.io.cog import assemble_cog, height_percentile
 from canopy.io.partial import PartialRun
 from canopy.io.qml import style_range, write_qml
 from canopy.io.quicklook import write_quicklook
-from canopy.models.height_model import load_height_model, model_spec
+from canopy.models.height_model import LoadedModel, load_height_model, model_spec
 from canopy.models.registry import ModelSpec
 from canopy.models.weights import ProgressCallback
 from canopy.runtime.device import precision_name, select_device, select_precision
 from canopy.runtime.inference import ChipPredictor
 from canopy.runtime.pipeline import run_blocks
 from canopy.stitch import predict_block
-from canopy.tiling import ChipLayout, iter_blocks
+from canopy.tiling import Block, ChipLayout, iter_blocks
 from canopy.tiling.block_input import read_block
 
 log = logging.getLogger(__name__)
@@ -202,15 +203,16 @@ def predict(
         )
         radiometry = scale_for_region(sources, grid)
         loaded = load_height_model(model, weights, offline=offline, progress=download_progress)
+        job = _Job(sources, grid, loaded, layout, torch_device, autocast, batch_size, block_size, radiometry)
         log.info("output grid: %d x %d px of %g m in %s", grid.width, grid.height, grid.res, grid.crs.to_string())
         if target is None:
             with tempfile.TemporaryDirectory(prefix="canopy-") as tmp:
                 path = Path(tmp) / "height.tif"
-                summary = _run(sources, grid, loaded, layout, torch_device, autocast, path, batch_size, block_size, False, False, progress, radiometry)
+                summary = _run(job, path, False, False, progress)
                 with rioxarray.open_rasterio(path, masked=True) as data:
                     result = data.load()
         else:
-            summary = _run(sources, grid, loaded, layout, torch_device, autocast, target, batch_size, block_size, resume, quicklook, progress, radiometry)
+            summary = _run(job, target, resume, quicklook, progress)
             result = rioxarray.open_rasterio(target, masked=True)
     finally:
         for source in sources:
@@ -229,56 +231,83 @@ def _chip_layout(spec: ModelSpec, chip_size: int | None, overlap: int | None) ->
         raise ChipLayoutError(f"{exc} Choose --chip-size and --overlap to fit model {spec.name}.") from None
 
 
-def _run(sources, grid, loaded, layout, torch_device, autocast, target: Path, batch_size, block_size, resume, quicklook, progress, radiometry: str) -> RunSummary:
+@dataclass(frozen=True)
+class _Job:
+    """Everything that decides a run's pixels, gathered and validated by :func:`predict`."""
+
+    sources: list
+    grid: OutputGrid
+    loaded: LoadedModel
+    layout: ChipLayout
+    device: torch.device
+    autocast: torch.dtype | None
+    batch_size: int
+    block_size: int
+    radiometry: str
+
+    def tags(self) -> dict[str, str]:
+        """The GeoTIFF tags that record how the map was made."""
+        spec, sources = self.loaded.spec, self.sources
+        names = ", ".join(s.name for s in sources[:20]) + (f" and {len(sources) - 20} more" if len(sources) > 20 else "")
+        return {
+            "canopy_model": spec.name,
+            "canopy_weights": self.loaded.backbone_weights,
+            "canopy_head_weights": self.loaded.head_weights,
+            "canopy_version": __version__,
+            "canopy_chip_size": str(self.layout.size),
+            "canopy_overlap": str(self.layout.overlap),
+            "canopy_normalization": f"mean={list(spec.normalization.mean)} std={list(spec.normalization.std)} on RGB/255",
+            "canopy_precision": precision_name(self.autocast),
+            "canopy_radiometry": self.radiometry,
+            "canopy_imagery": names,
+            "units": "m",
+        }
+
+    def fingerprint(self) -> dict:
+        """The tags plus what else a resumed run must share with the one it continues."""
+        grid = self.grid
+        return {
+            **self.tags(),
+            "grid": [grid.crs.to_wkt(), grid.res, grid.left, grid.top, grid.width, grid.height],
+            "block_size": self.block_size,
+            "device": self.device.type,
+            "imagery": [s.identity() if hasattr(s, "identity") else getattr(s, "name", "?") for s in self.sources],
+        }
+
+
+def _run(job: _Job, target: Path, resume: bool, quicklook: bool, progress: Callable[[Progress], None] | None) -> RunSummary:
     """Predict every block not already done, then assemble the COG and its sidecars atomically."""
-    spec = loaded.spec
-    tags = {
-        "canopy_model": spec.name,
-        "canopy_weights": loaded.backbone_weights,
-        "canopy_head_weights": loaded.head_weights,
-        "canopy_version": __version__,
-        "canopy_chip_size": str(layout.size),
-        "canopy_overlap": str(layout.overlap),
-        "canopy_normalization": f"mean={list(spec.normalization.mean)} std={list(spec.normalization.std)} on RGB/255",
-        "canopy_precision": precision_name(autocast),
-        "canopy_radiometry": radiometry,
-        "canopy_imagery": ", ".join(s.name for s in sources[:20]) + (f" and {len(sources) - 20} more" if len(sources) > 20 else ""),
-        "units": "m",
-    }
-    fingerprint = {
-        **tags,
-        "grid": [grid.crs.to_wkt(), grid.res, grid.left, grid.top, grid.width, grid.height],
-        "block_size": block_size,
-        "device": torch_device.type,
-        "imagery": [s.identity() if hasattr(s, "identity") else getattr(s, "name", "?") for s in sources],
-    }
-    partial = PartialRun(target, fingerprint, resume)
-    blocks = iter_blocks(grid.height, grid.width, block_size)
+    grid, layout, spec = job.grid, job.layout, job.loaded.spec
+    partial = PartialRun(target, job.fingerprint(), resume)
+    blocks = iter_blocks(grid.height, grid.width, job.block_size)
     done = partial.done()
     todo = [b for b in blocks if b.key not in done]
-    predictor = ChipPredictor(loaded.model, torch_device, autocast)
+    predictor = ChipPredictor(job.loaded.model, job.device, job.autocast)
     fill = np.asarray(spec.normalization.mean, np.float32)
-    km2 = lambda bs: sum(b.height * b.width for b in bs) * grid.res**2 / 1e6  # noqa: E731
-    total_km2, done_km2, done_count = km2(blocks), km2([b for b in blocks if b.key in done]), len(blocks) - len(todo)
 
-    def on_done(block) -> None:
-        nonlocal done_km2, done_count
-        done_count += 1
-        done_km2 += km2([block])
+    def km2(some: list[Block]) -> float:
+        return sum(b.height * b.width for b in some) * grid.res**2 / 1e6
+
+    state = {"count": len(blocks) - len(todo), "km2": km2([b for b in blocks if b.key in done])}
+    total_km2 = km2(blocks)
+
+    def on_done(block: Block) -> None:
+        state["count"] += 1
+        state["km2"] += km2([block])
         if progress is not None:
-            progress(Progress(done_count, len(blocks), done_km2, total_km2))
+            progress(Progress(state["count"], len(blocks), state["km2"], total_km2))
 
     if progress is not None:
-        progress(Progress(done_count, len(blocks), done_km2, total_km2))
+        progress(Progress(state["count"], len(blocks), state["km2"], total_km2))
     run_blocks(
         todo,
-        read=lambda b: read_block(sources, grid, b, layout, fill),
-        compute=lambda inp: predict_block(inp, layout, predictor, batch_size),
+        read=lambda b: read_block(job.sources, grid, b, layout, fill),
+        compute=lambda inp: predict_block(inp, layout, predictor, job.batch_size),
         write=lambda b, data: partial.write(b, data, grid),
         on_done=on_done,
     )
     with atomic_path(target) as tmp_tif:
-        counts = assemble_cog(partial, grid, blocks, tags, tmp_tif)
+        counts = assemble_cog(partial, grid, blocks, job.tags(), tmp_tif)
         vmax = style_range(height_percentile(counts, 98))
         write_qml(target.with_suffix(".qml"), vmax)
         if quicklook:

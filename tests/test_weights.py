@@ -124,4 +124,5 @@ def test_load_backbone_from_the_cache_in_offline_mode(small_spec, served_checkpo
 
 def test_random_weights_warn_loudly():
     with pytest.warns(RandomWeightsWarning, match="mean nothing"):
-        load_backbone("dinov2_vits14", "random")
+        model = load_backbone("dinov2_vits14", "random")
+    assert model.n_blocks == 12
