@@ -20,7 +20,7 @@ class LocalServer:
     """An HTTP server on 127.0.0.1 serving a directory with byte ranges (as COG readers need), and
     optionally a STAC API search endpoint (POST /search) over a list of item dicts."""
 
-    def __init__(self, directory, stac_items=None):
+    def __init__(self, directory, stac_items=None, flaky=None):
         import functools
         import http.server
         import json
@@ -28,6 +28,7 @@ class LocalServer:
 
         self.bytes_sent: dict[str, int] = {}
         self.requests: list[str] = []
+        self.flaky = dict(flaky or {})  # path -> how many requests still fail with 503
         server_state = self
 
         class Handler(http.server.SimpleHTTPRequestHandler):
@@ -40,6 +41,10 @@ class LocalServer:
 
             def do_GET(self):
                 server_state.requests.append(self.path)
+                if server_state.flaky.get(self.path, 0) > 0:
+                    server_state.flaky[self.path] -= 1
+                    self.send_error(503, "try again")
+                    return
                 ranged = self.headers.get("Range")
                 path = self.translate_path(self.path)
                 if not ranged or not os.path.isfile(path):
@@ -101,8 +106,8 @@ def local_server():
     """Start LocalServer instances on 127.0.0.1 for the test and stop them after it."""
     servers = []
 
-    def start(directory, stac_items=None) -> LocalServer:
-        server = LocalServer(directory, stac_items)
+    def start(directory, stac_items=None, flaky=None) -> LocalServer:
+        server = LocalServer(directory, stac_items, flaky)
         servers.append(server)
         return server
 

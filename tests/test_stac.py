@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 import warnings
 from datetime import datetime, timezone
 
@@ -103,3 +104,18 @@ def test_unreachable_catalogues_are_clear_errors():
         _predict(f"stac+http://127.0.0.1:{port}/search")
     with pytest.raises(ImageryReadError, match="STAC catalogue .* could not be read"):
         _predict(f"http://127.0.0.1:{port}/catalog.json")
+
+
+def test_a_transient_failure_of_a_remote_catalogue_is_retried(tmp_path, local_server, single):
+    tiles = cut_tiles(RGB, tmp_path / "site" / "cogs", driver="COG")
+    catalog = pystac.Catalog("neon", "NEON tiles")
+    for item in _items(tiles, lambda t: f"../cogs/{t.name}"):
+        catalog.add_item(item)
+    catalog.normalize_hrefs(str(tmp_path / "site" / "stac"))
+    for item in catalog.get_items(recursive=True):  # asset hrefs relative to each item's own file
+        item.assets["visual"].href = f"../../cogs/{Path(item.assets['visual'].href).name}"
+    catalog.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
+    server = local_server(tmp_path / "site", flaky={"/stac/catalog.json": 2})
+    result = _predict(f"{server.url}/stac/catalog.json")
+    np.testing.assert_array_equal(result, single)
+    assert server.requests[:3] == ["/stac/catalog.json"] * 3  # two 503s, then the answer
