@@ -10,7 +10,6 @@ import math
 from dataclasses import dataclass
 
 from affine import Affine
-from pyproj import CRS as ProjCRS
 from rasterio.crs import CRS
 from rasterio.errors import CRSError
 from rasterio.warp import transform_bounds
@@ -164,12 +163,6 @@ def snap_grid(bounds: BBox, crs: CRS, res: float) -> OutputGrid:
     # Origins are whole multiples of res, rounded to the nanometre so 0.1 m grids do not drift.
     x0, y1 = round(col0 * res, 9), round(row1 * res, 9)
     return OutputGrid(crs, res, x0, y1, max(1, col1 - col0), max(1, row1 - row0))
-
-
-def crs_units_are_metres(crs: CRS) -> bool:
-    """True when a projected CRS's horizontal unit is the metre."""
-    axis = ProjCRS.from_user_input(crs.to_wkt()).axis_info
-    return bool(axis) and axis[0].unit_name in ("metre", "meter")
 
 
 def _intersects(a: BBox, b: BBox) -> bool:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import time
 import urllib.error
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -192,7 +191,3 @@ def _filters(query: StacQuery) -> str:
         parts.append(f"within {query.datetime}")
     return (" " + " ".join(parts)) if parts else ""
 
-
-def describe(assets: Sequence[StacAsset]) -> str:
-    """How many items were found, for logs."""
-    return f"{len(assets)} STAC item(s): " + ", ".join(a.item_id for a in assets[:5]) + (" ..." if len(assets) > 5 else "")
