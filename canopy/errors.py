@@ -112,3 +112,7 @@ class UntrainedHeadWarning(RandomWeightsWarning):
 
 class SkippedImageryWarning(CanopyWarning):
     """A raster among several that cannot be used (no CRS, unreadable) and is left out."""
+
+
+class ResolutionWarning(CanopyWarning):
+    """Imagery far finer or coarser than the resolution a model was trained on."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ import xarray as xr
 from rasterio.crs import CRS
 
 from canopy._version import __version__
-from canopy.errors import ChipLayoutError, OutputPathError
+from canopy.errors import ChipLayoutError, OutputPathError, ResolutionWarning
 from canopy.grid import OutputGrid, check_bbox, parse_bbox, parse_crs, plan_grid, to_crs
 from canopy.imagery import ImagerySource, open_imagery
 from canopy.imagery.radiometry import scale_for_region
@@ -202,6 +203,7 @@ def predict(
             [(s.crs, s.bounds) for s in sources], parsed_bbox, bbox_crs_obj, res or spec.ground_resolution, out_crs
         )
         radiometry = scale_for_region(sources, grid)
+        _warn_about_resolution(spec, sources)
         loaded = load_height_model(model, weights, offline=offline, progress=download_progress)
         job = _Job(sources, grid, loaded, layout, torch_device, autocast, batch_size, block_size, radiometry)
         log.info("output grid: %d x %d px of %g m in %s", grid.width, grid.height, grid.res, grid.crs.to_string())
@@ -220,6 +222,23 @@ def predict(
     result = result.squeeze("band", drop=True).rename("canopy_height")
     result.attrs.update(units="m", long_name="canopy height", summary=summary)
     return result
+
+
+def _warn_about_resolution(spec: ModelSpec, sources: Sequence) -> None:
+    """Say what to expect when imagery is far from the resolution the model was trained on."""
+    if spec.resolution_range is None:
+        return
+    low, high = spec.resolution_range
+    for source in sources:
+        if source.crs.is_projected and not low <= source.res <= high:
+            side = "finer" if source.res < low else "coarser"
+            warnings.warn(
+                f"Imagery {source.name} is at {source.res:g} m, {side} than the {low:g}-{high:g} m that {spec.name} "
+                f"was made for (it is resampled to {spec.ground_resolution:g} m): expect less accurate heights, "
+                "particularly for small or sparse trees.",
+                ResolutionWarning,
+                stacklevel=3,
+            )
 
 
 def _chip_layout(spec: ModelSpec, chip_size: int | None, overlap: int | None) -> ChipLayout:

@@ -7,7 +7,7 @@ import os
 import warnings
 
 from canopy.errors import RandomWeightsWarning
-from canopy.models.checkpoint import load_into, read_state_dict, to_meta_layout
+from canopy.models.checkpoint import StateDict, load_into, read_state_dict, to_meta_layout
 from canopy.models.registry import ModelSpec, get_model_spec
 from canopy.models.vision_transformer import DinoVisionTransformer
 from canopy.models.weights import ProgressCallback, ResolvedWeights, resolve_weights
@@ -15,7 +15,7 @@ from canopy.models.weights import ProgressCallback, ResolvedWeights, resolve_wei
 log = logging.getLogger(__name__)
 
 
-def build_backbone(spec: ModelSpec, resolved: ResolvedWeights) -> DinoVisionTransformer:
+def build_backbone(spec: ModelSpec, resolved: ResolvedWeights, state: StateDict | None = None) -> DinoVisionTransformer:
     """Build a model's backbone and fill it from resolved weights, in eval mode.
 
     Parameters
@@ -24,6 +24,8 @@ def build_backbone(spec: ModelSpec, resolved: ResolvedWeights) -> DinoVisionTran
         The model.
     resolved
         A checkpoint file, or a seeded random initialisation (which warns).
+    state
+        The backbone's tensors when the caller has already read them from ``resolved.path``.
 
     Returns
     -------
@@ -44,7 +46,7 @@ def build_backbone(spec: ModelSpec, resolved: ResolvedWeights) -> DinoVisionTran
         )
         model.init_random(resolved.seed or 0)
     else:
-        state = to_meta_layout(read_state_dict(resolved.path))
+        state = to_meta_layout(state if state is not None else read_state_dict(resolved.path))
         load_into(model, state, expected=_variant_label(spec), source=str(resolved.path))
         log.info("loaded %s backbone from %s (sha256 %s)", spec.name, resolved.path, resolved.identity)
     return model.eval()

@@ -259,3 +259,28 @@ def load_into(model: nn.Module, state: Mapping[str, torch.Tensor], expected: str
             f"{'; '.join(problems)}. Pass weights made for {expected}, or choose the model that matches them."
         )
     model.load_state_dict(state, strict=True)
+
+
+def split_model_checkpoint(state: Mapping[str, torch.Tensor], source: str) -> tuple[StateDict, StateDict]:
+    """Split a whole-model checkpoint into its backbone (``backbone.*``) and head (``decode_head.*``) parts.
+
+    A prefix shared by every key (such as ``chm_module_.``) is dropped first.
+
+    Raises
+    ------
+    WeightsMismatchError
+        If the file lacks either part: it is then a backbone-only or foreign checkpoint.
+    """
+    keys = list(state)
+    common = keys[0].split(".", 1)[0] + "." if keys else ""
+    if common not in ("backbone.", "decode_head.") and all(k.startswith(common) for k in keys):
+        state = {k[len(common) :]: v for k, v in state.items()}
+    backbone = {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
+    head = {k[len("decode_head.") :]: v for k, v in state.items() if k.startswith("decode_head.")}
+    if not backbone or not head:
+        missing = "backbone.*" if not backbone else "decode_head.*"
+        raise WeightsMismatchError(
+            f"Weights from {source} hold no {missing} keys; this model needs the whole published checkpoint "
+            "(backbone and decode_head)."
+        )
+    return backbone, head

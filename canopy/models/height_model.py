@@ -16,7 +16,8 @@ from canopy.models.heads import build_head
 from canopy.models.model_file import looks_like_model_file, read_model_file
 from canopy.models.registry import ModelSpec, get_model_spec
 from canopy.models.vision_transformer import DinoVisionTransformer
-from canopy.models.weights import ProgressCallback, parse_random, resolve_weights, sha256_of
+from canopy.models.checkpoint import load_into, read_state_dict, split_model_checkpoint
+from canopy.models.weights import ProgressCallback, ResolvedWeights, parse_random, resolve_weights, sha256_of
 
 
 class HeightModel(nn.Module):
@@ -59,7 +60,7 @@ class HeightModel(nn.Module):
         x = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
         return list(
             self.backbone.get_intermediate_layers(
-                x, n=list(self.spec.head.layers), reshape=True, return_class_token=True, norm=True
+                x, n=list(self.spec.head.layers), reshape=True, return_class_token=True, norm=self.spec.head.norm_layers
             )
         )
 
@@ -134,10 +135,12 @@ def load_height_model(
         return _load_model_file(Path(name), weights, offline, progress)
     spec = get_model_spec(str(name))
     resolved = resolve_weights(spec, weights, offline=offline, progress=progress)
+    if spec.head_in_checkpoint and not resolved.is_random:
+        return _load_whole_checkpoint(spec, resolved)
     model = HeightModel(spec, build_backbone(spec, resolved))
     seed = resolved.seed or 0
     model.init_head_random(seed)
-    if not resolved.is_random:
+    if not resolved.is_random and not spec.head_in_checkpoint:
         warnings.warn(
             f"The height head of {name} has no trained weights (random(seed={seed})): its heights mean nothing; "
             "train one on lidar with `canopy train` and pass the file as --model.",
@@ -145,6 +148,14 @@ def load_height_model(
             stacklevel=2,
         )
     return LoadedModel(model.eval(), spec, resolved.identity, f"random(seed={seed})")
+
+
+def _load_whole_checkpoint(spec: ModelSpec, resolved: ResolvedWeights) -> LoadedModel:
+    """A published checkpoint holding both backbone and head, loaded strictly into both."""
+    backbone_state, head_state = split_model_checkpoint(read_state_dict(resolved.path), str(resolved.path))
+    model = HeightModel(spec, build_backbone(spec, resolved, backbone_state))
+    load_into(model.head, head_state, expected=f"{spec.name} head ({spec.head.type})", source=str(resolved.path))
+    return LoadedModel(model.eval(), spec, resolved.identity, resolved.identity)
 
 
 def _load_model_file(path: Path, weights, offline, progress) -> LoadedModel:

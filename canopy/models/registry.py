@@ -33,6 +33,7 @@ class BackboneSpec:
     num_register_tokens: int = 0
     interpolate_antialias: bool = False
     interpolate_offset: float = 0.1
+    interpolate_align_corners: bool = False
     layerscale_init: float = 1.0
 
     def __post_init__(self) -> None:
@@ -62,11 +63,12 @@ class HeadSpec:
     features: int = 256
     out_channels: tuple[int, ...] | None = None
     readout: str = "project"
+    norm_layers: bool = True
 
     def __post_init__(self) -> None:
-        if self.type not in ("dpt", "linear"):
-            raise ModelConfigError(f"head type must be 'dpt' or 'linear', not {self.type!r}.")
-        if self.type == "dpt" and len(self.layers) != 4:
+        if self.type not in ("dpt", "linear", "dpt-bins"):
+            raise ModelConfigError(f"head type must be 'dpt', 'dpt-bins' or 'linear', not {self.type!r}.")
+        if self.type in ("dpt", "dpt-bins") and len(self.layers) != 4:
             raise ModelConfigError(f"a DPT head reads exactly 4 layers, got {list(self.layers)}.")
         if self.readout not in ("project", "add", "ignore"):
             raise ModelConfigError(f"head readout must be project, add or ignore, not {self.readout!r}.")
@@ -110,6 +112,8 @@ class ModelSpec:
     ground_resolution: float
     chip_size: int = 224
     weights: tuple[WeightSource, ...] = ()
+    head_in_checkpoint: bool = False
+    resolution_range: tuple[float, float] | None = None
     backbone_model: str | None = None
     source_file: Path | None = field(default=None, compare=False)
 

@@ -68,8 +68,9 @@ class DinoVisionTransformer(nn.Module):
         """Position embeddings for an image of ``height`` x ``width`` px.
 
         Bicubic interpolation of the trained grid, done in float32 the way the original does for
-        each variant (an offset of 0.1 tokens for the plain models, antialiasing for the register
-        models); the trained embeddings are returned as they are for a square image of the trained size.
+        each variant (DINOv2: an offset of 0.1 tokens for the plain models, antialiasing for the
+        register models; Meta's canopy-height backbones: by size with corners aligned); the trained
+        embeddings are returned as they are for a square image of the trained size.
         """
         rows, cols = height // self.patch_size, width // self.patch_size
         trained = self.spec.grid_size
@@ -79,7 +80,9 @@ class DinoVisionTransformer(nn.Module):
         cls_pos, patch_pos = pos[:, :1], pos[:, 1:]
         patch_pos = patch_pos.reshape(1, trained, trained, self.embed_dim).permute(0, 3, 1, 2)
         offset = self.spec.interpolate_offset
-        if offset:
+        if self.spec.interpolate_align_corners:  # Meta's canopy-height backbones: by size, corners aligned
+            patch_pos = F.interpolate(patch_pos, size=(rows, cols), mode="bicubic", align_corners=True)
+        elif offset:
             scale = ((rows + offset) / trained, (cols + offset) / trained)
             patch_pos = F.interpolate(
                 patch_pos, scale_factor=scale, mode="bicubic", antialias=self.spec.interpolate_antialias

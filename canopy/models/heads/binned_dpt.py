@@ -1,0 +1,166 @@
+"""The DPT head of Meta's canopy-height models (Tolan et al. 2024): 256 height bins, module names as in
+their checkpoints (``decode_head.*``), so the published weights load without renaming.
+
+Structure, as published: reassemble (class-token readout projected into the patch features, 1x1
+projection, resize by 4, 2, 1, 1/2), 3x3 convs to the fusion width, four fusion blocks of
+pre-activation residual units from coarse to fine, a 3x3 projection with ReLU, then a depth head
+(3x3 conv, x2 bilinear upsampling, 3x3 conv to 32, ReLU, 1x1 conv to the bins). Bin logits become
+weights by ReLU + 0.1 and normalisation; heights are the weighted sum of bin centres spaced
+linearly from 0.001 to 10, multiplied by 10 to give metres.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class _Conv(nn.Module):
+    """A conv wrapped as ``.conv``, the way the published checkpoint names it, optionally followed by ReLU."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, bias: bool, relu_after: bool = False) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, kernel, padding=kernel // 2, bias=bias)
+        self.relu_after = relu_after
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x)
+        return F.relu(x) if self.relu_after else x
+
+
+class _PreActUnit(nn.Module):
+    """Two ReLU-then-3x3-conv layers plus the input."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv1 = _Conv(channels, channels, 3, bias=False)
+        self.conv2 = _Conv(channels, channels, 3, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(F.relu(self.conv1(F.relu(x))))
+
+
+class _Fusion(nn.Module):
+    """Add the skip (resized to the path if needed) through a unit, refine, upsample x2, project."""
+
+    def __init__(self, channels: int, with_skip: bool) -> None:
+        super().__init__()
+        self.res_conv_unit1 = _PreActUnit(channels) if with_skip else None
+        self.res_conv_unit2 = _PreActUnit(channels)
+        self.project = _Conv(channels, channels, 1, bias=True)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
+        if skip is not None:
+            if skip.shape != x.shape:
+                skip = F.interpolate(skip, size=x.shape[-2:], mode="bilinear", align_corners=False)
+            x = x + self.res_conv_unit1(skip)
+        x = self.res_conv_unit2(x)
+        x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True)
+        return self.project(x)
+
+
+class _Reassemble(nn.Module):
+    """Class-token readout, 1x1 projection and resize of each of the four layers."""
+
+    def __init__(self, embed_dim: int, channels: Sequence[int]) -> None:
+        super().__init__()
+        self.projects = nn.ModuleList(_Conv(embed_dim, c, 1, bias=True) for c in channels)
+        self.resize_layers = nn.ModuleList(
+            [
+                nn.ConvTranspose2d(channels[0], channels[0], 4, stride=4),
+                nn.ConvTranspose2d(channels[1], channels[1], 2, stride=2),
+                nn.Identity(),
+                nn.Conv2d(channels[3], channels[3], 3, stride=2, padding=1),
+            ]
+        )
+        self.readout_projects = nn.ModuleList(
+            nn.Sequential(nn.Linear(2 * embed_dim, embed_dim), nn.GELU()) for _ in channels
+        )
+
+    def forward(self, layers: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> list[torch.Tensor]:
+        out = []
+        for i, (patches, cls) in enumerate(layers):
+            tokens = patches.flatten(2).transpose(1, 2)
+            tokens = self.readout_projects[i](torch.cat((tokens, cls[:, None].expand_as(tokens)), dim=-1))
+            x = tokens.transpose(1, 2).reshape(patches.shape)
+            out.append(self.resize_layers[i](self.projects[i](x)))
+        return out
+
+
+class _DepthHead(nn.Module):
+    """3x3 conv, x2 upsampling, 3x3 conv to 32, ReLU, 1x1 conv to the bins (``conv_depth.head.N``)."""
+
+    def __init__(self, channels: int, bins: int) -> None:
+        super().__init__()
+        self.head = nn.Sequential(
+            nn.Conv2d(channels, channels // 2, 3, padding=1),
+            nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True),
+            nn.Conv2d(channels // 2, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(32, bins, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(x)
+
+
+def bins_to_height(logits: torch.Tensor, low: float, high: float, scale: float) -> torch.Tensor:
+    """Heights (B, 1, H, W) from bin logits (B, K, H, W): weights ReLU(logit) + 0.1, normalised,
+    summed against K bin centres spaced linearly from ``low`` to ``high``, times ``scale``."""
+    centres = torch.linspace(low, high, logits.shape[1], device=logits.device, dtype=logits.dtype)
+    weights = F.relu(logits) + 0.1
+    weights = weights / weights.sum(dim=1, keepdim=True)
+    return scale * torch.einsum("bkhw,k->bhw", weights, centres)[:, None]
+
+
+class BinnedDPTHead(nn.Module):
+    """Meta's canopy-height DPT head; see the module docstring.
+
+    Parameters
+    ----------
+    embed_dim
+        Backbone token size.
+    out_channels
+        Channels of the four reassembled maps (published: embed / 8, / 4, / 2, / 1).
+    features
+        Fusion width (published: 256).
+    bins, low, high, scale
+        Number of height bins, their range and the factor to metres (published: 256, 0.001, 10, 10).
+    """
+
+    def __init__(
+        self,
+        embed_dim: int,
+        out_channels: Sequence[int] | None = None,
+        features: int = 256,
+        bins: int = 256,
+        low: float = 0.001,
+        high: float = 10.0,
+        scale: float = 10.0,
+    ) -> None:
+        super().__init__()
+        channels = list(out_channels or [embed_dim // 8, embed_dim // 4, embed_dim // 2, embed_dim])
+        self.low, self.high, self.scale = low, high, scale
+        self.reassemble_blocks = _Reassemble(embed_dim, channels)
+        self.convs = nn.ModuleList(_Conv(c, features, 3, bias=False) for c in channels)
+        self.fusion_blocks = nn.ModuleList(_Fusion(features, with_skip=i > 0) for i in range(4))
+        self.project = _Conv(features, features, 3, bias=True, relu_after=True)
+        self.conv_depth = _DepthHead(features, bins)
+
+    def forward(self, layers: Sequence[tuple[torch.Tensor, torch.Tensor]], size: tuple[int, int]) -> torch.Tensor:
+        """Height in metres (B, 1, H, W) for an input of ``size`` = (H, W).
+
+        The published head ends at 16 times the token grid; when an odd token grid makes that
+        differ from the input, the output is resampled bilinearly to the input's size.
+        """
+        maps = [conv(x) for conv, x in zip(self.convs, self.reassemble_blocks(layers))]
+        out = self.fusion_blocks[0](maps[-1])
+        for i in range(1, 4):
+            out = self.fusion_blocks[i](out, maps[-(i + 1)])
+        heights = bins_to_height(self.conv_depth(self.project(out)), self.low, self.high, self.scale)
+        if tuple(heights.shape[-2:]) != tuple(size):
+            heights = F.interpolate(heights, size=size, mode="bilinear", align_corners=False)
+        return heights
