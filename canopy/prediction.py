@@ -17,7 +17,7 @@ import xarray as xr
 from rasterio.crs import CRS
 
 from canopy._version import __version__
-from canopy.errors import ChipLayoutError, OutputPathError, ResolutionWarning
+from canopy.errors import ChipLayoutError, OutputPathError, ResolutionWarning, WeightsNotFoundError
 from canopy.grid import OutputGrid, check_bbox, parse_bbox, parse_crs, plan_grid, to_crs
 from canopy.imagery import ImagerySource, open_imagery
 from canopy.imagery.radiometry import scale_for_region
@@ -28,8 +28,8 @@ from canopy.io.partial import PartialRun
 from canopy.io.qml import style_range, write_qml
 from canopy.io.quicklook import write_quicklook
 from canopy.models.height_model import LoadedModel, load_height_model, model_spec
-from canopy.models.registry import ModelSpec
-from canopy.models.weights import ProgressCallback
+from canopy.models.registry import ModelSpec, get_model_spec
+from canopy.models.weights import ProgressCallback, cached_path, find_cached
 from canopy.runtime.device import precision_name, select_device, select_precision
 from canopy.runtime.inference import ChipPredictor
 from canopy.runtime.pipeline import run_blocks
@@ -39,7 +39,28 @@ from canopy.tiling.block_input import read_block
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "dinov2_vits14"
+DEFAULT_MODELS = ("meta-chm-v1-huge", "meta-chm-v1-huge-compressed")
+"""Used when no model is named, the first whose weights are in the cache."""
+
+
+def default_model() -> str:
+    """The model ``predict`` uses when none is named: Meta's huge canopy-height model, once its weights are cached.
+
+    Raises
+    ------
+    WeightsNotFoundError
+        If none of the default models' weights are cached; the message says where to put them.
+    """
+    for name in DEFAULT_MODELS:
+        if find_cached(get_model_spec(name)) is not None:
+            return name
+    spec = get_model_spec(DEFAULT_MODELS[0])
+    small = get_model_spec(DEFAULT_MODELS[1])
+    raise WeightsNotFoundError(
+        f"No --model given, and the default {spec.name} is not in the weights cache: download {spec.weights[0].url} "
+        f"(2.9 GB, GPU) to {cached_path(spec, spec.weights[0])}, or {small.weights[0].url} (749 MB, CPU) to "
+        f"{cached_path(small, small.weights[0])}, or pass --model NAME (see `canopy models`)."
+    )
 
 
 @dataclass(frozen=True)
@@ -89,7 +110,7 @@ def predict(
     bbox: str | Sequence[float] | None = None,
     *,
     bbox_crs: str = "EPSG:4326",
-    model: str | os.PathLike = DEFAULT_MODEL,
+    model: str | os.PathLike | None = None,
     weights: str | os.PathLike | None = None,
     out: str | os.PathLike | None = None,
     res: float | None = None,
@@ -131,7 +152,9 @@ def predict(
     bbox_crs
         CRS of ``bbox``.
     model
-        A registry name (see ``canopy models``) or a model file from ``canopy train``.
+        A registry name (see ``canopy models``) or a model file from ``canopy train``; None for
+        Meta's huge canopy-height model when its weights are cached (an error saying where to put
+        them otherwise).
     weights
         Backbone weights: a path, ``random`` (tests and benchmarks; warns), or None for the cache
         or a download.
@@ -190,6 +213,7 @@ def predict(
     out_crs = parse_crs(crs, "--crs") if crs is not None else None
     torch_device = select_device(device)
     autocast = select_precision(torch_device, precision)
+    model = default_model() if model is None else model
     spec = model_spec(model)
     layout = _chip_layout(spec, chip_size, overlap)
     region = None
@@ -204,7 +228,7 @@ def predict(
         )
         radiometry = scale_for_region(sources, grid)
         _warn_about_resolution(spec, sources)
-        loaded = load_height_model(model, weights, offline=offline, progress=download_progress)
+        loaded = load_height_model(model, weights, offline=offline, progress=download_progress, device=torch_device)
         job = _Job(sources, grid, loaded, layout, torch_device, autocast, batch_size, block_size, radiometry)
         log.info("output grid: %d x %d px of %g m in %s", grid.width, grid.height, grid.res, grid.crs.to_string())
         if target is None:

@@ -48,7 +48,7 @@ def test_predict_reads_a_yaml_config_and_flags_override_it(tmp_path):
     import rasterio
 
     config = tmp_path / "settings.yaml"
-    config.write_text("res: 1.0\nblock-size: 16\nweights: random\n")
+    config.write_text("res: 1.0\nblock-size: 16\nmodel: dinov2_vits14\nweights: random\n")
     out = tmp_path / "map.tif"
     args = ["predict", "--config", str(config), "--imagery", str(NEON / "TEAK_043_rgb.tif"), "--out", str(out), "-q"]
     result = CliRunner().invoke(cli, args)

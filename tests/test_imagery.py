@@ -94,7 +94,7 @@ def test_uint16_tiles_share_one_scaling_computed_for_the_region(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         out = tmp_path / "h.tif"
-        predict(tmp_path / "tiles", grid.bounds, bbox_crs="EPSG:32611", weights="random", chip_size=56, out=out)
+        predict(tmp_path / "tiles", grid.bounds, bbox_crs="EPSG:32611", model="dinov2_vits14", weights="random", chip_size=56, out=out)
     with rasterio.open(out) as dst:
         assert dst.tags()["canopy_radiometry"].startswith("percentiles 2-98 over the region: low=")
 

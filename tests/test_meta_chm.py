@@ -140,3 +140,68 @@ def test_checkpoints_of_the_wrong_size_or_without_a_head_are_refused(tmp_path, m
     torch.save({f"backbone.{k}": v for k, v in DinoVisionTransformer(spec.backbone).state_dict().items()}, backbone_only)
     with pytest.raises(WeightsMismatchError, match="hold no decode_head"):
         load_height_model(HUGE, backbone_only)
+
+
+class _PublishedLayout(torch.nn.Module):
+    """The attribute names of Meta's SSLAE (backbone, decode_head), to produce checkpoints in their layout."""
+
+    def __init__(self, spec):
+        super().__init__()
+        self.backbone = DinoVisionTransformer(spec.backbone)
+        self.backbone.init_random(3)
+        torch.manual_seed(3)
+        self.decode_head = build_head(spec.head, spec.backbone.embed_dim)
+
+    def heights(self, x, spec):
+        x = (x - torch.tensor(spec.normalization.mean).view(1, 3, 1, 1)) / torch.tensor(spec.normalization.std).view(1, 3, 1, 1)
+        layers = self.backbone.get_intermediate_layers(x, n=list(spec.head.layers), reshape=True, return_class_token=True, norm=False)
+        return self.decode_head(list(layers), tuple(x.shape[-2:]))
+
+
+def test_compressed_checkpoints_run_quantised_on_cpu_and_dequantised_elsewhere(tmp_path, monkeypatch):
+    spec = dataclasses.replace(_small_spec(), name="meta-chm-v1-huge-compressed")
+    published = _PublishedLayout(spec).eval()
+    # as Meta made the "compressed" files: dynamic int8 quantisation asked for Linear and conv layers
+    compressed = torch.ao.quantization.quantize_dynamic(
+        published, {torch.nn.Linear, torch.nn.Conv2d, torch.nn.ConvTranspose2d}, dtype=torch.qint8
+    )
+    path = tmp_path / "compressed_SSLsmall.pth"
+    torch.save(compressed.state_dict(), path)
+    assert any(k.endswith("attn.qkv._packed_params._packed_params") for k in compressed.state_dict())
+    monkeypatch.setattr(height_model, "get_model_spec", lambda name: spec)
+    x = torch.rand(2, 3, 64, 64)
+
+    on_cpu = load_height_model(spec.name, path, device=torch.device("cpu"))
+    assert isinstance(on_cpu.model.backbone.blocks[0].attn.qkv, torch.ao.nn.quantized.dynamic.Linear)
+    with torch.no_grad():
+        torch.testing.assert_close(on_cpu.model(x), compressed.heights(x, spec), rtol=0, atol=0)
+
+    elsewhere = load_height_model(spec.name, path, device=torch.device("meta"))
+    assert isinstance(elsewhere.model.backbone.blocks[0].attn.qkv, torch.nn.Linear)
+    qkv = compressed.backbone.blocks[0].attn.qkv
+    torch.testing.assert_close(elsewhere.model.backbone.blocks[0].attn.qkv.weight, qkv.weight().dequantize())
+    with torch.no_grad():
+        float_out, int8_out = elsewhere.model(x), compressed.heights(x, spec)
+    assert (float_out - int8_out).abs().max() < 0.05 * (int8_out.max() - int8_out.min()) + 0.5
+
+
+def test_default_model_is_meta_huge_once_cached_and_says_how_to_get_it_otherwise(tmp_path):
+    from click.testing import CliRunner
+
+    from canopy.cli.main import cli
+    from canopy.models.weights import cached_path
+    from canopy.prediction import default_model
+
+    result = CliRunner().invoke(cli, ["predict", "--imagery", str(NEON / "TEAK_043_rgb.tif"), "--out", str(tmp_path / "m.tif")])
+    assert result.exit_code == 1
+    assert "No --model given, and the default meta-chm-v1-huge is not in the weights cache: download https://" in result.output
+    assert "or pass --model NAME" in result.output and not (tmp_path / "m.tif").exists()
+    compressed = get_model_spec("meta-chm-v1-huge-compressed")
+    target = cached_path(compressed, compressed.weights[0])
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"placeholder")
+    assert default_model() == "meta-chm-v1-huge-compressed"
+    huge = get_model_spec(HUGE)
+    cached_path(huge, huge.weights[0]).parent.mkdir(parents=True)
+    cached_path(huge, huge.weights[0]).write_bytes(b"placeholder")
+    assert default_model() == HUGE

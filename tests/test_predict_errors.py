@@ -26,7 +26,7 @@ def _plot_bbox() -> tuple[float, float, float, float]:
 def _run(tmp_path, *args, imagery=RGB, debug=False):
     out = tmp_path / "out" / "map.tif"
     out.parent.mkdir(exist_ok=True)
-    argv = (["--debug"] if debug else []) + ["predict", "--imagery", str(imagery), "--out", str(out), "--weights", "random", "-q", *args]
+    argv = (["--debug"] if debug else []) + ["predict", "--imagery", str(imagery), "--out", str(out), "--model", "dinov2_vits14", "--weights", "random", "-q", *args]
     result = CliRunner().invoke(cli, argv)
     return result, out
 
@@ -111,14 +111,14 @@ def test_weights_that_do_not_fit_the_model(tmp_path):
     torch.save(model.state_dict(), weights)
     out = tmp_path / "out" / "map.tif"
     out.parent.mkdir()
-    result = CliRunner().invoke(cli, ["predict", "--imagery", str(RGB), "--out", str(out), "--weights", str(weights), "-q"])
+    result = CliRunner().invoke(cli, ["predict", "--imagery", str(RGB), "--out", str(out), "--model", "dinov2_vits14", "--weights", str(weights), "-q"])
     _assert_refused(result, out, "do not fit dinov2_vits14")
     assert "looks like ViT-B/14 (1 blocks)" in result.output
 
 
 def test_output_directory_missing(tmp_path):
     out = tmp_path / "no" / "such" / "dir" / "map.tif"
-    result = CliRunner().invoke(cli, ["predict", "--imagery", str(RGB), "--out", str(out), "--weights", "random", "-q"])
+    result = CliRunner().invoke(cli, ["predict", "--imagery", str(RGB), "--out", str(out), "--model", "dinov2_vits14", "--weights", "random", "-q"])
     assert result.exit_code == 1 and "Output directory" in result.output and "does not exist" in result.output
     assert not (tmp_path / "no").exists()
 
@@ -132,14 +132,14 @@ def test_output_directory_not_writable(tmp_path, monkeypatch):
     else:
         locked.chmod(0o555)
     out = locked / "map.tif"
-    result = CliRunner().invoke(cli, ["predict", "--imagery", str(RGB), "--out", str(out), "--weights", "random", "-q"])
+    result = CliRunner().invoke(cli, ["predict", "--imagery", str(RGB), "--out", str(out), "--model", "dinov2_vits14", "--weights", "random", "-q"])
     locked.chmod(0o755)
     assert result.exit_code == 1 and "is not writable" in result.output
     assert list(locked.iterdir()) == []
 
 
 def test_output_must_be_a_tif(tmp_path):
-    result = CliRunner().invoke(cli, ["predict", "--imagery", str(RGB), "--out", str(tmp_path / "map.png"), "--weights", "random"])
+    result = CliRunner().invoke(cli, ["predict", "--imagery", str(RGB), "--out", str(tmp_path / "map.png"), "--model", "dinov2_vits14", "--weights", "random"])
     assert result.exit_code == 1 and "must end in .tif" in result.output
 
 

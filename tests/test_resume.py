@@ -13,7 +13,7 @@ from rio_cogeo.cogeo import cog_validate
 from rasters import NEON
 
 RGB = NEON / "TEAK_043_rgb.tif"
-ARGS = ["--imagery", str(RGB), "--weights", "random", "--res", "0.2", "--block-size", "32",
+ARGS = ["--imagery", str(RGB), "--model", "dinov2_vits14", "--weights", "random", "--res", "0.2", "--block-size", "32",
         "--chip-size", "112", "--overlap", "28", "--device", "cpu", "--precision", "fp32", "--quiet"]
 BLOCKS = 7 * 7  # 200 x 200 px in blocks of 32
 

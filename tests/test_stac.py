@@ -28,7 +28,7 @@ def _bbox():
 def _predict(imagery, bbox=None, **kwargs):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return predict(imagery, bbox or _bbox(), weights="random", chip_size=112, **kwargs).values
+        return predict(imagery, bbox or _bbox(), model="dinov2_vits14", weights="random", chip_size=112, **kwargs).values
 
 
 def _items(tiles, href_of, collection="neon", year=2019):
@@ -90,7 +90,7 @@ def test_remote_cogs_are_read_by_window_not_downloaded_whole(tmp_path, local_ser
     corner = (321034.5, 4096741.0, 321044.5, 4096751.0)  # a 10 m corner of the 40 m image, on whole pixels
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        result = predict(f"{server.url}/big.tif", corner, bbox_crs="EPSG:32611", weights="random", chip_size=56)
+        result = predict(f"{server.url}/big.tif", corner, bbox_crs="EPSG:32611", model="dinov2_vits14", weights="random", chip_size=56)
     assert np.isfinite(result.values).all()
     sent = sum(server.bytes_sent.values())
     assert 0 < sent < 0.5 * big.stat().st_size

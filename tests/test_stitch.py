@@ -105,7 +105,7 @@ def test_full_pipeline_properties_and_file_grid(scene, tmp_path, monkeypatch, mo
     monkeypatch.setattr(predict_module, "load_height_model", _fake_loader(module))
     out = tmp_path / f"{kind}.tif"
     bbox = grid.bounds
-    result = predict(source.path, bbox, bbox_crs="EPSG:32611", out=out, res=0.5, chip_size=28, overlap=8, block_size=32)
+    result = predict(source.path, bbox, bbox_crs="EPSG:32611", model="dinov2_vits14", out=out, res=0.5, chip_size=28, overlap=8, block_size=32)
     with rasterio.open(out) as dst:
         assert dst.crs == grid.crs and dst.res == (0.5, 0.5)
         assert dst.bounds == pytest.approx(grid.bounds)

@@ -29,7 +29,7 @@ def _bbox() -> tuple[float, float, float, float]:
 def _predict(imagery, **kwargs) -> np.ndarray:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return predict(imagery, _bbox(), weights="random", chip_size=112, **kwargs).values
+        return predict(imagery, _bbox(), model="dinov2_vits14", weights="random", chip_size=112, **kwargs).values
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +92,7 @@ def test_files_without_crs_are_skipped_with_a_warning(tmp_path, single):
     cut_tiles(RGB, tmp_path / "tiles")
     write_raster(tmp_path / "tiles" / "nocrs.tif", crs=None)
     with pytest.warns(SkippedImageryWarning, match=r"nocrs.tif has no CRS or geotransform; skipped"):
-        result = predict(tmp_path / "tiles", _bbox(), weights="random", chip_size=112)
+        result = predict(tmp_path / "tiles", _bbox(), model="dinov2_vits14", weights="random", chip_size=112)
     np.testing.assert_array_equal(result.values, single)
 
 
@@ -100,14 +100,14 @@ def test_bad_directories(tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.txt").write_text("x")
     with pytest.raises(ImageryReadError, match="holds no GeoTIFF"):
-        predict(tmp_path / "empty", _bbox(), weights="random")
+        predict(tmp_path / "empty", _bbox(), model="dinov2_vits14", weights="random")
     (tmp_path / "nocrs").mkdir()
     write_raster(tmp_path / "nocrs" / "a.tif", crs=None)
     with pytest.raises(ImageryError, match="No raster in .* is usable"), pytest.warns(SkippedImageryWarning):
-        predict(tmp_path / "nocrs", _bbox(), weights="random")
+        predict(tmp_path / "nocrs", _bbox(), model="dinov2_vits14", weights="random")
     cut_tiles(RGB, tmp_path / "tiles")
     with pytest.raises(BBoxError, match="No raster in .* intersects the bbox"):
-        predict(tmp_path / "tiles", (-100.0, 40.0, -99.9, 40.1), weights="random")
+        predict(tmp_path / "tiles", (-100.0, 40.0, -99.9, 40.1), model="dinov2_vits14", weights="random")
 
 
 def test_glob_patterns_work(tmp_path, single):

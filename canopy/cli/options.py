@@ -7,7 +7,8 @@ import click
 from canopy.runtime.device import DEVICES, PRECISIONS
 
 model_option = click.option(
-    "--model", default=None, metavar="NAME", help="Model name from `canopy models` (default: dinov2_vits14)."
+    "--model", default=None, metavar="NAME|FILE",
+    help="Model from `canopy models`, or a file from `canopy train` (default: meta-chm-v1-huge once its weights are cached)."
 )
 weights_option = click.option(
     "--weights", default=None, metavar="PATH|random", help="Backbone checkpoint; 'random' for tests and benchmarks only."

@@ -16,7 +16,7 @@ from canopy.cli.options import (
     weights_option,
 )
 from canopy.cli.progress import block_progress, download_progress
-from canopy.prediction import DEFAULT_MODEL, predict as run_predict
+from canopy.prediction import predict as run_predict
 
 
 @click.command()
@@ -54,7 +54,7 @@ def predict(imagery, bands, collections, datetime_, asset, mosaic_order, bbox, b
             list(imagery),
             bbox,
             bbox_crs=bbox_crs,
-            model=model or DEFAULT_MODEL,
+            model=model,
             weights=weights,
             out=out,
             res=res,

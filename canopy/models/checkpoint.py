@@ -62,8 +62,40 @@ _HF_FUSED = [
 ]
 
 
+_PACKED = "._packed_params._packed_params"
+
+
+def is_dynamically_quantized(state: Mapping[str, object]) -> bool:
+    """Whether a raw state dict holds dynamically quantised linear layers (packed int8 weights)."""
+    return any(k.endswith(_PACKED) for k in state)
+
+
+def dequantize(state: Mapping[str, object]) -> StateDict:
+    """Turn the packed int8 linear layers of a dynamically quantised state dict into float ``weight``/``bias``.
+
+    A quantised linear layer ``L`` is stored as ``L.scale``, ``L.zero_point``,
+    ``L._packed_params.dtype`` and ``L._packed_params._packed_params`` = (int8 weight, float bias);
+    other layers are stored as usual.
+    """
+    quantized = {k[: -len(_PACKED)] for k in state if k.endswith(_PACKED)}
+    packed_extras = {f"{base}.{suffix}" for base in quantized for suffix in ("scale", "zero_point")}
+    out: StateDict = {}
+    for key, value in state.items():
+        if key.endswith(_PACKED):
+            base = key[: -len(_PACKED)]
+            weight, bias = value
+            out[f"{base}.weight"] = weight.dequantize()
+            if bias is not None:
+                out[f"{base}.bias"] = bias.detach()
+        elif isinstance(value, torch.Tensor) and key not in packed_extras:
+            out[key] = value
+    return out
+
+
 def read_state_dict(path: str | Path) -> StateDict:
-    """Read a checkpoint file into a flat dict of tensors without unpickling arbitrary objects.
+    """Read a checkpoint file into a flat dict of float tensors without unpickling arbitrary objects.
+
+    Dynamically quantised layers are dequantised (see :func:`read_checkpoint` for the raw entries).
 
     Safetensors files are read directly; anything else goes through ``torch.load`` with
     ``weights_only=True``. A training-framework wrapper (``{"state_dict": ...}``, ``{"model": ...}``)
@@ -84,6 +116,20 @@ def read_state_dict(path: str | Path) -> StateDict:
         If the file holds pickled objects other than tensors and plain containers.
     CheckpointFormatError
         If the file is not a checkpoint at all, or holds no tensors.
+    """
+    return dequantize(read_checkpoint(path))
+
+
+def read_checkpoint(path: str | Path) -> dict[str, object]:
+    """Read a checkpoint's state dict as stored: tensors, and for quantised layers their packed
+    parameters and dtypes. Safetensors files are read directly; anything else goes through
+    ``torch.load(weights_only=True)``, which allows tensors (quantised ones included), plain
+    containers and dtypes and refuses any other pickled object.
+
+    Raises
+    ------
+    UnsafeCheckpointError, CheckpointFormatError
+        As :func:`read_state_dict`.
     """
     path = Path(path)
     with path.open("rb") as handle:
@@ -112,19 +158,19 @@ def read_state_dict(path: str | Path) -> StateDict:
     return _unwrap(obj, path)
 
 
-def _unwrap(obj: object, path: Path) -> StateDict:
-    """Descend into training-framework wrappers until a dict of tensors is found."""
-    while isinstance(obj, Mapping) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
+def _unwrap(obj: object, path: Path) -> dict[str, object]:
+    """Descend into training-framework wrappers until a state dict is found."""
+    while isinstance(obj, Mapping) and not any(isinstance(v, (torch.Tensor, tuple)) for v in obj.values()):
         inner = next((obj[k] for k in _WRAPPER_KEYS if k in obj and isinstance(obj[k], Mapping)), None)
         if inner is None:
             break
         obj = inner
     if not isinstance(obj, Mapping):
         raise CheckpointFormatError(f"Weights file {path} holds a {type(obj).__name__}, not a state dict.")
-    tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
-    if not tensors:
+    entries = {k: v for k, v in obj.items() if isinstance(v, (torch.Tensor, tuple, torch.dtype))}
+    if not any(isinstance(v, torch.Tensor) or k.endswith(_PACKED) for k, v in entries.items()):
         raise CheckpointFormatError(f"Weights file {path} holds no tensors.")
-    return tensors
+    return entries
 
 
 def _strip_prefix(state: StateDict) -> StateDict:

@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from canopy.errors import ModelFileError, UntrainedHeadWarning
+from canopy.errors import ModelFileError, UntrainedHeadWarning, WeightsMismatchError
 from canopy.models.backbone import build_backbone
 from canopy.models.heads import build_head
 from canopy.models.model_file import looks_like_model_file, read_model_file
 from canopy.models.registry import ModelSpec, get_model_spec
 from canopy.models.vision_transformer import DinoVisionTransformer
-from canopy.models.checkpoint import load_into, read_state_dict, split_model_checkpoint
+from canopy.models.checkpoint import dequantize, is_dynamically_quantized, load_into, read_checkpoint, split_model_checkpoint
 from canopy.models.weights import ProgressCallback, ResolvedWeights, parse_random, resolve_weights, sha256_of
+
+log = logging.getLogger(__name__)
 
 
 class HeightModel(nn.Module):
@@ -104,6 +108,7 @@ def load_height_model(
     *,
     offline: bool | None = None,
     progress: ProgressCallback | None = None,
+    device: torch.device | None = None,
 ) -> LoadedModel:
     """Load a model as backbone plus height head.
 
@@ -119,6 +124,8 @@ def load_height_model(
         Forbid downloads; None reads ``CANOPY_OFFLINE``.
     progress
         Download progress callback.
+    device
+        Where the model will run; decides how int8 quantised checkpoints are loaded (None: CPU).
 
     Returns
     -------
@@ -136,7 +143,7 @@ def load_height_model(
     spec = get_model_spec(str(name))
     resolved = resolve_weights(spec, weights, offline=offline, progress=progress)
     if spec.head_in_checkpoint and not resolved.is_random:
-        return _load_whole_checkpoint(spec, resolved)
+        return _load_whole_checkpoint(spec, resolved, device)
     model = HeightModel(spec, build_backbone(spec, resolved))
     seed = resolved.seed or 0
     model.init_head_random(seed)
@@ -150,11 +157,38 @@ def load_height_model(
     return LoadedModel(model.eval(), spec, resolved.identity, f"random(seed={seed})")
 
 
-def _load_whole_checkpoint(spec: ModelSpec, resolved: ResolvedWeights) -> LoadedModel:
-    """A published checkpoint holding both backbone and head, loaded strictly into both."""
-    backbone_state, head_state = split_model_checkpoint(read_state_dict(resolved.path), str(resolved.path))
-    model = HeightModel(spec, build_backbone(spec, resolved, backbone_state))
-    load_into(model.head, head_state, expected=f"{spec.name} head ({spec.head.type})", source=str(resolved.path))
+def _load_whole_checkpoint(spec: ModelSpec, resolved: ResolvedWeights, device: torch.device | None) -> LoadedModel:
+    """A published checkpoint holding both backbone and head, loaded strictly into both.
+
+    A dynamically quantised (int8, "compressed") checkpoint runs as quantised modules on the CPU,
+    exactly as published; on other devices, where PyTorch has no quantised kernels, its weights
+    are dequantised to float.
+    """
+    raw = read_checkpoint(resolved.path)
+    backbone_raw, head_raw = split_model_checkpoint(raw, str(resolved.path))
+    if is_dynamically_quantized(raw) and (device is None or device.type == "cpu"):
+        model = HeightModel(spec, DinoVisionTransformer(spec.backbone))
+        model = torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
+        state = {**{f"backbone.{k}": v for k, v in backbone_raw.items()}, **{f"head.{k}": v for k, v in head_raw.items()}}
+        own = model.state_dict()
+        missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+        if missing or unexpected:
+            raise WeightsMismatchError(
+                f"Quantised weights from {resolved.path} do not fit {spec.name}: missing {missing[:3]}, "
+                f"unexpected {unexpected[:3]}; pass the checkpoint published for this model."
+            )
+        state = OrderedDict(state)
+        state._metadata = own._metadata  # serialisation versions of the quantised modules, which the file's dict lost
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise WeightsMismatchError(
+                f"Quantised weights from {resolved.path} do not fit {spec.name} ({str(exc).splitlines()[-1].strip()})."
+            ) from None
+        log.info("loaded %s as int8 dynamically quantised modules", spec.name)
+    else:
+        model = HeightModel(spec, build_backbone(spec, resolved, dequantize(backbone_raw)))
+        load_into(model.head, dequantize(head_raw), expected=f"{spec.name} head ({spec.head.type})", source=str(resolved.path))
     return LoadedModel(model.eval(), spec, resolved.identity, resolved.identity)
 
 
