@@ -17,9 +17,10 @@ import xarray as xr
 from rasterio.crs import CRS
 
 from canopy._version import __version__
-from canopy.errors import ChipLayoutError, OutputPathError, ResolutionWarning, WeightsNotFoundError
+from canopy.errors import ChipLayoutError, ImageryError, OutputPathError, ResolutionWarning, WeightsNotFoundError
 from canopy.grid import OutputGrid, check_bbox, parse_bbox, parse_crs, plan_grid, to_crs
 from canopy.imagery import ImagerySource, open_imagery
+from canopy.imagery.aerial_normalization import load_normalizer, region_affine
 from canopy.imagery.radiometry import scale_for_region
 from canopy.imagery.source import ImageryOptions
 from canopy.io.atomic import atomic_path
@@ -129,6 +130,8 @@ def predict(
     datetime: str | None = None,
     asset: str | None = None,
     mosaic_order: str = "finest",
+    normalize: str = "none",
+    normalizer_weights: str | os.PathLike | None = None,
     progress: Callable[[Progress], None] | None = None,
     download_progress: ProgressCallback | None = None,
 ) -> xr.DataArray:
@@ -189,6 +192,11 @@ def predict(
     mosaic_order
         Which source wins where several overlap: ``finest`` (then most recent), ``latest`` (then
         finest) or ``given``.
+    normalize
+        ``none``, or ``aerial`` to stretch aerial imagery to the satellite radiometry of Meta's
+        models with their normalisation network, one affine per band for the whole region.
+    normalizer_weights
+        The normalisation network's checkpoint; None for the cache or a download.
     progress
         Called after each block with a :class:`Progress`.
     download_progress
@@ -229,6 +237,7 @@ def predict(
         radiometry = scale_for_region(sources, grid)
         _warn_about_resolution(spec, sources)
         loaded = load_height_model(model, weights, offline=offline, progress=download_progress, device=torch_device)
+        radiometry += _aerial_normalization(normalize, normalizer_weights, loaded, sources, grid, offline, download_progress)
         job = _Job(sources, grid, loaded, layout, torch_device, autocast, batch_size, block_size, radiometry)
         log.info("output grid: %d x %d px of %g m in %s", grid.width, grid.height, grid.res, grid.crs.to_string())
         if target is None:
@@ -246,6 +255,19 @@ def predict(
     result = result.squeeze("band", drop=True).rename("canopy_height")
     result.attrs.update(units="m", long_name="canopy height", summary=summary)
     return result
+
+
+def _aerial_normalization(normalize, weights, loaded, sources, grid, offline, progress) -> str:
+    """Apply ``--normalize aerial`` to the loaded model; return what to add to the radiometry tag."""
+    if normalize == "none":
+        return ""
+    if normalize != "aerial":
+        raise ImageryError(f"--normalize {normalize!r} is not one of none, aerial.")
+    network = load_normalizer(weights, offline=offline, progress=progress)
+    gain, offset = region_affine(network, sources, grid)
+    loaded.model.set_input_affine(gain, offset)
+    log.info("aerial normalisation: gain %s, offset %s", gain, offset)
+    return f"; aerial normalisation for the region: rgb * {np.round(gain, 4).tolist()} + {np.round(offset, 4).tolist()}"
 
 
 def _warn_about_resolution(spec: ModelSpec, sources: Sequence) -> None:

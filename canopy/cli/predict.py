@@ -29,6 +29,9 @@ from canopy.prediction import predict as run_predict
 @click.option("--asset", default=None, help="STAC asset key of the RGB image (default: visual, rgb, image or data).")
 @click.option("--mosaic-order", type=click.Choice(["finest", "latest", "given"]), default="finest", show_default=True,
               help="Which source wins where several overlap.")
+@click.option("--normalize", type=click.Choice(["none", "aerial"]), default="none", show_default=True,
+              help="aerial: stretch aerial imagery to the satellite radiometry Meta's models expect (whole region).")
+@click.option("--normalizer-weights", default=None, metavar="PATH", help="Checkpoint of the aerial normalisation network.")
 @click.option("--bbox", default=None, metavar="MINX,MINY,MAXX,MAXY", help="Region (west,south,east,north); default the imagery's extent.")
 @click.option("--bbox-crs", default="EPSG:4326", show_default=True, help="CRS of --bbox.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Output COG (.tif); a .qml style is written beside it.")
@@ -46,7 +49,7 @@ from canopy.prediction import predict as run_predict
 @click.option("--quicklook", is_flag=True, help="Also write <name>.png with a colour bar.")
 @offline_option
 @quiet_option
-def predict(imagery, bands, collections, datetime_, asset, mosaic_order, bbox, bbox_crs, out, model, weights, res, crs, chip_size,
+def predict(imagery, bands, collections, datetime_, asset, mosaic_order, normalize, normalizer_weights, bbox, bbox_crs, out, model, weights, res, crs, chip_size,
             overlap, batch_size, block_size, device, precision, resume, quicklook, offline, quiet) -> None:
     """Predict canopy height over a bounding box and write a Cloud-Optimized GeoTIFF."""
     with download_progress(quiet) as on_download, block_progress(quiet) as on_block:
@@ -73,6 +76,8 @@ def predict(imagery, bands, collections, datetime_, asset, mosaic_order, bbox, b
             datetime=datetime_,
             asset=asset,
             mosaic_order=mosaic_order,
+            normalize=normalize,
+            normalizer_weights=normalizer_weights,
             progress=on_block,
             download_progress=on_download,
         )

@@ -46,6 +46,17 @@ class HeightModel(nn.Module):
         self.register_buffer("mean", torch.tensor(norm.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(norm.std).view(1, 3, 1, 1), persistent=False)
 
+    def set_input_affine(self, gain, offset) -> None:
+        """Fold a per-band stretch ``rgb' = gain * rgb + offset`` into the input normalisation.
+
+        ``(gain * x + offset - mean) / std`` equals ``(x - (mean - offset) / gain) / (std / gain)``,
+        so the model's own mean and std absorb it and nothing else in the pipeline changes.
+        """
+        gain = torch.as_tensor(gain, dtype=torch.float32).view(1, 3, 1, 1)
+        offset = torch.as_tensor(offset, dtype=torch.float32).view(1, 3, 1, 1)
+        self.mean = (self.mean - offset) / gain
+        self.std = self.std / gain
+
     @property
     def patch_size(self) -> int:
         """Chip sides must be multiples of this."""
