@@ -103,3 +103,26 @@ def test_missing_and_unexpected_keys_are_listed(tmp_path):
     torch.save(state, path)
     with pytest.raises(WeightsMismatchError, match=r"missing: norm\.weight; unexpected: blocks\.0\.extra"):
         build_backbone(spec, ResolvedWeights(path=path, identity="x"))
+
+
+def test_training_framework_containers_are_read_as_plain_dicts(tmp_path, monkeypatch):
+    """A Lightning checkpoint pickles an AttributeDict of hyper-parameters beside the weights."""
+    import sys
+    import types
+
+    module = types.ModuleType("pytorch_lightning.utilities.parsing")
+
+    class AttributeDict(dict):
+        pass
+
+    AttributeDict.__module__ = module.__name__
+    AttributeDict.__qualname__ = "AttributeDict"
+    module.AttributeDict = AttributeDict
+    for name in ("pytorch_lightning", "pytorch_lightning.utilities"):
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    state = _small("dinov2_vits14", depth=1).state_dict()
+    path = tmp_path / "lightning.ckpt"
+    torch.save({"state_dict": state, "hyper_parameters": AttributeDict(lr=0.1)}, path)
+    monkeypatch.delitem(sys.modules, module.__name__)  # the reader must not need Lightning installed
+    assert set(read_state_dict(path)) == set(state)

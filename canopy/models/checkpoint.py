@@ -144,18 +144,40 @@ def read_checkpoint(path: str | Path) -> dict[str, object]:
                 f"Weights file {path} is neither safetensors nor a PyTorch checkpoint ({exc}); "
                 "check that the download finished and the path is right."
             ) from None
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise UnsafeCheckpointError(
-            f"Weights file {path} holds pickled Python objects that canopy refuses to unpickle "
-            f"({str(exc).splitlines()[0]}); use the official checkpoint or a safetensors file."
-        ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile) as exc:
-        raise CheckpointFormatError(
-            f"Weights file {path} could not be read as a PyTorch checkpoint ({exc}); it may be truncated."
-        ) from None
+    obj = _load_weights_only(path)
     return _unwrap(obj, path)
+
+
+# Training frameworks pickle their own containers beside the weights (PyTorch Lightning's
+# ``AttributeDict`` of hyper-parameters in the checkpoints Meta published). ``weights_only`` refuses
+# any class it does not know; for these modules only, the class is read as a plain dict, which runs
+# no code from the file. Anything else stays refused.
+_FRAMEWORK_MODULES = ("pytorch_lightning.", "lightning.", "lightning_fabric.")
+_UNSUPPORTED = re.compile(r"GLOBAL ([\w.]+) was not an allowed global")
+
+
+def _load_weights_only(path: Path) -> object:
+    """``torch.load(weights_only=True)``, reading training-framework containers as plain dicts."""
+    aliases: list[tuple[type, str]] = []
+    for _ in range(10):
+        try:
+            with torch.serialization.safe_globals(aliases):
+                return torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as exc:
+            match = _UNSUPPORTED.search(str(exc))
+            if match and match.group(1).startswith(_FRAMEWORK_MODULES) and (dict, match.group(1)) not in aliases:
+                aliases.append((dict, match.group(1)))
+                continue
+            reason = match.group(1) if match else str(exc).splitlines()[-1].strip()
+            raise UnsafeCheckpointError(
+                f"Weights file {path} holds pickled Python objects that canopy refuses to unpickle "
+                f"({reason}); use the official checkpoint or a safetensors file."
+            ) from None
+        except (RuntimeError, EOFError, zipfile.BadZipFile) as exc:
+            raise CheckpointFormatError(
+                f"Weights file {path} could not be read as a PyTorch checkpoint ({exc}); it may be truncated."
+            ) from None
+    raise UnsafeCheckpointError(f"Weights file {path} needs too many unknown classes to be read safely.")
 
 
 def _unwrap(obj: object, path: Path) -> dict[str, object]:
