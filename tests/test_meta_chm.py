@@ -205,3 +205,21 @@ def test_default_model_is_meta_huge_once_cached_and_says_how_to_get_it_otherwise
     cached_path(huge, huge.weights[0]).parent.mkdir(parents=True)
     cached_path(huge, huge.weights[0]).write_bytes(b"placeholder")
     assert default_model() == HUGE
+
+
+def test_a_compressed_checkpoint_runs_through_predict_and_a_wrong_one_is_refused(tmp_path, monkeypatch):
+    import canopy.prediction as prediction_module
+
+    spec = dataclasses.replace(_small_spec(), name="meta-chm-v1-huge-compressed")
+    compressed = torch.ao.quantization.quantize_dynamic(_PublishedLayout(spec).eval(), {torch.nn.Linear}, dtype=torch.qint8)
+    path = tmp_path / "compressed.pth"
+    torch.save(compressed.state_dict(), path)
+    monkeypatch.setattr(height_model, "get_model_spec", lambda name: spec)
+    monkeypatch.setattr(prediction_module, "model_spec", lambda name: spec)
+    with pytest.warns(ResolutionWarning):
+        result = predict(NEON / "TEAK_044_rgb.tif", model=spec.name, weights=path, device="cpu", out=tmp_path / "c.tif")
+    assert np.isfinite(result.values[1:-1, 1:-1]).all()
+    bigger = dataclasses.replace(spec, backbone=dataclasses.replace(spec.backbone, depth=5))
+    monkeypatch.setattr(height_model, "get_model_spec", lambda name: bigger)
+    with pytest.raises(WeightsMismatchError, match=r"Quantised weights from .* do not fit .* missing \['backbone.blocks.4"):
+        load_height_model(spec.name, path, device=torch.device("cpu"))
