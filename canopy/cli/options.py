@@ -11,7 +11,8 @@ model_option = click.option(
     help="Model from `canopy models`, or a file from `canopy train` (default: meta-chm-v1-huge once its weights are cached)."
 )
 weights_option = click.option(
-    "--weights", default=None, metavar="PATH|random", help="Backbone checkpoint; 'random' for tests and benchmarks only."
+    "--weights", default=None, metavar="PATH|random",
+    help="Checkpoint (a backbone's, or a whole published model's); 'random' for tests and benchmarks only."
 )
 offline_option = click.option(
     "--offline", is_flag=True, default=None, help="Never download weights (also CANOPY_OFFLINE=1)."
