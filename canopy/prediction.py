@@ -221,6 +221,8 @@ def predict(
     out_crs = parse_crs(crs, "--crs") if crs is not None else None
     torch_device = select_device(device)
     autocast = select_precision(torch_device, precision)
+    if normalize not in ("none", "aerial"):
+        raise ImageryError(f"--normalize {normalize!r} is not one of none, aerial.")
     model = default_model() if model is None else model
     spec = model_spec(model)
     layout = _chip_layout(spec, chip_size, overlap)
@@ -261,8 +263,6 @@ def _aerial_normalization(normalize, weights, loaded, sources, grid, offline, pr
     """Apply ``--normalize aerial`` to the loaded model; return what to add to the radiometry tag."""
     if normalize == "none":
         return ""
-    if normalize != "aerial":
-        raise ImageryError(f"--normalize {normalize!r} is not one of none, aerial.")
     network = load_normalizer(weights, offline=offline, progress=progress)
     gain, offset = region_affine(network, sources, grid)
     loaded.model.set_input_affine(gain, offset)
