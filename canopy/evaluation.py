@@ -27,6 +27,7 @@ from rasterio.warp import reproject, transform_bounds
 from rasterio.windows import Window
 
 from canopy.errors import EvaluationError, ImageryReadError
+from canopy.grid import intersects
 
 HEIGHT_BINS: list[tuple[float, float]] = [(0, 5), (5, 10), (10, 20), (20, 30), (30, math.inf)]
 
@@ -127,6 +128,21 @@ def _as_float(data: np.ndarray, nodata: float | None) -> np.ndarray:
     return data
 
 
+def _on_grid(pred_ds: rasterio.DatasetReader, shape: tuple[int, int], transform, crs, resampling: Resampling) -> np.ndarray:
+    """The prediction reprojected onto a window of the reference grid, NaN where it has no value."""
+    pred = np.full(shape, np.nan, np.float32)
+    reproject(
+        source=rasterio.band(pred_ds, 1),
+        destination=pred,
+        src_nodata=pred_ds.nodata if pred_ds.nodata is not None else np.nan,
+        dst_transform=transform,
+        dst_crs=crs,
+        dst_nodata=np.nan,
+        resampling=resampling,
+    )
+    return pred
+
+
 def _accumulate(prediction: str | os.PathLike | None, reference: str | os.PathLike, sums: _Sums, block_size: int, rows_per_read: int, constant: float | None = None) -> None:
     """Add one (prediction, reference) pair to ``sums``; with ``constant``, the prediction is that value everywhere."""
     with _open(reference, "reference") as ref_ds:
@@ -134,8 +150,7 @@ def _accumulate(prediction: str | os.PathLike | None, reference: str | os.PathLi
         try:
             if pred_ds is not None:
                 pred_bounds = transform_bounds(pred_ds.crs, ref_ds.crs, *pred_ds.bounds, densify_pts=21)
-                rb = ref_ds.bounds
-                if not (pred_bounds[0] < rb.right and rb.left < pred_bounds[2] and pred_bounds[1] < rb.top and rb.bottom < pred_bounds[3]):
+                if not intersects(pred_bounds, tuple(ref_ds.bounds)):
                     raise EvaluationError(
                         f"Prediction {prediction} and reference {reference} do not overlap; check that they cover the same place."
                     )
@@ -145,17 +160,10 @@ def _accumulate(prediction: str | os.PathLike | None, reference: str | os.PathLi
             for top in range(0, ref_ds.height, band):
                 window = Window(0, top, ref_ds.width, min(band, ref_ds.height - top))
                 ref = _as_float(ref_ds.read(1, window=window), ref_ds.nodata)
-                pred = np.full(ref.shape, np.nan if constant is None else constant, np.float32)
-                if pred_ds is not None:
-                    reproject(
-                        source=rasterio.band(pred_ds, 1),
-                        destination=pred,
-                        src_nodata=pred_ds.nodata if pred_ds.nodata is not None else np.nan,
-                        dst_transform=ref_ds.window_transform(window),
-                        dst_crs=ref_ds.crs,
-                        dst_nodata=np.nan,
-                        resampling=resampling,
-                    )
+                if pred_ds is None:
+                    pred = np.full(ref.shape, constant, np.float32)
+                else:
+                    pred = _on_grid(pred_ds, ref.shape, ref_ds.window_transform(window), ref_ds.crs, resampling)
                 sums.add(pred, ref, block_size)
         finally:
             if pred_ds is not None:
@@ -308,8 +316,6 @@ def _paired_values(prediction: str | os.PathLike, reference: str | os.PathLike, 
         shape = (max(1, ref_ds.height // step), max(1, ref_ds.width // step))
         ref = _as_float(ref_ds.read(1, out_shape=shape, resampling=Resampling.average), ref_ds.nodata)
         transform = ref_ds.transform * ref_ds.transform.scale(ref_ds.width / shape[1], ref_ds.height / shape[0])
-        pred = np.full(shape, np.nan, np.float32)
-        reproject(rasterio.band(pred_ds, 1), pred, src_nodata=pred_ds.nodata if pred_ds.nodata is not None else np.nan,
-                  dst_transform=transform, dst_crs=ref_ds.crs, dst_nodata=np.nan, resampling=Resampling.average)
+        pred = _on_grid(pred_ds, shape, transform, ref_ds.crs, Resampling.average)
     valid = np.isfinite(pred) & np.isfinite(ref)
     return pred[valid], ref[valid]

@@ -53,6 +53,13 @@ class OutputGrid:
         """(height, width) in pixels."""
         return (self.height, self.width)
 
+    def coarsened(self, max_pixels: int) -> OutputGrid:
+        """The same extent at a coarser resolution holding at most ``max_pixels`` pixels (itself when it already does)."""
+        scale = max(1.0, (self.width * self.height / max_pixels) ** 0.5)
+        if scale == 1.0:
+            return self
+        return OutputGrid(self.crs, self.res * scale, self.left, self.top, max(1, int(self.width / scale)), max(1, int(self.height / scale)))
+
     def subgrid(self, row: int, col: int, height: int, width: int) -> OutputGrid:
         """The grid of a window starting at (row, col); it may reach outside this grid."""
         return OutputGrid(
@@ -165,7 +172,7 @@ def snap_grid(bounds: BBox, crs: CRS, res: float) -> OutputGrid:
     return OutputGrid(crs, res, x0, y1, max(1, col1 - col0), max(1, row1 - row0))
 
 
-def _intersects(a: BBox, b: BBox) -> bool:
+def intersects(a: BBox, b: BBox) -> bool:
     """Whether two (left, bottom, right, top) boxes overlap with positive area."""
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
@@ -220,11 +227,11 @@ def plan_grid(
     if bbox is None:
         return snap_grid(imagery, crs, res)
     region = to_crs(bbox, bbox_crs, crs)
-    if not _intersects(region, imagery):
+    if not intersects(region, imagery):
         text = ",".join(f"{v:.10g}" for v in bbox)
         covered = ",".join(f"{v:.10g}" for v in to_crs(imagery, crs, bbox_crs))
         swapped = (bbox[1], bbox[0], bbox[3], bbox[2])
-        if bbox_crs.is_geographic and _in_lonlat_range(swapped) and _intersects(to_crs(swapped, bbox_crs, crs), imagery):
+        if bbox_crs.is_geographic and _in_lonlat_range(swapped) and intersects(to_crs(swapped, bbox_crs, crs), imagery):
             raise BBoxError(
                 f"bbox {text} misses the imagery but would cover it with longitude and latitude swapped; "
                 "give it as minlon,minlat,maxlon,maxlat."

@@ -137,7 +137,5 @@ def region_affine(network: QuantileRegressor, sources: list, grid: OutputGrid, m
 
 def _region_pixels(sources: list, grid: OutputGrid, max_pixels: int = 1_000_000) -> np.ndarray:
     """Valid RGB values (3, N) in [0, 1] over the whole grid, read at a resolution keeping N <= max_pixels."""
-    scale = max(1.0, (grid.width * grid.height / max_pixels) ** 0.5)
-    coarse = OutputGrid(grid.crs, grid.res * scale, grid.left, grid.top, max(1, int(grid.width / scale)), max(1, int(grid.height / scale)))
-    patch = read_mosaic(sources, coarse)
+    patch = read_mosaic(sources, grid.coarsened(max_pixels))
     return patch.rgb[:, patch.valid]

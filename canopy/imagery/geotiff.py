@@ -18,7 +18,7 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from canopy.errors import AmbiguousNodataWarning, ImageryError, ImageryReadError
-from canopy.grid import BBox, OutputGrid, to_crs
+from canopy.grid import BBox, OutputGrid, intersects, to_crs
 from canopy.imagery.radiometry import Scaling
 from canopy.imagery.source import Patch
 
@@ -218,12 +218,6 @@ class GeoTiffSource:
             except RasterioError as exc:
                 raise ImageryReadError(f"Reading imagery {self.path} failed ({exc}); the file may be damaged or unreachable.") from None
 
-    def _overlaps(self, grid: OutputGrid) -> bool:
-        """Whether the raster's footprint reaches into ``grid``."""
-        left, bottom, right, top = grid.bounds
-        fl, fb, fr, ft = self.footprint(grid.crs)
-        return fl < right and fr > left and fb < top and ft > bottom
-
     def read_raw(self, grid: OutputGrid) -> tuple[np.ndarray, np.ndarray]:
         """Band values (3, H, W) in the source's units, as float32, and validity (H, W) on ``grid``.
 
@@ -232,7 +226,7 @@ class GeoTiffSource:
         than the source, bilinear otherwise; where the bilinear kernel reaches past the data edge,
         the nearest source pixel is used, so no valid pixel is left without a value.
         """
-        if not self._overlaps(grid):
+        if not intersects(self.footprint(grid.crs), grid.bounds):
             return np.zeros((3, grid.height, grid.width), np.float32), np.zeros(grid.shape, bool)
         fl, _, fr, _ = self.footprint(grid.crs)
         source_res = (fr - fl) / self._ds.width
@@ -261,9 +255,7 @@ class GeoTiffSource:
 
     def sample(self, grid: OutputGrid, max_pixels: int = 1_000_000) -> np.ndarray:
         """Valid band values (3, N) over ``grid`` from a decimated read, for region-wide statistics."""
-        scale = max(1.0, (grid.width * grid.height / max_pixels) ** 0.5)
-        coarse = OutputGrid(grid.crs, grid.res * scale, grid.left, grid.top, max(1, int(grid.width / scale)), max(1, int(grid.height / scale)))
-        values, valid = self.read_raw(coarse)
+        values, valid = self.read_raw(grid.coarsened(max_pixels))
         return values[:, valid]
 
     def close(self) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from canopy.errors import ImageryError, ImageryReadError
-from canopy.grid import BBox
+from canopy.grid import BBox, intersects
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ def _matches(item, region: BBox | None, query: StacQuery, interval) -> bool:
     if region is not None and item.bbox is not None:
         b = item.bbox
         w, s, e, n = (b[0], b[1], b[3], b[4]) if len(b) == 6 else b
-        if not (w < region[2] and region[0] < e and s < region[3] and region[1] < n):
+        if not intersects((w, s, e, n), region):
             return False
     if query.collections and item.collection_id not in query.collections:
         return False
