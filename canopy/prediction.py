@@ -34,7 +34,7 @@ from canopy.models.weights import ProgressCallback, cached_path, find_cached
 from canopy.runtime.device import precision_name, select_device, select_precision
 from canopy.runtime.inference import ChipPredictor
 from canopy.runtime.pipeline import run_blocks
-from canopy.stitch import predict_block
+from canopy.stitch import BorderChips, predict_block
 from canopy.tiling import Block, ChipLayout, iter_blocks
 from canopy.tiling.block_input import read_block
 
@@ -76,13 +76,20 @@ class Progress:
 
 @dataclass(frozen=True)
 class RunSummary:
-    """What a run did: blocks computed now, blocks reused from a partial run, chips run, chip and overlap used."""
+    """What a run did: blocks computed now and reused from a partial run, chips run, chip, overlap and block size used.
+
+    ``chip_pixels_per_output_pixel`` is the chips' area over the area of the blocks computed: the
+    work per output pixel, at best the lattice's overlap factor ``(chip / (chip - overlap))²``
+    (less where chips with no imagery are skipped, a little more along the region's edges).
+    """
 
     blocks_computed: int
     blocks_reused: int
     chips: int
     chip_size: int
     overlap: int
+    block_size: int
+    chip_pixels_per_output_pixel: float
 
 
 def check_output_path(out: Path) -> Path:
@@ -174,7 +181,8 @@ def predict(
     batch_size
         Chips per model call.
     block_size
-        Block side in output pixels: the unit of memory, progress and resume.
+        Block side in output pixels: the unit of memory, progress and resume; rounded to a whole
+        multiple of the chip stride (chip size minus overlap), so each chip is computed once.
     device
         ``auto``, ``cpu``, ``cuda`` or ``mps``.
     precision
@@ -344,11 +352,13 @@ def _run(job: _Job, target: Path, resume: bool, quicklook: bool, progress: Calla
     """Predict every block not already done, then assemble the COG and its sidecars atomically."""
     grid, layout, spec = job.grid, job.layout, job.loaded.spec
     partial = PartialRun(target, job.fingerprint(), resume)
-    blocks = iter_blocks(grid.height, grid.width, job.block_size)
+    block_size = layout.block_size(job.block_size)
+    blocks = iter_blocks(grid.height, grid.width, block_size)
     done = partial.done()
     todo = [b for b in blocks if b.key not in done]
     predictor = ChipPredictor(job.loaded.model, job.device, job.autocast)
     fill = np.asarray(spec.normalization.mean, np.float32)
+    borders = BorderChips(block_size, grid.shape, partial.read_border)
 
     def km2(some: list[Block]) -> float:
         return sum(b.height * b.width for b in some) * grid.res**2 / 1e6
@@ -367,8 +377,8 @@ def _run(job: _Job, target: Path, resume: bool, quicklook: bool, progress: Calla
     run_blocks(
         todo,
         read=lambda b: read_block(job.sources, grid, b, layout, fill),
-        compute=lambda inp: predict_block(inp, layout, predictor, job.batch_size),
-        write=lambda b, data: partial.write(b, data, grid),
+        compute=lambda inp: predict_block(inp, layout, predictor, job.batch_size, borders),
+        write=lambda b, result: partial.write(b, *result, grid),
         on_done=on_done,
     )
     with atomic_path(target) as tmp_tif:
@@ -378,6 +388,9 @@ def _run(job: _Job, target: Path, resume: bool, quicklook: bool, progress: Calla
         if quicklook:
             write_quicklook(tmp_tif, target.with_suffix(".png"), vmax, title=f"{target.name} ({spec.name})")
     partial.remove()
-    summary = RunSummary(len(todo), len(blocks) - len(todo), predictor.chips_done, layout.size, layout.overlap)
-    log.info("computed %d blocks, reused %d", summary.blocks_computed, summary.blocks_reused)
+    area = sum(b.height * b.width for b in todo)
+    per_pixel = predictor.chips_done * layout.size**2 / area if area else 0.0
+    summary = RunSummary(len(todo), len(blocks) - len(todo), predictor.chips_done, layout.size, layout.overlap, block_size, per_pixel)
+    log.info("computed %d blocks, reused %d; %d chips, %.2f chip px per output px", summary.blocks_computed,
+             summary.blocks_reused, summary.chips, per_pixel)
     return summary

@@ -1,16 +1,27 @@
-"""Blending overlapping chip predictions into a block: weighted accumulation, NaN where no imagery."""
+"""Chip predictions and their blending into blocks: each chip computed once, weighted accumulation, NaN where no imagery.
+
+A block computes the chips whose origins lie in it (:func:`predict_chips`) and blends every chip
+that covers its pixels (:func:`blend`): its own, and those of the blocks above and to the left
+whose chips reach into it (:func:`border_chips` picks them out, to be handed on). Chips are blended
+in lattice order whichever block computed them, so a pixel's value does not depend on how the grid
+was cut into blocks.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 import numpy as np
 
 from canopy.tiling.block_input import BlockInput
+from canopy.tiling.blocks import Block
 from canopy.tiling.chips import ChipLayout
 
 PredictFn = Callable[[np.ndarray], np.ndarray]
 """Maps a batch of chips (B, 3, S, S) in [0, 1] to heights (B, S, S) in metres."""
+
+Chips = dict[tuple[int, int], np.ndarray]
+"""Chip heights (S, S) in metres by the chip's origin (row, col) in grid coordinates."""
 
 
 def _batches(items: list, size: int) -> Iterator[list]:
@@ -19,12 +30,8 @@ def _batches(items: list, size: int) -> Iterator[list]:
         yield items[start : start + size]
 
 
-def predict_block(inp: BlockInput, layout: ChipLayout, predict: PredictFn, batch_size: int) -> np.ndarray:
-    """Predict every chip touching a block and blend them into the block's heights.
-
-    Each chip's prediction is weighted by the layout's window (smooth, strictly positive), and the
-    weighted sum is divided by the summed weights. Chips are visited in lattice order, so a pixel's
-    value does not depend on how the grid was cut into blocks. Chips with no valid pixel are skipped.
+def predict_chips(inp: BlockInput, layout: ChipLayout, predict: PredictFn, batch_size: int) -> Chips:
+    """Predict every chip whose origin lies in a block, in lattice order; chips with no valid pixel are skipped.
 
     Parameters
     ----------
@@ -39,32 +46,147 @@ def predict_block(inp: BlockInput, layout: ChipLayout, predict: PredictFn, batch
 
     Returns
     -------
-    numpy.ndarray
-        float32 (height, width) of the block; NaN where there is no imagery.
+    Chips
     """
-    block, size = inp.block, layout.size
-    weights = layout.window()
-    total = np.zeros((block.height, block.width), np.float32)
-    weight_sum = np.zeros_like(total)
-    chips = [
+    size = layout.size
+    origins = [
         (r, c)
         for r in inp.chip_rows
         for c in inp.chip_cols
         if inp.valid[r - inp.row0 : r - inp.row0 + size, c - inp.col0 : c - inp.col0 + size].any()
     ]
-    for batch in _batches(chips, batch_size):
+    chips: Chips = {}
+    for batch in _batches(origins, batch_size):
         stack = np.stack(
             [inp.rgb[:, r - inp.row0 : r - inp.row0 + size, c - inp.col0 : c - inp.col0 + size] for r, c in batch]
         )
         heights = predict(np.ascontiguousarray(stack))
-        for (r, c), height in zip(batch, heights):
-            top, bottom = max(r, block.row), min(r + size, block.row + block.height)
-            left, right = max(c, block.col), min(c + size, block.col + block.width)
-            chip_part = (slice(top - r, bottom - r), slice(left - c, right - c))
-            block_part = (slice(top - block.row, bottom - block.row), slice(left - block.col, right - block.col))
-            total[block_part] += weights[chip_part] * height[chip_part]
-            weight_sum[block_part] += weights[chip_part]
+        chips.update(zip(batch, heights))
+    return chips
+
+
+def border_chips(block: Block, layout: ChipLayout, chips: Mapping[tuple[int, int], np.ndarray], shape: tuple[int, int]) -> Chips:
+    """The chips of a block that reach into a later block (right of it or below it, inside the grid's ``shape``)."""
+    bottom, right = min(block.row + block.height, shape[0]), min(block.col + block.width, shape[1])
+    return {
+        (r, c): h
+        for (r, c), h in chips.items()
+        if (r + layout.size > bottom and bottom < shape[0]) or (c + layout.size > right and right < shape[1])
+    }
+
+
+def blend(block: Block, layout: ChipLayout, chips: Mapping[tuple[int, int], np.ndarray], valid: np.ndarray) -> np.ndarray:
+    """Blend the chips covering a block into its heights.
+
+    Each chip's prediction is weighted by the layout's window (smooth, strictly positive), and the
+    weighted sum is divided by the summed weights. Chips are added in lattice order, whichever
+    block computed them.
+
+    Parameters
+    ----------
+    block
+        The block.
+    layout
+        The chip lattice.
+    chips
+        Every predicted chip that covers a pixel of the block (others are ignored).
+    valid
+        (height, width) validity of the block's pixels; invalid ones become NaN.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 (height, width) of the block; NaN where there is no imagery.
+    """
+    size = layout.size
+    weights = layout.window()
+    total = np.zeros((block.height, block.width), np.float32)
+    weight_sum = np.zeros_like(total)
+    for r, c in sorted(chips):
+        top, bottom = max(r, block.row), min(r + size, block.row + block.height)
+        left, right = max(c, block.col), min(c + size, block.col + block.width)
+        if top >= bottom or left >= right:
+            continue
+        height = chips[r, c]
+        chip_part = (slice(top - r, bottom - r), slice(left - c, right - c))
+        block_part = (slice(top - block.row, bottom - block.row), slice(left - block.col, right - block.col))
+        total[block_part] += weights[chip_part] * height[chip_part]
+        weight_sum[block_part] += weights[chip_part]
     out = np.full_like(total, np.nan)
-    good = inp.block_valid & (weight_sum > 0)
+    good = valid & (weight_sum > 0)
     out[good] = total[good] / weight_sum[good]
     return out
+
+
+class BorderChips:
+    """Chips that blocks hand on to the blocks right of them, below them and diagonally below-right.
+
+    Blocks are visited row by row, so the chips a block needs from others were computed before it:
+    in this run (kept in memory until no later block needs them) or, on ``--resume``, in the run
+    it continues (read back with ``load``).
+
+    Parameters
+    ----------
+    block_size
+        The side of the lattice-aligned blocks.
+    shape
+        The grid's (height, width).
+    load
+        Reads the chips a block handed on in an earlier run, by block key.
+    """
+
+    def __init__(self, block_size: int, shape: tuple[int, int], load: Callable[[str], Chips]) -> None:
+        self.block_size = block_size
+        self.shape = shape
+        self._load = load
+        self._kept: dict[tuple[int, int], Chips] = {}
+
+    def put(self, block: Block, chips: Chips) -> None:
+        """Keep the chips ``block`` hands on."""
+        self._kept[block.row, block.col] = chips
+
+    def around(self, block: Block) -> Chips:
+        """The chips of the blocks above, to the left and above-left of ``block``; forget what no later block needs."""
+        step = self.block_size
+        gathered: Chips = {}
+        for row, col in ((block.row - step, block.col - step), (block.row - step, block.col), (block.row, block.col - step)):
+            if row < 0 or col < 0:
+                continue
+            if (row, col) not in self._kept:
+                self._kept[row, col] = self._load(Block(row, col, step, step).key)
+            gathered.update(self._kept[row, col])
+        for key in [k for k in self._kept if k[0] < block.row - step]:
+            del self._kept[key]
+        return gathered
+
+
+def predict_block(
+    inp: BlockInput, layout: ChipLayout, predict: PredictFn, batch_size: int, borders: BorderChips
+) -> tuple[np.ndarray, Chips]:
+    """Predict a block's own chips and blend them with the chips its neighbours handed on.
+
+    Parameters
+    ----------
+    inp
+        The block's imagery.
+    layout
+        The chip lattice.
+    predict
+        The model on a batch of chips.
+    batch_size
+        Chips per call of ``predict``.
+    borders
+        The chips handed on by the blocks before; this block's are added to it.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 (height, width) heights of the block; NaN where there is no imagery.
+    Chips
+        The block's chips that reach into later blocks, to be kept for a resumed run.
+    """
+    own = predict_chips(inp, layout, predict, batch_size)
+    handed = border_chips(inp.block, layout, own, borders.shape)
+    heights = blend(inp.block, layout, {**borders.around(inp.block), **own}, inp.block_valid)
+    borders.put(inp.block, handed)
+    return heights, handed

@@ -48,14 +48,14 @@ def test_predict_reads_a_yaml_config_and_flags_override_it(tmp_path):
     import rasterio
 
     config = tmp_path / "settings.yaml"
-    config.write_text("res: 1.0\nblock-size: 16\nmodel: dinov2_vits14\nweights: random\n")
+    config.write_text("res: 1.0\nblock-size: 16\nchip-size: 28\nmodel: dinov2_vits14\nweights: random\n")
     out = tmp_path / "map.tif"
     args = ["predict", "--config", str(config), "--imagery", str(NEON / "TEAK_043_rgb.tif"), "--out", str(out), "-q"]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     with rasterio.open(out) as dst:
         assert dst.res == (1.0, 1.0)
-    assert "computed 9 blocks" in result.output  # 40 x 40 px in blocks of 16
+    assert "computed 4 blocks" in result.output  # 41 x 41 px in blocks of 21 (16 put on the lattice of stride 28 - 7)
     result = CliRunner().invoke(cli, [*args, "--res", "2.0"])
     with rasterio.open(out) as dst:
         assert dst.res == (2.0, 2.0)

@@ -14,8 +14,8 @@ from rasters import NEON
 
 RGB = NEON / "TEAK_043_rgb.tif"
 ARGS = ["--imagery", str(RGB), "--model", "dinov2_vits14", "--weights", "random", "--res", "0.2", "--block-size", "32",
-        "--chip-size", "112", "--overlap", "28", "--device", "cpu", "--precision", "fp32", "--quiet"]
-BLOCKS = 7 * 7  # 200 x 200 px in blocks of 32
+        "--chip-size", "56", "--overlap", "14", "--device", "cpu", "--precision", "fp32", "--quiet"]
+BLOCKS = 5 * 5  # 200 x 200 px in blocks of 42 (32 put on the lattice of stride 56 - 14)
 
 
 def _canopy(*args: str, **kwargs) -> subprocess.Popen:

@@ -15,7 +15,7 @@ from canopy.imagery import GeoTiffSource, read_mosaic
 from canopy.models import get_model_spec
 from canopy.models.height_model import LoadedModel
 from canopy.prediction import predict
-from canopy.stitch import predict_block
+from canopy.stitch import BorderChips, predict_block
 from canopy.tiling import ChipLayout, iter_blocks
 from canopy.tiling.block_input import read_block
 from rasters import smooth_rgb, write_raster
@@ -36,9 +36,12 @@ def scene(tmp_path):
 def _stitch(source, grid: OutputGrid, layout: ChipLayout, fn, block_size: int, batch_size: int = 3) -> np.ndarray:
     out = np.full(grid.shape, np.nan, np.float32)
     fill = np.full(3, 0.5, np.float32)
+    block_size = layout.block_size(block_size)
+    borders = BorderChips(block_size, grid.shape, lambda key: pytest.fail(f"block {key} was not computed before its neighbours"))
     for block in iter_blocks(grid.height, grid.width, block_size):
         inp = read_block([source], grid, block, layout, fill)
-        out[block.row : block.row + block.height, block.col : block.col + block.width] = predict_block(inp, layout, fn, batch_size)
+        heights, _ = predict_block(inp, layout, fn, batch_size, borders)
+        out[block.row : block.row + block.height, block.col : block.col + block.width] = heights
     return out
 
 
@@ -120,3 +123,41 @@ def test_full_pipeline_properties_and_file_grid(scene, tmp_path, monkeypatch, mo
     assert np.isnan(data[~expected.valid]).all() and (~expected.valid).sum() > 0
     np.testing.assert_array_equal(result.values, data)
     assert result.rio.crs == grid.crs and result.rio.transform() == grid.transform
+
+
+class _CountingModel(torch.nn.Module):
+    """A pixel-wise model (so batching cannot change its bits) that counts the chips it is given."""
+
+    def __init__(self):
+        super().__init__()
+        self.chips = 0
+
+    def forward(self, x):
+        self.chips += x.shape[0]
+        return 2.0 * x[:, :1] + x[:, 1:2]
+
+
+def test_every_chip_is_computed_once_whatever_the_block_size(scene, tmp_path, monkeypatch):
+    source, grid = scene
+    layout = ChipLayout(28, 8, 14)
+    lattice = len(layout.starts(grid.height)) * len(layout.starts(grid.width))
+    maps = {}
+    for block_size in (20, 45, 1000):
+        model = _CountingModel()
+        monkeypatch.setattr(predict_module, "load_height_model", _fake_loader(model))
+        result = predict(source.path, grid.bounds, bbox_crs="EPSG:32611", model="dinov2_vits14", res=0.5,
+                         chip_size=28, overlap=8, block_size=block_size, batch_size=3)
+        summary = result.attrs["summary"]
+        assert model.chips == summary.chips == lattice == 4 * 5, block_size
+        assert summary.block_size % layout.stride == 0 and summary.blocks_computed > (1 if block_size < 100 else 0)
+        assert summary.chip_pixels_per_output_pixel == pytest.approx(lattice * 28**2 / (grid.height * grid.width))
+        maps[block_size] = result.values
+    assert layout.overlap_factor() == pytest.approx((28 / 20) ** 2)
+    np.testing.assert_array_equal(maps[20], maps[1000])
+    np.testing.assert_array_equal(maps[45], maps[1000])
+
+
+def test_block_sizes_are_put_on_the_chip_lattice():
+    layout = ChipLayout(256, 64, 16)
+    assert layout.block_size(2048) == 2112 and layout.block_size(10) == 192
+    assert ChipLayout(256, 192, 16).block_size(64) == 192  # at least the overlap: chips reach only the next block

@@ -85,7 +85,8 @@ def predict(imagery, bands, collections, datetime_, asset, mosaic_order, normali
     height, width = result.shape
     click.echo(
         f"wrote {out} ({width} x {height} px, {abs(result.rio.resolution()[0]):g} m, {result.rio.crs}); "
-        f"computed {summary.blocks_computed} blocks, reused {summary.blocks_reused}",
+        f"computed {summary.blocks_computed} blocks, reused {summary.blocks_reused}; "
+        f"{summary.chips} chips, {summary.chip_pixels_per_output_pixel:.2f} chip px per output px",
         err=True,
     )
 

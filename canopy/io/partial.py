@@ -2,6 +2,9 @@
 
 Each block is written under a temporary name and renamed, so a run killed at any moment leaves
 only whole blocks; ``--resume`` reuses them when the run's settings (its fingerprint) are the same.
+Beside each block, the chips it hands on to its neighbours (``<key>.border.npz``) are written
+first, so that a resumed run blends the blocks it still has to compute with exactly the chips the
+earlier run computed.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from rasterio.windows import Window
 from canopy.errors import ResumeError
 from canopy.grid import OutputGrid
 from canopy.io.atomic import atomic_path
+from canopy.stitch import Chips
 from canopy.tiling.blocks import Block
 
 log = logging.getLogger(__name__)
@@ -68,12 +72,19 @@ class PartialRun:
     def _path(self, block: Block) -> Path:
         return self.dir / f"{block.key}.tif"
 
-    def done(self) -> set[str]:
-        """Keys of the blocks already written."""
-        return {p.stem for p in self.dir.glob("r*_c*.tif")}
+    def _border_path(self, key: str) -> Path:
+        return self.dir / f"{key}.border.npz"
 
-    def write(self, block: Block, data: np.ndarray, grid: OutputGrid) -> None:
-        """Store one block's heights atomically."""
+    def done(self) -> set[str]:
+        """Keys of the blocks already written, with the chips they hand on."""
+        return {p.stem for p in self.dir.glob("r*_c*.tif") if self._border_path(p.stem).is_file()}
+
+    def write(self, block: Block, data: np.ndarray, border: Chips, grid: OutputGrid) -> None:
+        """Store one block's heights and the chips it hands on, each atomically, the chips first."""
+        origins = np.array(sorted(border), np.int64).reshape(-1, 2)
+        heights = np.stack([border[r, c] for r, c in sorted(border)]) if border else np.zeros((0, 0, 0), np.float32)
+        with atomic_path(self._border_path(block.key)) as tmp, open(tmp, "wb") as f:
+            np.savez(f, origins=origins, heights=heights)
         sub = grid.subgrid(block.row, block.col, block.height, block.width)
         with atomic_path(self._path(block)) as tmp:
             with rasterio.open(
@@ -85,6 +96,11 @@ class PartialRun:
         """One stored block's heights."""
         with rasterio.open(self._path(block)) as src:
             return src.read(1, window=Window(0, 0, block.width, block.height))
+
+    def read_border(self, key: str) -> Chips:
+        """The chips block ``key`` handed on, as written by :meth:`write`."""
+        with np.load(self._border_path(key)) as stored:
+            return {(int(r), int(c)): h for (r, c), h in zip(stored["origins"], stored["heights"])}
 
     def remove(self) -> None:
         """Delete the folder once the output is complete."""

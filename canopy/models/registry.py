@@ -35,10 +35,15 @@ class BackboneSpec:
     interpolate_offset: float = 0.1
     interpolate_align_corners: bool = False
     layerscale_init: float = 1.0
+    attention: str = "sdpa"
+    """``sdpa``: PyTorch's fused kernel (DINOv2's and ``transformers``' arithmetic); ``explicit``:
+    ``softmax((q * scale) @ kᵀ) @ v`` step by step, as Meta's canopy-height code computes it."""
 
     def __post_init__(self) -> None:
         if self.ffn not in ("mlp", "swiglu"):
             raise ModelConfigError(f"backbone ffn must be 'mlp' or 'swiglu', not {self.ffn!r}.")
+        if self.attention not in ("sdpa", "explicit"):
+            raise ModelConfigError(f"backbone attention must be 'sdpa' or 'explicit', not {self.attention!r}.")
         if self.embed_dim % self.num_heads:
             raise ModelConfigError(
                 f"backbone embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}."

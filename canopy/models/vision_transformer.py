@@ -43,7 +43,8 @@ class DinoVisionTransformer(nn.Module):
         ffn = SwiGLUFFN if spec.ffn == "swiglu" else Mlp
         hidden = int(dim * spec.mlp_ratio)
         self.blocks = nn.ModuleList(
-            Block(dim, spec.num_heads, ffn(dim, hidden), spec.layerscale_init) for _ in range(spec.depth)
+            Block(dim, spec.num_heads, ffn(dim, hidden), spec.layerscale_init, spec.attention == "explicit")
+            for _ in range(spec.depth)
         )
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.head = nn.Identity()

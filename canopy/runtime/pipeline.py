@@ -7,18 +7,18 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
-import numpy as np
 
 from canopy.tiling.blocks import Block
 
 Input = TypeVar("Input")
+Output = TypeVar("Output")
 
 
 def run_blocks(
     blocks: Sequence[Block],
     read: Callable[[Block], Input],
-    compute: Callable[[Input], np.ndarray],
-    write: Callable[[Block, np.ndarray], None],
+    compute: Callable[[Input], Output],
+    write: Callable[[Block, Output], None],
     on_done: Callable[[Block], None] | None = None,
     prefetch: int = 2,
 ) -> None:
@@ -33,7 +33,8 @@ def run_blocks(
     blocks
         The blocks to process, in order.
     read, compute, write
-        The three stages; an exception in any of them stops the run and is raised here.
+        The three stages; an exception in any of them stops the run and is raised here. ``compute``
+        runs on the calling thread in block order, so it may rely on the blocks before it.
     on_done
         Called, in block order, once a block's write has finished.
     prefetch

@@ -1,4 +1,4 @@
-"""The imagery a block needs: every chip of the lattice that touches the block, mirrored past the grid edge."""
+"""The imagery a block needs: the block itself and every chip it owns, mirrored past the grid edge."""
 
 from __future__ import annotations
 
@@ -14,11 +14,12 @@ from canopy.tiling.chips import ChipLayout, reflect_index
 
 @dataclass
 class BlockInput:
-    """RGB (3, H, W) and validity (H, W) over the chips touching ``block``.
+    """RGB (3, H, W) and validity (H, W) over a block and the chips whose origins lie in it.
 
-    ``row0``/``col0`` are the grid coordinates of pixel (0, 0) of the arrays (negative, or past the
-    grid, where chips reach beyond it); ``chip_rows``/``chip_cols`` are the chip origins in grid
-    coordinates.
+    ``row0``/``col0`` are the grid coordinates of pixel (0, 0) of the arrays (the block's own
+    origin); the arrays reach past the block, and past the grid, where its last chips do.
+    ``chip_rows``/``chip_cols`` are the origins of the block's own chips in grid coordinates;
+    either is empty for a block at the grid's end that holds no chip origin.
     """
 
     block: Block
@@ -39,7 +40,7 @@ class BlockInput:
 def read_block(
     sources: list[ImagerySource], grid: OutputGrid, block: Block, layout: ChipLayout, fill: np.ndarray
 ) -> BlockInput:
-    """Read the imagery under every chip that touches ``block``.
+    """Read the imagery under a block and under every chip whose origin lies in it.
 
     Parameters
     ----------
@@ -48,7 +49,7 @@ def read_block(
     grid
         The whole output grid.
     block
-        The block to predict.
+        The block to predict; its chips are those of the lattice that start inside it.
     layout
         The chip lattice.
     fill
@@ -59,14 +60,16 @@ def read_block(
     -------
     BlockInput
     """
-    chip_rows = layout.starts_touching(block.row, block.row + block.height, grid.height)
-    chip_cols = layout.starts_touching(block.col, block.col + block.width, grid.width)
-    rows = reflect_index(np.arange(chip_rows[0], chip_rows[-1] + layout.size), grid.height)
-    cols = reflect_index(np.arange(chip_cols[0], chip_cols[-1] + layout.size), grid.width)
+    chip_rows = layout.starts_within(block.row, block.row + block.height, grid.height)
+    chip_cols = layout.starts_within(block.col, block.col + block.width, grid.width)
+    row_end = max([block.row + block.height] + [r + layout.size for r in chip_rows])
+    col_end = max([block.col + block.width] + [c + layout.size for c in chip_cols])
+    rows = reflect_index(np.arange(block.row, row_end), grid.height)
+    cols = reflect_index(np.arange(block.col, col_end), grid.width)
     r_lo, c_lo = int(rows.min()), int(cols.min())
     window = grid.subgrid(r_lo, c_lo, int(rows.max()) + 1 - r_lo, int(cols.max()) + 1 - c_lo)
     patch = read_mosaic(sources, window)
     rgb = patch.rgb[:, rows - r_lo][:, :, cols - c_lo]
     valid = patch.valid[rows - r_lo][:, cols - c_lo]
     rgb[:, ~valid] = fill[:, None]
-    return BlockInput(block, rgb, valid, chip_rows[0], chip_cols[0], chip_rows, chip_cols)
+    return BlockInput(block, rgb, valid, block.row, block.col, chip_rows, chip_cols)

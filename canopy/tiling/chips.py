@@ -4,6 +4,10 @@ The lattice starts at the grid's first pixel and steps by ``size - overlap``, wh
 are, so a pixel gets the same chips, and so the same prediction, however the grid is cut into
 blocks. Chips reaching past the grid edge see the grid mirrored about its edge (reflect padding);
 nothing is cropped.
+
+Each chip is computed once: it belongs to the block that holds its origin (its top-left pixel).
+Block sides are whole multiples of the lattice's stride, at least the overlap, so a chip reaches
+past its own block only into the blocks right of it, below it and diagonally below-right of it.
 """
 
 from __future__ import annotations
@@ -42,6 +46,23 @@ class ChipLayout:
     def starts_touching(self, lo: int, hi: int, length: int) -> list[int]:
         """Origins of the chips of an axis of ``length`` that cover any pixel of ``lo .. hi``."""
         return [s for s in self.starts(length) if s < hi and s + self.size > lo]
+
+    def starts_within(self, lo: int, hi: int, length: int) -> list[int]:
+        """Origins of the chips of an axis of ``length`` that lie in ``lo .. hi``: the chips a block owns."""
+        return [s for s in self.starts(length) if lo <= s < hi]
+
+    def block_size(self, requested: int) -> int:
+        """The block side nearest ``requested`` that puts block edges on the lattice.
+
+        A whole multiple of the stride, so every chip origin falls in exactly one block, and at
+        least the overlap, so a chip reaches no further than the next block.
+        """
+        steps = max(1, round(requested / self.stride), -(-self.overlap // self.stride))
+        return steps * self.stride
+
+    def overlap_factor(self) -> float:
+        """Chip pixels computed per interior output pixel, ``(size / stride)²``: the least any chipping can do."""
+        return (self.size / self.stride) ** 2
 
     def window(self) -> np.ndarray:
         """The blending weights of one chip (size, size): a raised cosine that never reaches zero.

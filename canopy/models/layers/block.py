@@ -20,12 +20,16 @@ class Block(nn.Module):
         The feed-forward module (``Mlp`` or ``SwiGLUFFN``), injected so variants share this block.
     layerscale_init
         Initial LayerScale value.
+    explicit_attention
+        Use the step-by-step attention arithmetic (see :class:`Attention`).
     """
 
-    def __init__(self, dim: int, num_heads: int, ffn: nn.Module, layerscale_init: float = 1.0) -> None:
+    def __init__(
+        self, dim: int, num_heads: int, ffn: nn.Module, layerscale_init: float = 1.0, explicit_attention: bool = False
+    ) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
-        self.attn = Attention(dim, num_heads)
+        self.attn = Attention(dim, num_heads, explicit=explicit_attention)
         self.ls1 = LayerScale(dim, layerscale_init)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = ffn

@@ -1,0 +1,103 @@
+"""canopy's Meta canopy-height models against an independent re-implementation of the published forward pass.
+
+The int8 ("compressed") files must give exactly the published code's heights on the CPU: each
+quantised Linear re-quantises its input, so any difference in the order of floating-point operations
+before it (fused attention, for one) grows into whole quantisation steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+import canopy.models.height_model as height_model
+from canopy.models import get_model_spec
+from canopy.models.height_model import load_height_model
+from meta_reference import SSLAE, heights
+
+LARGE = "meta-chm-v1-large"
+
+
+def _reduced(attention: str | None = None):
+    """meta-chm-v1-large at its published widths, cut to 4 blocks that all feed the head."""
+    spec = get_model_spec(LARGE)
+    backbone = dataclasses.replace(spec.backbone, depth=4, **({"attention": attention} if attention else {}))
+    return dataclasses.replace(spec, backbone=backbone, head=dataclasses.replace(spec.head, layers=(0, 1, 2, 3)))
+
+
+def _reference(spec, seed=0) -> SSLAE:
+    """The published architecture with random values of realistic scale."""
+    torch.manual_seed(seed)
+    model = SSLAE(spec.backbone.embed_dim, spec.backbone.depth, spec.backbone.num_heads, spec.head.layers,
+                  spec.head.out_channels, spec.head.features).eval()
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.backbone.named_parameters():
+            noise = torch.randn(param.shape, generator=generator)
+            if name.endswith(("norm1.weight", "norm2.weight", "norm.weight", "gamma")):
+                param.copy_(1.0 + 0.1 * noise)
+            else:
+                param.copy_(0.02 * noise)
+        model.decode_head.conv_depth.head[4].weight.mul_(30.0)  # bin logits that vary, so heights do
+    return model
+
+
+@pytest.fixture(scope="module")
+def chips():
+    return torch.rand(2, 3, 128, 128, generator=torch.Generator().manual_seed(1))
+
+
+def _load(spec, path, monkeypatch):
+    monkeypatch.setattr(height_model, "get_model_spec", lambda name: spec)
+    return load_height_model(spec.name, path, device=torch.device("cpu")).model
+
+
+def test_float_checkpoint_matches_the_published_forward_pass(tmp_path, monkeypatch, chips):
+    spec = _reduced()
+    reference = _reference(spec)
+    path = tmp_path / "SSLlarge.pth"
+    torch.save({"state_dict": reference.state_dict()}, path)
+    model = _load(spec, path, monkeypatch)
+    with torch.inference_mode():
+        expected = heights(reference, chips, spec.normalization.mean, spec.normalization.std)
+        got = model(chips)
+    assert expected.std() > 0.1  # heights that vary, so the comparison means something
+    assert (got - expected).abs().max().item() <= 1e-5
+
+
+def _compressed(spec, path):
+    """A compressed file made as Meta made theirs: dynamic int8 quantisation asked for Linear and conv layers."""
+    reference = torch.ao.quantization.quantize_dynamic(
+        _reference(spec), {torch.nn.Linear, torch.nn.Conv2d, torch.nn.ConvTranspose2d}, dtype=torch.qint8
+    )
+    torch.save(reference.state_dict(), path)
+    return reference
+
+
+def test_int8_checkpoint_is_bit_exact_with_the_published_forward_pass(tmp_path, monkeypatch, chips):
+    spec = _reduced()
+    path = tmp_path / "compressed_SSLlarge.pth"
+    reference = _compressed(spec, path)
+    model = _load(spec, path, monkeypatch)
+    assert isinstance(model.backbone.blocks[0].attn.qkv, torch.ao.nn.quantized.dynamic.Linear)
+    with torch.inference_mode():
+        expected = heights(reference, chips, spec.normalization.mean, spec.normalization.std)
+        got = model(chips)
+    assert (got - expected).abs().max().item() == 0.0
+
+
+def test_fused_attention_would_break_int8_exactness(tmp_path, monkeypatch, chips):
+    """Why the registry asks for Meta's explicit attention: with the fused kernel the int8 model drifts."""
+    for name in ("meta-chm-v1-huge", "meta-chm-v1-huge-compressed", "meta-chm-v1-huge-aerial", LARGE):
+        assert get_model_spec(name).backbone.attention == "explicit", name
+    assert get_model_spec("dinov2_vits14").backbone.attention == "sdpa"  # keeps parity with transformers
+    spec = _reduced(attention="sdpa")
+    path = tmp_path / "compressed_SSLlarge.pth"
+    reference = _compressed(spec, path)
+    model = _load(spec, path, monkeypatch)
+    with torch.inference_mode():
+        expected = heights(reference, chips, spec.normalization.mean, spec.normalization.std)
+        got = model(chips)
+    assert (got - expected).abs().max().item() > 1e-4
