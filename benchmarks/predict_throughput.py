@@ -28,14 +28,38 @@ from pathlib import Path
 import numpy as np
 
 
-def make_scene(path: Path, size: int) -> None:
-    """A smooth random 8-bit RGB GeoTIFF of size x size px at 0.5 m in UTM 11N, written in strips."""
+def machine_record() -> dict:
+    """The CPU model and the vector/matrix extensions that decide PyTorch's speed, the core count and versions."""
+    import torch
+
+    flags: list[str] = []
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and model in ("", platform.machine()):
+                model = line.split(":", 1)[1].strip()
+            if line.startswith("flags") and not flags:
+                flags = line.split(":", 1)[1].split()
+    except OSError:
+        pass
+    wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
+    return {"cpu": model, "extensions": [f for f in wanted if f in flags], "cpus": os.cpu_count(),
+            "platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def make_scene(path: Path, size: int, res: float = 0.5) -> None:
+    """A smooth random 8-bit RGB GeoTIFF of size x size px at ``res`` m in UTM 11N, written in strips.
+
+    Its origin is a whole multiple of ``res``, as the output grid's is, so the grid is the image.
+    """
     import rasterio
     from affine import Affine
 
     rng = np.random.default_rng(0)
     profile = dict(driver="GTiff", width=size, height=size, count=3, dtype="uint8", crs="EPSG:32611",
-                   transform=Affine(0.5, 0, 300000.0, 0, -0.5, 4100000.0), tiled=True, blockxsize=256,
+                   transform=Affine(res, 0, 300000.0, 0, -res, round(4100000.0 / res) * res), tiled=True, blockxsize=256,
                    blockysize=256, compress="deflate")
     with rasterio.open(path, "w", **profile) as dst:
         for row in range(0, size, 256):
@@ -105,8 +129,6 @@ def main() -> None:
     parser.add_argument("--bare-seconds", type=float, default=20.0)
     args = parser.parse_args()
 
-    import torch
-
     with tempfile.TemporaryDirectory() as tmp:
         scene = Path(tmp) / "scene.tif"
         make_scene(scene, 2 * args.size)
@@ -115,9 +137,7 @@ def main() -> None:
         four = end_to_end(scene, 2 * args.size, args)
     efficiency = one["chips"] * bare["seconds_per_chip"] / one["seconds"]
     report = {
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                    "cpus": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-                    "gpu": torch.cuda.get_device_name(0) if args.device == "cuda" else None},
+        "machine": machine_record(),
         "settings": vars(args),
         "bare_model": bare,
         "end_to_end_1x": one,

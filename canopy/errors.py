@@ -116,3 +116,7 @@ class SkippedImageryWarning(CanopyWarning):
 
 class ResolutionWarning(CanopyWarning):
     """Imagery far finer or coarser than the resolution a model was trained on."""
+
+
+class SlowPrecisionWarning(CanopyWarning):
+    """A precision asked for that this device runs far slower than fp32 (bf16 on a CPU without bf16 instructions)."""

@@ -28,11 +28,11 @@ from canopy.io.cog import assemble_cog, height_percentile
 from canopy.io.partial import PartialRun
 from canopy.io.qml import style_range, write_qml
 from canopy.io.quicklook import write_quicklook
-from canopy.models.height_model import LoadedModel, load_height_model, model_spec
+from canopy.models.height_model import LoadedModel, is_quantized, load_height_model, model_spec
 from canopy.models.registry import ModelSpec, get_model_spec
 from canopy.models.weights import ProgressCallback, cached_path, find_cached
-from canopy.runtime.device import precision_name, select_device, select_precision
-from canopy.runtime.inference import ChipPredictor
+from canopy.runtime.device import check_precision, precision_name, select_device, select_precision
+from canopy.runtime.inference import ChipPredictor, auto_batch_size
 from canopy.runtime.pipeline import run_blocks
 from canopy.stitch import BorderChips, predict_block
 from canopy.tiling import Block, ChipLayout, iter_blocks
@@ -125,7 +125,7 @@ def predict(
     crs: str | None = None,
     chip_size: int | None = None,
     overlap: int | None = None,
-    batch_size: int = 4,
+    batch_size: int | None = None,
     block_size: int = 2048,
     device: str = "auto",
     precision: str = "auto",
@@ -179,14 +179,15 @@ def predict(
     overlap
         Overlap between neighbouring chips in pixels; default a quarter of the chip.
     batch_size
-        Chips per model call.
+        Chips per model call; None for the device's fastest measured (4 on the CPU, more on a GPU).
     block_size
         Block side in output pixels: the unit of memory, progress and resume; rounded to a whole
         multiple of the chip stride (chip size minus overlap), so each chip is computed once.
     device
         ``auto``, ``cpu``, ``cuda`` or ``mps``.
     precision
-        ``auto`` (bf16 on capable GPUs, else fp32), ``fp32``, ``bf16`` or ``fp16``.
+        ``auto`` (bf16 on CUDA GPUs and on CPUs with bf16 matrix instructions, fp32 elsewhere and
+        for int8 models on the CPU), ``fp32``, ``bf16`` or ``fp16``.
     resume
         Continue a partial run of the same settings at ``out``.
     quicklook
@@ -228,7 +229,7 @@ def predict(
     bbox_crs_obj = parse_crs(bbox_crs, "--bbox-crs")
     out_crs = parse_crs(crs, "--crs") if crs is not None else None
     torch_device = select_device(device)
-    autocast = select_precision(torch_device, precision)
+    check_precision(precision)
     if normalize not in ("none", "aerial"):
         raise ImageryError(f"--normalize {normalize!r} is not one of none, aerial.")
     model = default_model() if model is None else model
@@ -247,7 +248,9 @@ def predict(
         radiometry = scale_for_region(sources, grid)
         _warn_about_resolution(spec, sources)
         loaded = load_height_model(model, weights, offline=offline, progress=download_progress, device=torch_device)
+        autocast = select_precision(torch_device, precision, quantized=is_quantized(loaded.model))
         radiometry += _aerial_normalization(normalize, normalizer_weights, loaded, sources, grid, offline, download_progress)
+        batch_size = batch_size or auto_batch_size(torch_device, layout.size)
         job = _Job(sources, grid, loaded, layout, torch_device, autocast, batch_size, block_size, radiometry)
         log.info("output grid: %d x %d px of %g m in %s", grid.width, grid.height, grid.res, grid.crs.to_string())
         if target is None:

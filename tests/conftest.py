@@ -7,6 +7,18 @@ import os
 import pytest
 
 
+@pytest.fixture(autouse=True, scope="session")
+def fp32_auto_precision_on_every_cpu():
+    """Make ``--precision auto`` fp32 on the CPU whatever this CPU's bf16 instructions, so maps that tests
+    compare tightly are the same on every machine (module-scoped fixtures included); tests of the rule
+    itself patch it their own way."""
+    import canopy.runtime.device as device
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(device, "cpu_has_bf16_instructions", lambda: False)
+        yield
+
+
 @pytest.fixture(autouse=True)
 def isolated_cache(tmp_path, monkeypatch):
     """Point the weights cache at a fresh temporary directory and clear offline mode."""

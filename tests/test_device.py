@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import warnings
+
 import pytest
 import torch
 
-from canopy.errors import DeviceError
-from canopy.runtime.device import precision_name, select_device, select_precision
+import canopy.runtime.device as device_module
+from canopy.errors import DeviceError, SlowPrecisionWarning
+from canopy.runtime.device import cpu_has_bf16_instructions, precision_name, select_device, select_precision
 
 
 def test_auto_device_and_precision_on_this_machine():
@@ -14,13 +18,39 @@ def test_auto_device_and_precision_on_this_machine():
     expected = "cuda" if torch.cuda.is_available() else device.type
     assert device.type == expected
     if device.type == "cpu":
-        assert select_precision(device, "auto") is None
+        assert select_precision(device, "auto") is (torch.bfloat16 if device_module.cpu_has_bf16_instructions() else None)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_and_the_bf16_warning_follow_the_cpu_instructions(monkeypatch, native):
+    monkeypatch.setattr(device_module, "cpu_has_bf16_instructions", lambda: native)
+    cpu = torch.device("cpu")
+    assert select_precision(cpu, "auto") is (torch.bfloat16 if native else None)
+    assert select_precision(cpu, "auto", quantized=True) is None  # int8 layers are exact only in fp32
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert select_precision(cpu, "bf16") is torch.bfloat16
+    slow = [w for w in caught if issubclass(w.category, SlowPrecisionWarning)]
+    assert len(slow) == (0 if native else 1)
+    if slow:
+        assert "several times slower than fp32" in str(slow[0].message)
+    with pytest.raises(DeviceError, match="cannot run an int8 .* `canopy models convert`"):
+        select_precision(cpu, "bf16", quantized=True)
+
+
+def test_cpu_bf16_detection_agrees_with_the_kernel_flags():
+    flags = open("/proc/cpuinfo").read().split() if os.path.exists("/proc/cpuinfo") else None
+    if flags is None:
+        pytest.skip("no /proc/cpuinfo here")
+    assert cpu_has_bf16_instructions() == ("avx512_bf16" in flags or "amx_bf16" in flags)
 
 
 def test_named_precisions():
     cpu = torch.device("cpu")
     assert select_precision(cpu, "fp32") is None
-    assert select_precision(cpu, "bf16") is torch.bfloat16
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SlowPrecisionWarning)
+        assert select_precision(cpu, "bf16") is torch.bfloat16
     assert precision_name(torch.bfloat16) == "bf16" and precision_name(None) == "fp32"
     with pytest.raises(DeviceError, match="fp16 is not supported on the CPU"):
         select_precision(cpu, "fp16")

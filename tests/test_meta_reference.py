@@ -14,7 +14,7 @@ import torch
 
 import canopy.models.height_model as height_model
 from canopy.models import get_model_spec
-from canopy.models.height_model import load_height_model
+from canopy.models.height_model import is_quantized, load_height_model
 from meta_reference import SSLAE, heights
 
 LARGE = "meta-chm-v1-large"
@@ -101,3 +101,37 @@ def test_fused_attention_would_break_int8_exactness(tmp_path, monkeypatch, chips
         expected = heights(reference, chips, spec.normalization.mean, spec.normalization.std)
         got = model(chips)
     assert (got - expected).abs().max().item() > 1e-4
+
+
+def test_convert_writes_the_dequantised_weights_as_float_safetensors(tmp_path, monkeypatch, chips):
+    from click.testing import CliRunner
+
+    from canopy.cli.main import cli
+    from canopy.errors import CheckpointFormatError
+    from canopy.models.convert import convert_to_float
+
+    spec = _reduced()
+    source = tmp_path / "compressed_SSLlarge.pth"
+    reference = _compressed(spec, source)
+    target = tmp_path / "SSLlarge_float.safetensors"
+    result = CliRunner().invoke(cli, ["models", "convert", str(source), str(target)])
+    assert result.exit_code == 0, result.output
+    assert "int8 layers dequantised" in result.output and target.is_file()
+    monkeypatch.setattr(height_model, "get_model_spec", lambda name: spec)
+    converted = load_height_model(spec.name, target, device=torch.device("cpu"))
+    dequantised = load_height_model(spec.name, source, device=torch.device("meta"))  # what a GPU gets from the int8 file
+    assert not is_quantized(converted.model) and "float conversion of int8 file" in converted.backbone_weights
+    qkv = reference.backbone.blocks[1].attn.qkv
+    assert torch.equal(converted.model.backbone.blocks[1].attn.qkv.weight, qkv.weight().dequantize())
+    assert converted.model.state_dict().keys() == dequantised.model.state_dict().keys()
+    with torch.inference_mode():
+        int8 = heights(reference, chips, spec.normalization.mean, spec.normalization.std)
+        assert 0 < (converted.model(chips) - int8).abs().max().item() < 0.5 * (int8.max() - int8.min()).item()
+    with pytest.raises(CheckpointFormatError, match="nothing to convert"):
+        convert_to_float(_float_file(spec, tmp_path), tmp_path / "x.safetensors")
+
+
+def _float_file(spec, tmp_path):
+    path = tmp_path / "SSLlarge.pth"
+    torch.save({"state_dict": _reference(spec).state_dict()}, path)
+    return path

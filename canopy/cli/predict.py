@@ -41,7 +41,8 @@ from canopy.prediction import predict as run_predict
 @click.option("--crs", default=None, help="Output CRS (default: the imagery's, or the region's UTM zone).")
 @click.option("--chip-size", type=int, default=None, help="Chip side in px, a multiple of the patch size (default: the model's).")
 @click.option("--overlap", type=int, default=None, help="Overlap between chips in px (default: a quarter chip).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="Chips per model call  [default: 4 on the CPU, 32 chips of 256 px (scaled by area) on a GPU]")
 @click.option("--block-size", type=click.IntRange(min=16), default=2048, show_default=True, help="Block side in output px.")
 @device_option
 @precision_option

@@ -19,6 +19,7 @@ from canopy.models.model_file import looks_like_model_file, read_model_file
 from canopy.models.registry import ModelSpec, get_model_spec
 from canopy.models.vision_transformer import DinoVisionTransformer
 from canopy.models.checkpoint import dequantize, is_dynamically_quantized, load_into, read_checkpoint, split_model_checkpoint
+from canopy.models.convert import converted_from
 from canopy.models.weights import ProgressCallback, ResolvedWeights, parse_random, resolve_weights, sha256_of
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,11 @@ class HeightModel(nn.Module):
             If H or W is not a multiple of the patch size.
         """
         return self.head(self.features(x), tuple(x.shape[-2:]))
+
+
+def is_quantized(model: nn.Module) -> bool:
+    """Whether a model holds int8 dynamically quantised layers (a compressed checkpoint loaded on the CPU)."""
+    return any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in model.modules())
 
 
 @dataclass(frozen=True)
@@ -200,7 +206,11 @@ def _load_whole_checkpoint(spec: ModelSpec, resolved: ResolvedWeights, device: t
     else:
         model = HeightModel(spec, build_backbone(spec, resolved, dequantize(backbone_raw)))
         load_into(model.head, dequantize(head_raw), expected=f"{spec.name} head ({spec.head.type})", source=str(resolved.path))
-    return LoadedModel(model.eval(), spec, resolved.identity, resolved.identity)
+    identity = resolved.identity
+    original = converted_from(resolved.path)
+    if original is not None:
+        identity = f"{identity} (float conversion of int8 file {original})"
+    return LoadedModel(model.eval(), spec, identity, identity)
 
 
 def _load_model_file(path: Path, weights, offline, progress) -> LoadedModel:

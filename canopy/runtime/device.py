@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+import warnings
+from pathlib import Path
+
 import torch
 
-from canopy.errors import DeviceError
+from canopy.errors import DeviceError, SlowPrecisionWarning
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -31,24 +35,79 @@ def select_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def select_precision(device: torch.device, name: str = "auto") -> torch.dtype | None:
-    """The autocast dtype for ``name`` on ``device``, or None for plain fp32.
+@functools.cache
+def cpu_has_bf16_instructions() -> bool:
+    """Whether this CPU multiplies bf16 matrices natively (AMX-BF16 or AVX512-BF16), detected at run time.
 
-    ``auto`` is bf16 on CUDA GPUs that support it well, fp32 everywhere else.
+    Asks PyTorch's own CPU probe (what its kernels dispatch on), else the kernel's CPU flags.
+    """
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    if all(callable(p) for p in probes):
+        return any(bool(p()) for p in probes)
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def check_precision(name: str) -> None:
+    """Refuse an unknown precision name before any work is done.
 
     Raises
     ------
     DeviceError
-        If the precision is unknown, or fp16 is asked for on the CPU.
+        If ``name`` is not one of :data:`PRECISIONS`.
     """
     if name not in PRECISIONS:
         raise DeviceError(f"Precision {name!r} is not one of {', '.join(PRECISIONS)}.")
+
+
+def select_precision(device: torch.device, name: str = "auto", quantized: bool = False) -> torch.dtype | None:
+    """The autocast dtype for ``name`` on ``device``, or None for plain fp32.
+
+    ``auto`` is bf16 where it is both fast and accurate (see ``docs/benchmarks.md``): CUDA GPUs
+    that support it, and CPUs with bf16 matrix instructions (AMX-BF16 or AVX512-BF16); fp32
+    elsewhere, and always for int8 models on the CPU, whose quantised layers take fp32 only and
+    are exact only in fp32. ``bf16`` on a CPU without those instructions warns that it is several
+    times slower than fp32.
+
+    Parameters
+    ----------
+    device
+        Where the model runs.
+    name
+        ``auto``, ``fp32``, ``bf16`` or ``fp16``.
+    quantized
+        Whether the model holds int8 dynamically quantised layers.
+
+    Raises
+    ------
+    DeviceError
+        If the precision is unknown, fp16 is asked for on the CPU, or bf16/fp16 for an int8 model on the CPU.
+    """
+    check_precision(name)
+    cpu = device.type == "cpu"
     if name == "auto":
-        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+        return torch.bfloat16 if cpu and not quantized and cpu_has_bf16_instructions() else None
     if name == "fp32":
         return None
-    if name == "fp16" and device.type == "cpu":
+    if cpu and quantized:
+        raise DeviceError(
+            f"Precision {name} cannot run an int8 (compressed) model on the CPU, whose quantised layers take fp32 only; "
+            "use --precision fp32, or convert the file to float with `canopy models convert`."
+        )
+    if name == "fp16" and cpu:
         raise DeviceError("Precision fp16 is not supported on the CPU; use fp32 or bf16.")
+    if name == "bf16" and cpu and not cpu_has_bf16_instructions():
+        warnings.warn(
+            "Precision bf16 on this CPU, which has no bf16 matrix instructions (AMX-BF16 or AVX512-BF16), "
+            "runs several times slower than fp32; use --precision fp32 or auto.",
+            SlowPrecisionWarning,
+            stacklevel=2,
+        )
     return torch.bfloat16 if name == "bf16" else torch.float16
 
 

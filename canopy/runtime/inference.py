@@ -7,8 +7,22 @@ import torch
 from torch import nn
 
 
+def auto_batch_size(device: torch.device, chip_size: int) -> int:
+    """Chips per model call when none is asked for: the fastest measured per device (``docs/benchmarks.md``).
+
+    On the CPU the time per chip hardly changes from 1 to 8 chips a call, so 4 keeps memory low;
+    a GPU needs larger batches to fill it: 32 chips of 256 px, scaled by chip area, within 4..128.
+    """
+    if device.type == "cuda":
+        return int(min(128, max(4, 32 * (256 / chip_size) ** 2)))
+    return 4
+
+
 class ChipPredictor:
     """Call a height model on numpy chips (B, 3, S, S) in [0, 1] and get heights (B, S, S) in metres.
+
+    On CUDA, chips go to the GPU from pinned host memory without blocking and heights come back
+    into pinned memory, so copies overlap the GPU's work.
 
     Parameters
     ----------
@@ -28,10 +42,17 @@ class ChipPredictor:
 
     def __call__(self, chips: np.ndarray) -> np.ndarray:
         """Heights for a batch of chips."""
-        x = torch.from_numpy(chips).to(self.device, non_blocking=True)
+        cuda = self.device.type == "cuda"
+        x = torch.from_numpy(chips)
+        x = (x.pin_memory() if cuda else x).to(self.device, non_blocking=True)
         with torch.inference_mode(), torch.autocast(
             self.device.type, dtype=self.autocast or torch.float32, enabled=self.autocast is not None
         ):
-            y = self.model(x)
+            y = self.model(x)[:, 0].float()
         self.chips_done += len(chips)
-        return y[:, 0].float().cpu().numpy()
+        if not cuda:
+            return y.cpu().numpy()
+        host = torch.empty(y.shape, dtype=torch.float32, pin_memory=True)
+        host.copy_(y, non_blocking=True)
+        torch.cuda.current_stream(self.device).synchronize()
+        return host.numpy()

@@ -109,11 +109,16 @@ class _DepthHead(nn.Module):
 
 def bins_to_height(logits: torch.Tensor, low: float, high: float, scale: float) -> torch.Tensor:
     """Heights (B, 1, H, W) from bin logits (B, K, H, W): weights ReLU(logit) + 0.1, normalised,
-    summed against K bin centres spaced linearly from ``low`` to ``high``, times ``scale``."""
-    centres = torch.linspace(low, high, logits.shape[1], device=logits.device, dtype=logits.dtype)
-    weights = F.relu(logits) + 0.1
-    weights = weights / weights.sum(dim=1, keepdim=True)
-    return scale * torch.einsum("bkhw,k->bhw", weights, centres)[:, None]
+    summed against K bin centres spaced linearly from ``low`` to ``high``, times ``scale``.
+
+    Always in float32, also under bf16/fp16 autocast: a bf16 height of 50 m is rounded to 0.25 m.
+    """
+    with torch.autocast(logits.device.type, enabled=False):
+        logits = logits.float()
+        centres = torch.linspace(low, high, logits.shape[1], device=logits.device, dtype=torch.float32)
+        weights = F.relu(logits) + 0.1
+        weights = weights / weights.sum(dim=1, keepdim=True)
+        return scale * torch.einsum("bkhw,k->bhw", weights, centres)[:, None]
 
 
 class BinnedDPTHead(nn.Module):

@@ -136,7 +136,8 @@ class DPTHead(nn.Module):
         x = self.output["conv1"](path)
         x = F.interpolate(x, size=size, mode="bilinear", align_corners=True)
         x = self.output["conv3"](F.relu(self.output["conv2"](x)))
-        return self.scale * F.softplus(x)
+        with torch.autocast(x.device.type, enabled=False):  # metres in float32: bf16 rounds 50 m to 0.25 m
+            return self.scale * F.softplus(x.float())
 
     def set_output_bias(self, metres: float) -> None:
         """Start the head near a typical height (e.g. the training mean): training then fits the variation."""

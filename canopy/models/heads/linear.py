@@ -30,7 +30,9 @@ class LinearHead(nn.Module):
         for patches, cls in layers:
             parts += [patches, cls[:, :, None, None].expand_as(patches)]
         x = self.proj(self.norm(torch.cat(parts, dim=1)))
-        return self.scale * F.softplus(F.interpolate(x, size=size, mode="bilinear", align_corners=False))
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        with torch.autocast(x.device.type, enabled=False):  # metres in float32, as in the DPT head
+            return self.scale * F.softplus(x.float())
 
     def set_output_bias(self, metres: float) -> None:
         """Start the head near a typical height (e.g. the training mean): training then fits the variation."""
