@@ -72,7 +72,7 @@ def measure(name: str, precision: str, chip: int, batch: int, seconds: float, sc
     gpu = torch.cuda.get_device_name(0)
     peak = next((v for k, v in BF16_PEAK_TFLOPS.items() if k in gpu), None)
     tflops = backbone_flops(spec, chip) / per_chip_backbone / 1e12
-    del predictor, model
+    predictor = model = None  # free the GPU memory before the end-to-end run
     torch.cuda.empty_cache()
     bbox = (300000.0, 4100000.0 - size * 0.5, 300000.0 + size * 0.5, 4100000.0)
     start = time.perf_counter()

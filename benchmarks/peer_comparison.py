@@ -32,16 +32,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from predict_throughput import machine_record, make_scene  # noqa: E402
+from predict_throughput import PEAK, machine_record, make_scene  # noqa: E402
 
 RES = 0.6
-
-PEAK = """
-def peak_rss_mb():  # VmHWM: this process's own high-water mark (ru_maxrss carries the parent's over exec)
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-"""
 
 PEER = PEAK + """
 import json, sys, time

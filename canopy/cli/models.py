@@ -55,7 +55,7 @@ def models(ctx: click.Context) -> None:
     Options: --json prints the list or the descriptions as JSON.
     """
     if ctx.invoked_subcommand is None:
-        ctx.invoke(_list_or_describe, *[], **_parse_listing(ctx.meta.get("canopy_models_args", [])))
+        ctx.invoke(_list_or_describe, **_parse_listing(ctx.meta.get("canopy_models_args", [])))
 
 
 def _parse_listing(args: list[str]) -> dict:

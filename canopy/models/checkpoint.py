@@ -65,9 +65,14 @@ _HF_FUSED = [
 _PACKED = "._packed_params._packed_params"
 
 
+def quantized_layers(state: Mapping[str, object]) -> set[str]:
+    """Names of the dynamically quantised linear layers (packed int8 weights) of a raw state dict."""
+    return {k[: -len(_PACKED)] for k in state if k.endswith(_PACKED)}
+
+
 def is_dynamically_quantized(state: Mapping[str, object]) -> bool:
     """Whether a raw state dict holds dynamically quantised linear layers (packed int8 weights)."""
-    return any(k.endswith(_PACKED) for k in state)
+    return bool(quantized_layers(state))
 
 
 def dequantize(state: Mapping[str, object]) -> StateDict:
@@ -77,7 +82,7 @@ def dequantize(state: Mapping[str, object]) -> StateDict:
     ``L._packed_params.dtype`` and ``L._packed_params._packed_params`` = (int8 weight, float bias);
     other layers are stored as usual.
     """
-    quantized = {k[: -len(_PACKED)] for k in state if k.endswith(_PACKED)}
+    quantized = quantized_layers(state)
     packed_extras = {f"{base}.{suffix}" for base in quantized for suffix in ("scale", "zero_point")}
     out: StateDict = {}
     for key, value in state.items():

@@ -18,7 +18,7 @@ from safetensors.torch import save_file
 
 from canopy.errors import CheckpointFormatError
 from canopy.io.atomic import atomic_path
-from canopy.models.checkpoint import dequantize, is_dynamically_quantized, read_checkpoint
+from canopy.models.checkpoint import dequantize, quantized_layers, read_checkpoint
 from canopy.models.weights import sha256_of
 
 CONVERTED_FROM = "canopy_converted_from"
@@ -65,11 +65,11 @@ def convert_to_float(source: str | os.PathLike, target: str | os.PathLike) -> Co
     if target.suffix != ".safetensors":
         raise CheckpointFormatError(f"Output {target} must end in .safetensors.")
     raw = read_checkpoint(source)
-    if not is_dynamically_quantized(raw):
+    quantized = len(quantized_layers(raw))
+    if not quantized:
         raise CheckpointFormatError(
             f"Weights file {source} holds no int8 quantised layers, so there is nothing to convert; pass it to --weights as it is."
         )
-    quantized = sum(1 for k in raw if k.endswith("._packed_params._packed_params"))
     state = {k: (v.float() if v.is_floating_point() else v).contiguous() for k, v in dequantize(raw).items()}
     digest = sha256_of(source)
     with atomic_path(target) as tmp:

@@ -135,13 +135,17 @@ class DPTHead(nn.Module):
             path = self.fusions[i](maps[i] if path is None else path, None if path is None else maps[i], target)
         x = self.output["conv1"](path)
         x = F.interpolate(x, size=size, mode="bilinear", align_corners=True)
-        x = self.output["conv3"](F.relu(self.output["conv2"](x)))
-        with torch.autocast(x.device.type, enabled=False):  # metres in float32: bf16 rounds 50 m to 0.25 m
-            return self.scale * F.softplus(x.float())
+        return softplus_metres(self.output["conv3"](F.relu(self.output["conv2"](x))), self.scale)
 
     def set_output_bias(self, metres: float) -> None:
         """Start the head near a typical height (e.g. the training mean): training then fits the variation."""
         set_softplus_bias(self.output["conv3"], metres / self.scale)
+
+
+def softplus_metres(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """``scale * softplus(x)`` in float32 whatever the autocast: a bf16 height of 50 m is rounded to 0.25 m."""
+    with torch.autocast(x.device.type, enabled=False):
+        return scale * F.softplus(x.float())
 
 
 def set_softplus_bias(layer: nn.Conv2d, value: float) -> None:

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from canopy.models.heads.dpt import set_softplus_bias
+from canopy.models.heads.dpt import set_softplus_bias, softplus_metres
 
 
 class LinearHead(nn.Module):
@@ -30,9 +30,7 @@ class LinearHead(nn.Module):
         for patches, cls in layers:
             parts += [patches, cls[:, :, None, None].expand_as(patches)]
         x = self.proj(self.norm(torch.cat(parts, dim=1)))
-        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-        with torch.autocast(x.device.type, enabled=False):  # metres in float32, as in the DPT head
-            return self.scale * F.softplus(x.float())
+        return softplus_metres(F.interpolate(x, size=size, mode="bilinear", align_corners=False), self.scale)
 
     def set_output_bias(self, metres: float) -> None:
         """Start the head near a typical height (e.g. the training mean): training then fits the variation."""
