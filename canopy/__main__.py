@@ -2,4 +2,5 @@
 
 from canopy.cli.main import main
 
-main()
+if __name__ == "__main__":  # not when a Dask worker process started by spawn imports this module
+    main()

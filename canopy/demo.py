@@ -12,6 +12,7 @@ import json
 import logging
 import warnings
 from collections.abc import Callable
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,7 +86,7 @@ def run_demo(out_dir: Path, *, epochs: int = 40, say: Callable[[str], None] = lo
         If a step fails.
     """
     from canopy.prediction import predict
-    from canopy.training import train
+    from canopy.training import TrainSettings, train
 
     out_dir = Path(out_dir)
     (out_dir / "maps").mkdir(parents=True, exist_ok=True)
@@ -94,6 +95,7 @@ def run_demo(out_dir: Path, *, epochs: int = 40, say: Callable[[str], None] = lo
     weights = None if pretrained else "random"
     model_file = out_dir / "demo_head.safetensors"
     say(f"training a DPT head on {', '.join(TRAIN_PLOTS)} ({epochs} epochs, one plot held out for validation)")
+    settings = TrainSettings(epochs=epochs, val_fraction=0.2, chip_size=DEMO_CHIP)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CanopyWarning)  # the notice above already says what runs
         trained = train(
@@ -102,9 +104,7 @@ def run_demo(out_dir: Path, *, epochs: int = 40, say: Callable[[str], None] = lo
             model_file,
             backbone=DEMO_BACKBONE,
             weights=weights,
-            epochs=epochs,
-            val_fraction=0.2,
-            chip_size=DEMO_CHIP,
+            settings=settings,
             offline=True,
         )
         maps, per_plot = [], {}
@@ -117,23 +117,31 @@ def run_demo(out_dir: Path, *, epochs: int = 40, say: Callable[[str], None] = lo
             per_plot[plot] = evaluate(target, DATA / f"{plot}_chm_1m.tif", block_size=BLOCK_SIZE)
     pairs = [(m, DATA / f"{p}_chm_1m.tif") for m, p in zip(maps, TEST_PLOTS)]
     combined = evaluate_pairs(pairs, block_size=BLOCK_SIZE)
-    mean_height = trained["training"]["train_mean_height"]
+    mean_height = trained.train_mean_height
     baseline = evaluate_pairs([(None, r) for _, r in pairs], block_size=BLOCK_SIZE, constant=mean_height)
     write_scatter(pairs, combined, out_dir / "evaluation.png", title="demo: test plots vs lidar")
     report = {
         "notice": notice,
         "pretrained_backbone": pretrained,
         "backbone": DEMO_BACKBONE,
-        "backbone_weights": trained["backbone_weights"],
-        "train_plots": trained["training"]["train_images"],
-        "validation_plots": trained["training"]["val_images"],
+        "backbone_weights": trained.backbone_weights,
+        "train_plots": list(trained.train_images),
+        "validation_plots": list(trained.val_images),
         "test_plots": list(TEST_PLOTS),
         "block_size_px": BLOCK_SIZE,
         "test_metrics": combined,
         "baseline_training_mean": {"value_m": mean_height, **baseline},
         "per_plot": per_plot,
-        "validation": trained["validation"],
-        "training": {k: v for k, v in trained["training"].items() if k != "history"},
+        "validation": dataclasses.asdict(trained.validation) if trained.validation else {},
+        "training": {
+            **dataclasses.asdict(settings),
+            "train_images": list(trained.train_images),
+            "val_images": list(trained.val_images),
+            "train_pixels": trained.train_pixels,
+            "train_mean_height": trained.train_mean_height,
+            "chips": trained.chips,
+            "best_epoch": trained.best_epoch,
+        },
     }
     with atomic_path(out_dir / "report.json") as tmp:
         tmp.write_text(json.dumps(report, indent=2))

@@ -120,3 +120,15 @@ class ResolutionWarning(CanopyWarning):
 
 class SlowPrecisionWarning(CanopyWarning):
     """A precision asked for that this device runs far slower than fp32 (bf16 on a CPU without bf16 instructions)."""
+
+
+class RequestError(CanopyError, ValueError):
+    """A predict request with an unknown option, a value of the wrong kind, or options that exclude each other."""
+
+
+class DistributedError(CanopyError, RuntimeError):
+    """A Dask cluster that cannot be reached or was lost, or a worker that cannot do its part."""
+
+
+class BlockFailedError(DistributedError):
+    """A block whose task killed its Dask workers as many times as the cluster allows."""

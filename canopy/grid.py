@@ -177,23 +177,52 @@ def intersects(a: BBox, b: BBox) -> bool:
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
-def plan_grid(
-    footprints: list[tuple[CRS, BBox]],
-    bbox: BBox | None,
-    bbox_crs: CRS,
-    res: float,
-    crs: CRS | None = None,
-) -> OutputGrid:
+@dataclass(frozen=True)
+class Region:
+    """A bounding box with its CRS, checked once when made: ``minx, miny, maxx, maxy`` (west, south, east, north).
+
+    Raises
+    ------
+    BBoxError
+        If the minimum exceeds the maximum, or geographic coordinates are out of range or look swapped.
+    """
+
+    bounds: BBox
+    crs: CRS
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "bounds", tuple(float(v) for v in self.bounds))
+        check_bbox(self.bounds, self.crs)
+
+    @classmethod
+    def parse(cls, bbox: str | BBox, crs: str | CRS = "EPSG:4326") -> Region:
+        """A region from ``minx,miny,maxx,maxy`` text or four numbers, and a CRS in any form :func:`parse_crs` reads.
+
+        Raises
+        ------
+        BBoxError
+            If the bbox is not four numbers, is malformed or out of range, or the CRS is not one.
+        """
+        return cls(parse_bbox(bbox), parse_crs(crs, "--bbox-crs"))
+
+    def to(self, crs: CRS) -> BBox:
+        """The region's bounds in ``crs``."""
+        return to_crs(self.bounds, self.crs, crs)
+
+    def text(self) -> str:
+        """The bounds as ``minx,miny,maxx,maxy`` text."""
+        return ",".join(f"{v:.10g}" for v in self.bounds)
+
+
+def plan_grid(footprints: list[tuple[CRS, BBox]], region: Region | None, res: float, crs: CRS | None = None) -> OutputGrid:
     """The output grid for a request, following the conventions.
 
     Parameters
     ----------
     footprints
         (CRS, bounds) of each imagery source.
-    bbox
-        The region, ``minx, miny, maxx, maxy`` in ``bbox_crs``; None for the imagery's extent.
-    bbox_crs
-        CRS of ``bbox``.
+    region
+        The region to map; None for the imagery's extent.
     res
         Pixel size in metres.
     crs
@@ -203,17 +232,15 @@ def plan_grid(
     Returns
     -------
     OutputGrid
-        Target-aligned, covering the whole bbox (pixels without imagery become nodata).
+        Target-aligned, covering the whole region (pixels without imagery become nodata).
 
     Raises
     ------
     BBoxError
-        If the bbox is malformed or out of range, looks like lat/lon swapped, or misses the imagery.
+        If the region misses the imagery (saying so when lon/lat look swapped).
     """
     wgs84 = CRS.from_epsg(4326)
-    if bbox is not None:
-        check_bbox(bbox, bbox_crs)
-    region_wgs84 = to_crs(bbox, bbox_crs, wgs84) if bbox is not None else _union([to_crs(b, c, wgs84) for c, b in footprints])
+    region_wgs84 = region.to(wgs84) if region is not None else _union([to_crs(b, c, wgs84) for c, b in footprints])
     if crs is None:
         crss = {c.to_wkt() for c, _ in footprints}
         first = footprints[0][0]
@@ -224,20 +251,20 @@ def plan_grid(
             lat = (region_wgs84[1] + region_wgs84[3]) / 2
             crs = utm_crs(lon, lat)
     imagery = _union([to_crs(b, c, crs) for c, b in footprints])
-    if bbox is None:
+    if region is None:
         return snap_grid(imagery, crs, res)
-    region = to_crs(bbox, bbox_crs, crs)
-    if not intersects(region, imagery):
-        text = ",".join(f"{v:.10g}" for v in bbox)
+    bounds = region.to(crs)
+    if not intersects(bounds, imagery):
+        bbox, bbox_crs = region.bounds, region.crs
         covered = ",".join(f"{v:.10g}" for v in to_crs(imagery, crs, bbox_crs))
         swapped = (bbox[1], bbox[0], bbox[3], bbox[2])
         if bbox_crs.is_geographic and _in_lonlat_range(swapped) and intersects(to_crs(swapped, bbox_crs, crs), imagery):
             raise BBoxError(
-                f"bbox {text} misses the imagery but would cover it with longitude and latitude swapped; "
+                f"bbox {region.text()} misses the imagery but would cover it with longitude and latitude swapped; "
                 "give it as minlon,minlat,maxlon,maxlat."
             )
-        raise BBoxError(f"bbox {text} does not intersect the imagery, which covers {covered} in {bbox_crs.to_string()}.")
-    return snap_grid(region, crs, res)
+        raise BBoxError(f"bbox {region.text()} does not intersect the imagery, which covers {covered} in {bbox_crs.to_string()}.")
+    return snap_grid(bounds, crs, res)
 
 
 def _in_lonlat_range(bbox: BBox) -> bool:

@@ -13,7 +13,7 @@ from canopy.errors import RandomWeightsWarning
 from canopy.grid import snap_grid
 from canopy.imagery import open_imagery, read_mosaic
 from canopy.imagery.aerial_normalization import QuantileRegressor, load_normalizer, region_affine
-from canopy.models.height_model import load_height_model
+from canopy.models.height_model import ModelRef, load_height_model
 from canopy.prediction import predict
 from rasters import NEON
 
@@ -62,7 +62,7 @@ def test_the_region_is_stretched_onto_the_predicted_percentiles():
 
 def test_the_stretch_folds_into_the_models_normalisation():
     with pytest.warns(RandomWeightsWarning):
-        model = load_height_model("dinov2_vits14", "random").model
+        model = load_height_model(ModelRef.resolve("dinov2_vits14", "random")).model
     gain, offset = np.array([1.5, 0.8, 1.2]), np.array([-0.1, 0.05, 0.0])
     x = torch.rand(1, 3, 56, 56)
     with torch.no_grad():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from canopy.models.height_model import load_height_model
+from canopy.models.height_model import ModelRef, load_height_model
 from canopy.prediction import predict
 from canopy.runtime.inference import ChipPredictor, auto_batch_size
 from rasters import NEON
@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 
 @pytest.mark.parametrize(("precision", "tolerance"), [(None, 1e-3), (torch.bfloat16, 0.5)])
 def test_cuda_chips_match_the_cpu(precision, tolerance):
-    model = load_height_model("dinov2_vits14", "random").model
+    model = load_height_model(ModelRef.resolve("dinov2_vits14", "random")).model
     chips = np.random.default_rng(0).random((3, 3, 224, 224), dtype=np.float32)
     cpu = ChipPredictor(model, torch.device("cpu"))(chips)
     cuda = ChipPredictor(model, torch.device("cuda"), precision)(chips)

@@ -8,7 +8,7 @@ import pytest
 from rasterio.crs import CRS
 
 from canopy.errors import BBoxError
-from canopy.grid import check_bbox, parse_bbox, plan_grid, snap_grid, to_crs, utm_crs
+from canopy.grid import Region, check_bbox, parse_bbox, plan_grid, snap_grid, to_crs, utm_crs
 
 UTM11 = CRS.from_epsg(32611)
 WGS84 = CRS.from_epsg(4326)
@@ -54,7 +54,7 @@ def test_parse_and_check_bbox():
 
 def test_plan_grid_defaults_to_the_imagery_crs_and_model_resolution():
     lon_lat = to_crs(TEAK[1], UTM11, WGS84)
-    grid = plan_grid([TEAK], lon_lat, WGS84, 0.5)
+    grid = plan_grid([TEAK], Region(lon_lat, WGS84), 0.5)
     assert grid.crs == UTM11 and grid.res == 0.5
     left, bottom, right, top = grid.bounds
     assert left <= TEAK[1][0] + 1e-6 and right >= TEAK[1][2] - 1e-6
@@ -63,33 +63,33 @@ def test_plan_grid_defaults_to_the_imagery_crs_and_model_resolution():
 
 def test_plan_grid_mixed_crs_uses_the_utm_zone_of_the_region():
     other = (CRS.from_epsg(3857), to_crs(TEAK[1], UTM11, CRS.from_epsg(3857)))
-    grid = plan_grid([TEAK, other], None, WGS84, 1.0)
+    grid = plan_grid([TEAK, other], None, 1.0)
     assert grid.crs == utm_crs(-119.01, 37.0) == UTM11
 
 
 def test_plan_grid_without_bbox_covers_the_imagery():
-    grid = plan_grid([TEAK], None, WGS84, 0.1)
+    grid = plan_grid([TEAK], None, 0.1)
     assert grid.bounds == pytest.approx(TEAK[1])
 
 
 def test_plan_grid_refuses_a_miss_and_recognises_swapped_coordinates():
     lon_lat = to_crs(TEAK[1], UTM11, WGS84)
     with pytest.raises(BBoxError, match="does not intersect the imagery, which covers -119.011"):
-        plan_grid([TEAK], (-118.0, 36.9, -117.9, 37.0), WGS84, 0.5)
+        plan_grid([TEAK], Region((-118.0, 36.9, -117.9, 37.0), WGS84), 0.5)
     swapped = (lon_lat[1], lon_lat[0], lon_lat[3], lon_lat[2])
     with pytest.raises(BBoxError, match="swapped"):
-        plan_grid([TEAK], swapped, WGS84, 0.5)
+        plan_grid([TEAK], Region(swapped, WGS84), 0.5)
 
 
 def test_plan_grid_refuses_a_geographic_output_crs():
     with pytest.raises(BBoxError, match="geographic"):
-        plan_grid([TEAK], None, WGS84, 0.5, crs=WGS84)
+        plan_grid([TEAK], None, 0.5, crs=WGS84)
 
 
 def test_grid_round_trips_through_crs_transforms():
     """The grid's bounds, taken to lon/lat and back, still cover the requested box."""
     bbox = (-119.0112, 36.99955, -119.0109, 36.9998)
-    grid = plan_grid([TEAK], bbox, WGS84, 0.5)
+    grid = plan_grid([TEAK], Region(bbox, WGS84), 0.5)
     back = to_crs(to_crs(grid.bounds, UTM11, WGS84), WGS84, UTM11)
     requested = to_crs(bbox, WGS84, UTM11)
     assert back[0] <= requested[0] + 1e-6 and back[2] >= requested[2] - 1e-6

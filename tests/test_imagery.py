@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from affine import Affine
 from canopy.errors import AmbiguousNodataWarning, ImageryError
 from canopy.grid import snap_grid
 from canopy.imagery import GeoTiffSource, open_imagery, read_mosaic
-from canopy.imagery.radiometry import Scaling, scale_for_region
+from canopy.imagery.radiometry import Scaling, describe_scalings, scaling_for_region
 from canopy.prediction import predict
 from rasters import cut_tiles, smooth_rgb, write_raster
 
@@ -84,12 +85,16 @@ def test_uint16_tiles_share_one_scaling_computed_for_the_region(tmp_path):
     assert len(sources) == 1 and "mosaic of 4 tiles" in sources[0].name
     separate = [GeoTiffSource(p) for p in sorted((tmp_path / "tiles").glob("*.tif"))]
     grid = snap_grid((321000.0, 4096960.0, 321040.0, 4097000.0), sources[0].crs, 0.5)
-    described = scale_for_region(separate, grid)
-    assert described.startswith("percentiles 2-98 over the region")
-    assert len({s.scaling for s in separate}) == 1
-    patch = read_mosaic(separate, grid)
-    assert patch.rgb.min() == 0.0 and patch.rgb.max() == 1.0
+    scaling = scaling_for_region(separate, grid)
+    assert describe_scalings([scaling]).startswith("percentiles 2-98 over the region")
+    with pytest.raises(ImageryError, match="open it with the region's scaling"):
+        separate[0].read(grid)
+    scaled = [GeoTiffSource.from_ref(replace(s.ref, scaling=scaling)) for s in separate]
     for s in separate:
+        s.close()
+    patch = read_mosaic(scaled, grid)
+    assert patch.rgb.min() == 0.0 and patch.rgb.max() == 1.0
+    for s in scaled:
         s.close()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -10,12 +10,11 @@ import rasterio
 import torch
 import torch.nn.functional as F
 
-import canopy.models.height_model as height_model
 from canopy.errors import ResolutionWarning, WeightsMismatchError
 from canopy.models import get_model_spec
 from canopy.models.heads import build_head
 from canopy.models.heads.binned_dpt import bins_to_height
-from canopy.models.height_model import load_height_model
+from canopy.models.height_model import ModelRef, load_height_model
 from canopy.models.vision_transformer import DinoVisionTransformer
 from canopy.prediction import predict
 from rasters import NEON
@@ -104,8 +103,7 @@ def test_whole_checkpoint_loads_and_predicts_on_neon(tmp_path, monkeypatch):
     spec = _small_spec()
     path = tmp_path / "SSLsmall.pth"
     backbone, head = _published_checkpoint(spec, path)
-    monkeypatch.setattr(height_model, "get_model_spec", lambda name: spec)
-    loaded = load_height_model(HUGE, path)
+    loaded = load_height_model(ModelRef(spec, str(path)))
     for key, value in head.state_dict().items():
         assert torch.equal(loaded.model.head.state_dict()[key], value)
     assert torch.equal(loaded.model.backbone.blocks[2].mlp.fc1.weight, backbone.blocks[2].mlp.fc1.weight)
@@ -116,12 +114,10 @@ def test_whole_checkpoint_loads_and_predicts_on_neon(tmp_path, monkeypatch):
         layers = backbone.get_intermediate_layers((x - loaded.model.mean) / loaded.model.std, n=[0, 1, 2, 3],
                                                   reshape=True, return_class_token=True, norm=False)
         torch.testing.assert_close(out, head(list(layers), (256, 256)))
-    import canopy.prediction as prediction_module
 
-    monkeypatch.setattr(prediction_module, "model_spec", lambda name: spec)
     out_path = tmp_path / "meta.tif"
     with pytest.warns(ResolutionWarning, match="at 0.1 m, finer than the 0.25-1.2 m"):
-        result = predict(NEON / "TEAK_043_rgb.tif", model=HUGE, weights=path, out=out_path)
+        result = predict(NEON / "TEAK_043_rgb.tif", model=ModelRef(spec), weights=path, out=out_path)
     inner = result.values[1:-1, 1:-1]  # 0.6 m pixels straddling the 40 m plot's edge may be nodata
     assert np.isfinite(inner).all() and (inner >= 0).all()
     with rasterio.open(out_path) as dst:
@@ -133,13 +129,12 @@ def test_checkpoints_of_the_wrong_size_or_without_a_head_are_refused(tmp_path, m
     wrong = dataclasses.replace(spec, backbone=dataclasses.replace(spec.backbone, embed_dim=32))
     path = tmp_path / "wrong.pth"
     _published_checkpoint(dataclasses.replace(wrong, head=dataclasses.replace(wrong.head, out_channels=(4, 8, 16, 32))), path)
-    monkeypatch.setattr(height_model, "get_model_spec", lambda name: spec)
     with pytest.raises(WeightsMismatchError, match="do not fit meta-chm-v1-huge"):
-        load_height_model(HUGE, path)
+        load_height_model(ModelRef(spec, str(path)))
     backbone_only = tmp_path / "backbone_only.pth"
     torch.save({f"backbone.{k}": v for k, v in DinoVisionTransformer(spec.backbone).state_dict().items()}, backbone_only)
     with pytest.raises(WeightsMismatchError, match="hold no decode_head"):
-        load_height_model(HUGE, backbone_only)
+        load_height_model(ModelRef(spec, str(backbone_only)))
 
 
 class _PublishedLayout(torch.nn.Module):
@@ -168,15 +163,14 @@ def test_compressed_checkpoints_run_quantised_on_cpu_and_dequantised_elsewhere(t
     path = tmp_path / "compressed_SSLsmall.pth"
     torch.save(compressed.state_dict(), path)
     assert any(k.endswith("attn.qkv._packed_params._packed_params") for k in compressed.state_dict())
-    monkeypatch.setattr(height_model, "get_model_spec", lambda name: spec)
     x = torch.rand(2, 3, 64, 64)
 
-    on_cpu = load_height_model(spec.name, path, device=torch.device("cpu"))
+    on_cpu = load_height_model(ModelRef(spec, str(path)), device=torch.device("cpu"))
     assert isinstance(on_cpu.model.backbone.blocks[0].attn.qkv, torch.ao.nn.quantized.dynamic.Linear)
     with torch.no_grad():
         torch.testing.assert_close(on_cpu.model(x), compressed.heights(x, spec), rtol=0, atol=0)
 
-    elsewhere = load_height_model(spec.name, path, device=torch.device("meta"))
+    elsewhere = load_height_model(ModelRef(spec, str(path)), device=torch.device("meta"))
     assert isinstance(elsewhere.model.backbone.blocks[0].attn.qkv, torch.nn.Linear)
     qkv = compressed.backbone.blocks[0].attn.qkv
     torch.testing.assert_close(elsewhere.model.backbone.blocks[0].attn.qkv.weight, qkv.weight().dequantize())
@@ -190,7 +184,7 @@ def test_default_model_is_meta_huge_once_cached_and_says_how_to_get_it_otherwise
 
     from canopy.cli.main import cli
     from canopy.models.weights import cached_path
-    from canopy.prediction import default_model
+    from canopy.models.defaults import default_model
 
     result = CliRunner().invoke(cli, ["predict", "--imagery", str(NEON / "TEAK_043_rgb.tif"), "--out", str(tmp_path / "m.tif")])
     assert result.exit_code == 1
@@ -208,18 +202,14 @@ def test_default_model_is_meta_huge_once_cached_and_says_how_to_get_it_otherwise
 
 
 def test_a_compressed_checkpoint_runs_through_predict_and_a_wrong_one_is_refused(tmp_path, monkeypatch):
-    import canopy.prediction as prediction_module
 
     spec = dataclasses.replace(_small_spec(), name="meta-chm-v1-huge-compressed")
     compressed = torch.ao.quantization.quantize_dynamic(_PublishedLayout(spec).eval(), {torch.nn.Linear}, dtype=torch.qint8)
     path = tmp_path / "compressed.pth"
     torch.save(compressed.state_dict(), path)
-    monkeypatch.setattr(height_model, "get_model_spec", lambda name: spec)
-    monkeypatch.setattr(prediction_module, "model_spec", lambda name: spec)
     with pytest.warns(ResolutionWarning):
-        result = predict(NEON / "TEAK_044_rgb.tif", model=spec.name, weights=path, device="cpu", out=tmp_path / "c.tif")
+        result = predict(NEON / "TEAK_044_rgb.tif", model=ModelRef(spec), weights=path, device="cpu", out=tmp_path / "c.tif")
     assert np.isfinite(result.values[1:-1, 1:-1]).all()
     bigger = dataclasses.replace(spec, backbone=dataclasses.replace(spec.backbone, depth=5))
-    monkeypatch.setattr(height_model, "get_model_spec", lambda name: bigger)
     with pytest.raises(WeightsMismatchError, match=r"Quantised weights from .* do not fit .* missing \['backbone.blocks.4"):
-        load_height_model(spec.name, path, device=torch.device("cpu"))
+        load_height_model(ModelRef(bigger, str(path)), device=torch.device("cpu"))

@@ -12,9 +12,8 @@ import dataclasses
 import pytest
 import torch
 
-import canopy.models.height_model as height_model
 from canopy.models import get_model_spec
-from canopy.models.height_model import is_quantized, load_height_model
+from canopy.models.height_model import ModelRef, is_quantized, load_height_model
 from meta_reference import SSLAE, heights
 
 LARGE = "meta-chm-v1-large"
@@ -50,8 +49,7 @@ def chips():
 
 
 def _load(spec, path, monkeypatch):
-    monkeypatch.setattr(height_model, "get_model_spec", lambda name: spec)
-    return load_height_model(spec.name, path, device=torch.device("cpu")).model
+    return load_height_model(ModelRef(spec, str(path)), device=torch.device("cpu")).model
 
 
 def test_float_checkpoint_matches_the_published_forward_pass(tmp_path, monkeypatch, chips):
@@ -117,9 +115,8 @@ def test_convert_writes_the_dequantised_weights_as_float_safetensors(tmp_path, m
     result = CliRunner().invoke(cli, ["models", "convert", str(source), str(target)])
     assert result.exit_code == 0, result.output
     assert "int8 layers dequantised" in result.output and target.is_file()
-    monkeypatch.setattr(height_model, "get_model_spec", lambda name: spec)
-    converted = load_height_model(spec.name, target, device=torch.device("cpu"))
-    dequantised = load_height_model(spec.name, source, device=torch.device("meta"))  # what a GPU gets from the int8 file
+    converted = load_height_model(ModelRef(spec, str(target)), device=torch.device("cpu"))
+    dequantised = load_height_model(ModelRef(spec, str(source)), device=torch.device("meta"))  # what a GPU gets from the int8 file
     assert not is_quantized(converted.model) and "float conversion of int8 file" in converted.backbone_weights
     qkv = reference.backbone.blocks[1].attn.qkv
     assert torch.equal(converted.model.backbone.blocks[1].attn.qkv.weight, qkv.weight().dequantize())

@@ -9,7 +9,7 @@ import torch
 from affine import Affine
 from rio_cogeo.cogeo import cog_validate
 
-import canopy.prediction as predict_module
+import canopy.runtime.block_worker as block_worker
 from canopy.grid import OutputGrid, snap_grid
 from canopy.imagery import GeoTiffSource, read_mosaic
 from canopy.models import get_model_spec
@@ -96,7 +96,7 @@ class _FirstBand(torch.nn.Module):
 def _fake_loader(module):
     spec = get_model_spec("dinov2_vits14")
 
-    def load(name, weights=None, **kwargs):
+    def load(ref, **kwargs):
         return LoadedModel(module, spec, "sha-of-test", "none")
 
     return load
@@ -105,7 +105,7 @@ def _fake_loader(module):
 @pytest.mark.parametrize(("module", "kind"), [(_Constant(), "constant"), (_FirstBand(), "identity")])
 def test_full_pipeline_properties_and_file_grid(scene, tmp_path, monkeypatch, module, kind):
     source, grid = scene
-    monkeypatch.setattr(predict_module, "load_height_model", _fake_loader(module))
+    monkeypatch.setattr(block_worker, "load_height_model", _fake_loader(module))
     out = tmp_path / f"{kind}.tif"
     bbox = grid.bounds
     result = predict(source.path, bbox, bbox_crs="EPSG:32611", model="dinov2_vits14", out=out, res=0.5, chip_size=28, overlap=8, block_size=32)
@@ -144,7 +144,7 @@ def test_every_chip_is_computed_once_whatever_the_block_size(scene, tmp_path, mo
     maps = {}
     for block_size in (20, 45, 1000):
         model = _CountingModel()
-        monkeypatch.setattr(predict_module, "load_height_model", _fake_loader(model))
+        monkeypatch.setattr(block_worker, "load_height_model", _fake_loader(model))
         result = predict(source.path, grid.bounds, bbox_crs="EPSG:32611", model="dinov2_vits14", res=0.5,
                          chip_size=28, overlap=8, block_size=block_size, batch_size=3)
         summary = result.attrs["summary"]

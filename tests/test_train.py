@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -12,10 +13,10 @@ from rio_cogeo.cogeo import cog_validate
 
 from canopy.cli.main import cli
 from canopy.errors import ModelFileError, RandomWeightsWarning, TrainingError
-from canopy.models.height_model import load_height_model
+from canopy.models.height_model import ModelRef, load_height_model
 from canopy.models.model_file import read_model_file
 from canopy.prediction import predict
-from canopy.training import train
+from canopy.training import TrainSettings, train
 from canopy.training.trainer import split_by_image
 from rasters import NEON
 
@@ -32,9 +33,7 @@ def trained(tmp_path_factory):
             [NEON / f"{p}_chm_1m.tif" for p in PLOTS],
             out,
             weights="random",
-            epochs=20,
-            val_fraction=0.5,
-            chip_size=112,
+            settings=TrainSettings(epochs=20, val_fraction=0.5, chip_size=112),
             progress=reports.append,
         )
     return out, result, reports
@@ -46,14 +45,17 @@ def test_loss_goes_down_and_best_epoch_is_kept(trained):
     assert len(losses) == 20
     assert min(losses[-3:]) < 0.8 * losses[0]
     val = [r.val_mae for r in reports]
-    best = result["training"]["best_epoch"]
+    best = result.best_epoch
     assert val[best - 1] == min(val)
-    assert result["validation"]["mae"] == pytest.approx(min(val), rel=1e-5)
+    assert result.validation.mae == pytest.approx(min(val), rel=1e-5)
+    assert result.history == tuple(reports)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        result.best_epoch = 1
 
 
 def test_validation_holds_out_whole_images(trained):
     _, result, _ = trained
-    train_images, val_images = result["training"]["train_images"], result["training"]["val_images"]
+    train_images, val_images = list(result.train_images), list(result.val_images)
     assert len(val_images) == 1 and not set(train_images) & set(val_images)
     assert sorted(train_images + val_images) == [f"{p}_rgb.tif" for p in PLOTS]
     with pytest.raises(TrainingError, match="at least two"):
@@ -66,10 +68,11 @@ def test_model_file_round_trips(trained):
     assert model_file.backbone_weights == "random(seed=0)"
     assert model_file.spec.backbone_name == "dinov2_vits14" and model_file.spec.chip_size == 112
     assert list(model_file.spec.head.layers) == [2, 5, 8, 11]
-    assert model_file.validation == result["validation"]
+    assert model_file.validation == dataclasses.asdict(result.validation)
+    assert model_file.training["best_epoch"] == result.best_epoch
     assert model_file.training["train_pixels"] > 1000
     with pytest.warns(RandomWeightsWarning):
-        loaded = load_height_model(out)
+        loaded = load_height_model(ModelRef.resolve(out))
     for key, value in loaded.model.head.state_dict().items():
         assert torch.equal(value, model_file.head_state[key])
 
@@ -139,11 +142,10 @@ def test_reference_in_another_crs_and_resolution(tmp_path):
         profile = {**src.profile, "crs": "EPSG:32610", "transform": transform, "width": width, "height": height}
         with rasterio.open(warped, "w", **profile) as dst:
             reproject(rasterio.band(src, 1), rasterio.band(dst, 1), resampling=Resampling.average, dst_nodata=-9999.0)
-    from canopy.models.height_model import load_height_model as load
     from canopy.training.samples import build_samples
 
     with pytest.warns(RandomWeightsWarning):
-        model = load("dinov2_vits14", "random").model
+        model = load_height_model(ModelRef.resolve("dinov2_vits14", "random")).model
     samples = build_samples(model, NEON / "TEAK_044_rgb.tif", warped, 112, torch.device("cpu"))
     assert samples[0].factor == 4  # 2 m reference pixels from 0.5 m model pixels
     valid = sum(int(torch.isfinite(s.target).sum()) for s in samples)

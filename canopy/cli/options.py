@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from canopy.runtime.device import DEVICES, PRECISIONS
+from canopy.runtime.device import Device, Precision
 
 model_option = click.option(
     "--model", default=None, metavar="NAME|FILE",
@@ -17,8 +17,8 @@ weights_option = click.option(
 offline_option = click.option(
     "--offline", is_flag=True, default=None, help="Never download weights (also CANOPY_OFFLINE=1)."
 )
-device_option = click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
-precision_option = click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True)
+device_option = click.option("--device", type=click.Choice([d.value for d in Device]), default="auto", show_default=True)
+precision_option = click.option("--precision", type=click.Choice([p.value for p in Precision]), default="auto", show_default=True)
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 
 

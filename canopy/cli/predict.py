@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from pathlib import Path
 
 import click
@@ -16,23 +17,54 @@ from canopy.cli.options import (
     weights_option,
 )
 from canopy.cli.progress import block_progress, download_progress
+from canopy.imagery.aerial_normalization import Normalize
+from canopy.imagery.source import MosaicOrder
 from canopy.prediction import predict as run_predict
+from canopy.request import PredictRequest
+from canopy.runtime.distributed import connect
+
+
+class _Bands(click.ParamType):
+    """``--bands 3,2,1``, or a list of three numbers from a ``--config`` file, as three integers."""
+
+    name = "R,G,B"
+
+    def convert(self, value, param, ctx):
+        if value is None or isinstance(value, tuple):
+            return value
+        parts = value.split(",") if isinstance(value, str) else value
+        try:
+            bands = tuple(int(b) for b in parts)
+        except (TypeError, ValueError):
+            bands = ()
+        if len(bands) != 3:
+            self.fail(f"{value!r} is not three band numbers such as 1,2,3", param, ctx)
+        return bands
+
+
+class _BBoxText(click.ParamType):
+    """``--bbox`` text, or a list of four numbers from a ``--config`` file (checked when the request is made)."""
+
+    name = "MINX,MINY,MAXX,MAXY"
+
+    def convert(self, value, param, ctx):
+        return value if value is None or isinstance(value, str) else tuple(value)
 
 
 @click.command()
 @config_option
 @click.option("--imagery", "imagery", multiple=True, required=True, metavar="SRC",
               help="GeoTIFF file or URL, directory or glob of GeoTIFFs, STAC catalogue (.json) or STAC API (stac+https://…/search); repeatable.")
-@click.option("--bands", default=None, metavar="R,G,B", help="1-based band indexes of red, green, blue (default: by colour interpretation).")
+@click.option("--bands", type=_Bands(), default=None, metavar="R,G,B", help="1-based band indexes of red, green, blue (default: by colour interpretation).")
 @click.option("--collection", "collections", multiple=True, help="STAC collection to search; repeatable.")
-@click.option("--datetime", "datetime_", default=None, metavar="INTERVAL", help="STAC datetime filter, e.g. 2020-01-01/2022-12-31.")
+@click.option("--datetime", default=None, metavar="INTERVAL", help="STAC datetime filter, e.g. 2020-01-01/2022-12-31.")
 @click.option("--asset", default=None, help="STAC asset key of the RGB image (default: visual, rgb, image or data).")
-@click.option("--mosaic-order", type=click.Choice(["finest", "latest", "given"]), default="finest", show_default=True,
+@click.option("--mosaic-order", type=click.Choice([o.value for o in MosaicOrder]), default="finest", show_default=True,
               help="Which source wins where several overlap.")
-@click.option("--normalize", type=click.Choice(["none", "aerial"]), default="none", show_default=True,
+@click.option("--normalize", type=click.Choice([n.value for n in Normalize]), default="none", show_default=True,
               help="aerial: stretch aerial imagery to the satellite radiometry Meta's models expect (whole region).")
 @click.option("--normalizer-weights", default=None, metavar="PATH", help="Checkpoint of the aerial normalisation network.")
-@click.option("--bbox", default=None, metavar="MINX,MINY,MAXX,MAXY", help="Region (west,south,east,north); default the imagery's extent.")
+@click.option("--bbox", type=_BBoxText(), default=None, metavar="MINX,MINY,MAXX,MAXY", help="Region (west,south,east,north); default the imagery's extent.")
 @click.option("--bbox-crs", default="EPSG:4326", show_default=True, help="CRS of --bbox.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Output COG (.tif); a .qml style is written beside it.")
 @model_option
@@ -49,39 +81,30 @@ from canopy.prediction import predict as run_predict
 @click.option("--resume", is_flag=True, help="Continue an interrupted run with the same settings.")
 @click.option("--quicklook", is_flag=True, help="Also write <name>.png with a colour bar.")
 @offline_option
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Start a local Dask cluster of this many worker processes (each loads the model once).")
+@click.option("--threads-per-worker", type=click.IntRange(min=1), default=None,
+              help="Threads of each local worker  [default: cores / workers]")
+@click.option("--scheduler", default=None, metavar="tcp://HOST:PORT", help="Run on an existing Dask cluster by its scheduler's address.")
+@click.option("--scheduler-file", default=None, type=click.Path(dir_okay=False), help="Run on an existing Dask cluster by its scheduler file.")
 @quiet_option
-def predict(imagery, bands, collections, datetime_, asset, mosaic_order, normalize, normalizer_weights, bbox, bbox_crs, out, model, weights, res, crs, chip_size,
-            overlap, batch_size, block_size, device, precision, resume, quicklook, offline, quiet) -> None:
-    """Predict canopy height over a bounding box and write a Cloud-Optimized GeoTIFF."""
-    with download_progress(quiet) as on_download, block_progress(quiet) as on_block:
-        result = run_predict(
-            list(imagery),
-            bbox,
-            bbox_crs=bbox_crs,
-            model=model,
-            weights=weights,
-            out=out,
-            res=res,
-            crs=crs,
-            chip_size=chip_size,
-            overlap=overlap,
-            batch_size=batch_size,
-            block_size=block_size,
-            device=device,
-            precision=precision,
-            resume=resume,
-            quicklook=quicklook,
-            offline=offline,
-            bands=_parse_bands(bands),
-            collections=collections,
-            datetime=datetime_,
-            asset=asset,
-            mosaic_order=mosaic_order,
-            normalize=normalize,
-            normalizer_weights=normalizer_weights,
-            progress=on_block,
-            download_progress=on_download,
-        )
+def predict(quiet: bool, **options) -> None:
+    """Predict canopy height over a bounding box and write a Cloud-Optimized GeoTIFF.
+
+    Blocks run in this process, or on Dask: a local cluster (--workers) or an existing one
+    (--scheduler, --scheduler-file), whose workers must see the imagery, the weights cache and
+    the folder of --out.
+    """
+    request = PredictRequest.from_options(**{**options, "imagery": list(options["imagery"]), "collections": list(options["collections"])})
+    cluster = request.runtime.cluster
+    with ExitStack() as stack:
+        client = None
+        if cluster.distributed:
+            client = stack.enter_context(connect(cluster, on_start=lambda link: click.echo(f"Dask dashboard: {link}", err=True)))
+        on_download = stack.enter_context(download_progress(quiet))
+        on_block = stack.enter_context(block_progress(quiet))
+        result = run_predict(request, client=client, progress=on_block, download_progress=on_download)
+    out = request.output.path
     summary = result.attrs["summary"]
     height, width = result.shape
     click.echo(
@@ -90,16 +113,3 @@ def predict(imagery, bands, collections, datetime_, asset, mosaic_order, normali
         f"{summary.chips} chips, {summary.chip_pixels_per_output_pixel:.2f} chip px per output px",
         err=True,
     )
-
-
-def _parse_bands(text: str | None) -> tuple[int, int, int] | None:
-    """``--bands 3,2,1`` as three integers."""
-    if text is None:
-        return None
-    try:
-        bands = tuple(int(b) for b in text.split(","))
-    except ValueError:
-        bands = ()
-    if len(bands) != 3:
-        raise click.BadParameter(f"{text!r} is not three band numbers such as 1,2,3", param_hint="--bands")
-    return bands

@@ -8,7 +8,7 @@ import click
 
 from canopy.cli.options import config_option, device_option, offline_option, quiet_option, weights_option
 from canopy.cli.progress import download_progress
-from canopy.training import EpochReport, train as run_train
+from canopy.training import EpochReport, TrainSettings, train as run_train
 
 
 @click.command()
@@ -36,13 +36,13 @@ def train(imagery, reference, out, backbone, weights, head, epochs, val_fraction
             click.echo(f"epoch {r.epoch}/{r.epochs}  loss {r.train_loss:.3f} m  val MAE {val}", err=True)
 
     with download_progress(quiet) as on_download:
+        settings = TrainSettings(head, epochs, val_fraction, seed, chip_size, batch_size)
         result = run_train(
-            list(imagery), list(reference), out, backbone=backbone, weights=weights, head=head, epochs=epochs,
-            val_fraction=val_fraction, seed=seed, chip_size=chip_size, batch_size=batch_size, device=device,
+            list(imagery), list(reference), out, backbone=backbone, weights=weights, settings=settings, device=device,
             offline=offline, progress=report, download_progress=on_download,
         )
-    validation = result["validation"]
-    summary = f"best epoch {result['training']['best_epoch']}"
+    validation = result.validation
+    summary = f"best epoch {result.best_epoch}"
     if validation:
-        summary += f", validation MAE {validation['mae']:.3f} m, bias {validation['bias']:+.3f} m"
+        summary += f", validation MAE {validation.mae:.3f} m, bias {validation.bias:+.3f} m"
     click.echo(f"wrote {out} ({summary})", err=True)

@@ -1,6 +1,12 @@
-"""Imagery: sources that intersect a region, read onto the output grid."""
+"""Imagery: sources that intersect a region, read onto the output grid.
 
-from canopy.imagery.geotiff import GeoTiffSource
-from canopy.imagery.source import ImagerySource, Patch, open_imagery, read_mosaic
+``source`` declares what a source is, ``geotiff`` reads one raster, ``mosaic`` joins several, and
+``discover`` turns what the user names into opened sources.
+"""
 
-__all__ = ["GeoTiffSource", "ImagerySource", "Patch", "open_imagery", "read_mosaic"]
+from canopy.imagery.discover import open_imagery
+from canopy.imagery.geotiff import GeoTiffSource, RasterRef
+from canopy.imagery.mosaic import read_mosaic
+from canopy.imagery.source import ImageryOptions, ImagerySource, MosaicOrder, Patch
+
+__all__ = ["GeoTiffSource", "ImageryOptions", "ImagerySource", "MosaicOrder", "Patch", "RasterRef", "open_imagery", "read_mosaic"]

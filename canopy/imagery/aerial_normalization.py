@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from enum import StrEnum
 
 import numpy as np
 import torch
@@ -19,13 +20,22 @@ from torch import nn
 
 from canopy.errors import ImageryError, WeightsMismatchError
 from canopy.grid import OutputGrid
-from canopy.imagery.source import read_mosaic
+from canopy.imagery.mosaic import read_mosaic
 from canopy.models.checkpoint import load_into, read_state_dict
 from canopy.models.registry import WeightSource
 from canopy.models.weights import ProgressCallback, resolve_weights
 
 TILE = 256
 FILTERS = (8, 16, 32, 64, 64, 128)
+
+
+class Normalize(StrEnum):
+    """How imagery's radiometry is adapted before the model sees it."""
+
+    NONE = "none"
+    """As it is (8-bit / 255, or the region's percentile stretch)."""
+    AERIAL = "aerial"
+    """Stretched to the satellite radiometry of Meta's models by their normalisation network, once for the region."""
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from xml.sax.saxutils import escape
 
 import numpy as np
 import rasterio
@@ -32,6 +32,24 @@ _REMOTE_GDAL = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR", "GDAL_HTTP_MAX_RETR
 def is_remote(path: str | os.PathLike) -> bool:
     """Whether a path is a URL or a GDAL virtual file system path, read by ranges rather than from disk."""
     return str(path).startswith(_REMOTE_PREFIXES)
+
+
+@dataclass(frozen=True)
+class RasterRef:
+    """A plain, picklable record of an opened raster: enough to open it again, elsewhere, without re-deciding anything.
+
+    ``nodata_rule`` is what :class:`GeoTiffSource` decided about a declared nodata of 255 (``collar``:
+    masked where connected to the collar; ``data``: read as data; ``plain``: nodata as declared), so
+    a worker that opens the raster again neither re-reads its edges nor warns again.
+    """
+
+    path: str
+    bands: tuple[int, int, int]
+    date: float
+    name: str
+    scaling: Scaling | None
+    nodata_rule: str
+    identity: tuple
 
 
 class GeoTiffSource:
@@ -61,7 +79,15 @@ class GeoTiffSource:
     """
 
     def __init__(
-        self, path: str | os.PathLike, bands: Sequence[int] | None = None, date: float | None = None, name: str | None = None
+        self,
+        path: str | os.PathLike,
+        bands: Sequence[int] | None = None,
+        date: float | None = None,
+        name: str | None = None,
+        *,
+        scaling: Scaling | None = None,
+        nodata_rule: str | None = None,
+        members: Sequence = (),
     ) -> None:
         virtual = str(path).startswith("<VRTDataset")
         self.remote = is_remote(path)
@@ -88,13 +114,33 @@ class GeoTiffSource:
             raise
         self.crs: CRS = self._ds.crs
         self.bounds: BBox = tuple(self._ds.bounds)
+        self.transform = self._ds.transform
+        self.width, self.height = self._ds.width, self._ds.height
         self.res: float = float(min(abs(self._ds.res[0]), abs(self._ds.res[1])))
         self.dtype: str = self._ds.dtypes[self.bands[0] - 1]
         self.date = date if date is not None else (0.0 if isinstance(self.path, str) else self.path.stat().st_mtime)
-        self.scaling: Scaling | None = Scaling.for_uint8() if self.dtype == "uint8" else None
+        self.scaling: Scaling | None = scaling or (Scaling.for_uint8() if self.dtype == "uint8" else None)
         self._footprints: dict[str, BBox] = {}
-        self._vrt_options = self._nodata_rule()
-        self.members: list[list] = []  # identities of the tiles of a mosaic
+        self.nodata_rule = nodata_rule or self._nodata_rule()
+        self.members = list(members)  # identities of the tiles of a mosaic
+
+    @classmethod
+    def from_ref(cls, ref: RasterRef) -> GeoTiffSource:
+        """Open a raster again from its record, with the scaling and nodata rule it carries.
+
+        Raises
+        ------
+        ImageryReadError, ImageryError
+            As the constructor.
+        """
+        members = ref.identity if ref.path.startswith("<VRTDataset") else ()
+        return cls(ref.path, ref.bands, ref.date, ref.name, scaling=ref.scaling, nodata_rule=ref.nodata_rule, members=members)
+
+    @property
+    def ref(self) -> RasterRef:
+        """This raster as a :class:`RasterRef`."""
+        return RasterRef(str(self.path), tuple(self.bands), self.date, self.name, self.scaling, self.nodata_rule,
+                         tuple(tuple(i) if isinstance(i, list) else i for i in self.identity()))
 
     def identity(self) -> list:
         """What a resumed run compares to notice changed imagery: path, size and modification time."""
@@ -136,57 +182,35 @@ class GeoTiffSource:
             return [interp.index(c) + 1 for c in wanted]
         return [1, 2, 3]
 
-    def _nodata_rule(self) -> dict:
+    def _nodata_rule(self) -> str:
         """Decide whether a declared nodata of 255 in 8-bit imagery marks missing data or saturated pixels.
 
         255 is also the value of a saturated pixel (the NEON orthophotos declare it as nodata and
         hold real white pixels of 255). When the image's top and bottom rows are mostly all-255 it
         has a nodata collar: 255 is masked where connected to it, and enclosed 255 pixels are read
         as (saturated) data. Otherwise 255 is read as data everywhere. A warning says which rule applies.
+        Returns ``collar``, ``data``, or ``plain`` when the question does not arise.
         """
         ds = self._ds
-        self._fill_holes = False
         if ds.nodata is None or ds.nodata != 255 or self.dtype != "uint8":
-            return {}
+            return "plain"
         rows = [Window(0, 0, ds.width, 1), Window(0, ds.height - 1, ds.width, 1)]
         edges = np.concatenate([ds.read(self.bands, window=w).reshape(3, -1) for w in rows], axis=1)
         if (edges == 255).all(axis=0).mean() >= 0.5:
-            self._fill_holes = True
             warnings.warn(
                 f"Imagery {self.name} declares nodata=255, which is also a saturated pixel value, and has a collar of "
                 "255: canopy masks 255 where it is connected to the collar and reads enclosed pixels of 255 as data.",
                 AmbiguousNodataWarning,
                 stacklevel=3,
             )
-            return {}
+            return "collar"
         warnings.warn(
             f"Imagery {self.name} declares nodata=255, which is also a saturated pixel value, and its edges hold "
             "image data: canopy reads pixels of 255 as data, not as nodata.",
             AmbiguousNodataWarning,
             stacklevel=3,
         )
-        return {"src_nodata": -1}
-
-    def _mosaic_key(self) -> tuple:
-        """What tiles must share to be mosaicked in one VRT: CRS, pixel size, data type, and pixel alignment."""
-        t = self._ds.transform
-        return (self.crs.to_wkt(), round(t.a, 12), round(t.e, 12), self.dtype, (t.c / t.a) % 1 // 1e-6, (t.f / t.e) % 1 // 1e-6)
-
-    def _vrt_sources(self, anchor, vrt_band: int) -> str:
-        """VRT source elements placing this raster's band for ``vrt_band`` (0 = its validity mask) on ``anchor``'s grid."""
-        t = self._ds.transform
-        x_off, y_off = round((t.c - anchor.c) / anchor.a), round((t.f - anchor.f) / anchor.e)
-        name = f"/vsicurl/{self.path}" if self.remote and str(self.path).startswith("http") else str(self.path)
-        rects = (
-            f'<SrcRect xOff="0" yOff="0" xSize="{self._ds.width}" ySize="{self._ds.height}"/>'
-            f'<DstRect xOff="{x_off}" yOff="{y_off}" xSize="{self._ds.width}" ySize="{self._ds.height}"/>'
-        )
-        file = f'<SourceFilename relativeToVRT="0">{escape(name)}</SourceFilename>'
-        if vrt_band:
-            return f"<SimpleSource>{file}<SourceBand>{self.bands[vrt_band - 1]}</SourceBand>{rects}</SimpleSource>"
-        if self._vrt_options:  # nodata read as data: valid wherever the raster is
-            return f"<ComplexSource>{file}<SourceBand>1</SourceBand>{rects}<ScaleOffset>255</ScaleOffset><ScaleRatio>0</ScaleRatio></ComplexSource>"
-        return f"<SimpleSource>{file}<SourceBand>mask,1</SourceBand>{rects}</SimpleSource>"
+        return "data"
 
     def footprint(self, crs: CRS) -> BBox:
         """Bounds of the raster in ``crs``, computed once per CRS."""
@@ -211,7 +235,7 @@ class GeoTiffSource:
             height=grid.height,
             resampling=resampling,
             add_alpha=not own_alpha,
-            **self._vrt_options,
+            **({"src_nodata": -1} if self.nodata_rule == "data" else {}),
         ) as vrt:
             try:
                 return vrt.read(indexes=[*self.bands, alpha])
@@ -232,7 +256,7 @@ class GeoTiffSource:
         source_res = (fr - fl) / self._ds.width
         nearest = self._warp(grid, Resampling.nearest)
         valid = nearest[3] > 0
-        if self._fill_holes:
+        if self.nodata_rule == "collar":
             enclosed = binary_fill_holes(valid) & ~valid
             nearest[:3, enclosed] = 255
             valid |= enclosed
@@ -246,10 +270,10 @@ class GeoTiffSource:
         Raises
         ------
         ImageryError
-            If the imagery is not 8-bit and no region-wide scaling has been set.
+            If the imagery is not 8-bit and was opened without its region-wide scaling.
         """
         if self.scaling is None:
-            raise ImageryError(f"Imagery {self.name} is {self.dtype}; its scaling must be computed for the region first.")
+            raise ImageryError(f"Imagery {self.name} is {self.dtype}; open it with the region's scaling (see radiometry) to read it.")
         values, valid = self.read_raw(grid)
         return Patch(self.scaling.apply(values), valid)
 
@@ -267,54 +291,3 @@ class GeoTiffSource:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def merge_aligned(sources: list) -> list:
-    """Mosaic runs of neighbouring GeoTIFF sources that share CRS, pixel size, data type and alignment
-    into one VRT each, so resampling sees across tile edges: a region read from tiles then equals
-    the same region read from the image they were cut from. Priority order is kept."""
-    merged, run = [], []
-
-    def flush() -> None:
-        if len(run) == 1:
-            merged.append(run[0])
-        elif run:
-            merged.append(_mosaic(run))
-
-    for source in sources:
-        if run and isinstance(source, GeoTiffSource) and isinstance(run[0], GeoTiffSource) and source._mosaic_key() == run[0]._mosaic_key():
-            run.append(source)
-            continue
-        flush()
-        run = [source]
-    flush()
-    return merged
-
-
-def _mosaic(members: list[GeoTiffSource]) -> GeoTiffSource:
-    """One source over a VRT of aligned members; the first member wins where they overlap."""
-    first = members[0]._ds.transform
-    left = min(m.bounds[0] for m in members)
-    top = max(m.bounds[3] for m in members)
-    anchor = rasterio.Affine(first.a, 0, first.c + round((left - first.c) / first.a) * first.a,
-                             0, first.e, first.f + round((top - first.f) / first.e) * first.e)
-    width = round((max(m.bounds[2] for m in members) - anchor.c) / anchor.a)
-    height = round((min(m.bounds[1] for m in members) - anchor.f) / anchor.e)
-    dtype = {"uint8": "Byte", "uint16": "UInt16", "int16": "Int16", "uint32": "UInt32", "int32": "Int32",
-             "float32": "Float32", "float64": "Float64"}[members[0].dtype]
-    ordered = list(reversed(members))  # in a VRT the last source wins
-    bands = "".join(
-        f'<VRTRasterBand dataType="{dtype}" band="{b}">' + "".join(m._vrt_sources(anchor, b) for m in ordered) + "</VRTRasterBand>"
-        for b in (1, 2, 3)
-    )
-    mask = '<MaskBand><VRTRasterBand dataType="Byte">' + "".join(m._vrt_sources(anchor, 0) for m in ordered) + "</VRTRasterBand></MaskBand>"
-    xml = (
-        f'<VRTDataset rasterXSize="{width}" rasterYSize="{height}"><SRS>{escape(members[0].crs.to_wkt())}</SRS>'
-        f"<GeoTransform>{anchor.c!r},{anchor.a!r},0,{anchor.f!r},0,{anchor.e!r}</GeoTransform>{bands}{mask}</VRTDataset>"
-    )
-    names = f"mosaic of {len(members)} tiles ({members[0].name}, ...)"
-    mosaic = GeoTiffSource(xml, bands=[1, 2, 3], date=max(m.date for m in members), name=names)
-    mosaic.members = [m.identity() for m in members]
-    for member in members:
-        member.close()
-    return mosaic

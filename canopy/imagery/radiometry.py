@@ -61,28 +61,38 @@ def region_scaling(samples: Sequence[np.ndarray], what: str) -> Scaling:
     return Scaling(tuple(float(v) for v in low), tuple(float(v) for v in high))
 
 
-def scale_for_region(sources: Sequence, grid) -> str:
-    """Give every source that is not 8-bit one percentile stretch computed over the whole output grid.
+def scaling_for_region(sources: Sequence, grid) -> Scaling | None:
+    """The percentile stretch, over the whole output grid, for the sources that are not 8-bit.
 
     Parameters
     ----------
     sources
-        Imagery sources; those with ``scaling`` None get the region's.
+        Imagery sources; those whose ``scaling`` is None are sampled.
     grid
         The output grid whose extent the statistics cover.
 
     Returns
     -------
-    str
-        The scaling in use, for the output's tags.
+    Scaling or None
+        None when every source already has its scaling (8-bit imagery).
+
+    Raises
+    ------
+    ImageryError
+        As :func:`region_scaling`.
     """
-    pending = [s for s in sources if getattr(s, "scaling", Scaling.for_uint8()) is None]
+    pending = [s for s in sources if s.scaling is None]
     if not pending:
+        return None
+    return region_scaling([s.sample(grid) for s in pending], ", ".join(s.name for s in pending[:3]))
+
+
+def describe_scalings(scalings: Sequence[Scaling]) -> str:
+    """The scalings in use, in one line for the output's tags."""
+    own = [s for s in scalings if s != Scaling.for_uint8()]
+    if not own:
         return Scaling.for_uint8().describe()
-    scaling = region_scaling([s.sample(grid) for s in pending], ", ".join(s.name for s in pending[:3]))
-    for source in pending:
-        source.scaling = scaling
-    described = scaling.describe()
-    if len(pending) < len(sources):
+    described = own[0].describe()
+    if len(own) < len(scalings):
         described += "; uint8 sources / 255"
     return described

@@ -4,7 +4,8 @@ Each block is written under a temporary name and renamed, so a run killed at any
 only whole blocks; ``--resume`` reuses them when the run's settings (its fingerprint) are the same.
 Beside each block, the chips it hands on to its neighbours (``<key>.border.npz``) are written
 first, so that a resumed run blends the blocks it still has to compute with exactly the chips the
-earlier run computed.
+earlier run computed. A distributed run, which predicts a block's chips and blends it in two
+tasks, also keeps the block's other chips and validity (``<key>.inner.npz``) in between.
 """
 
 from __future__ import annotations
@@ -69,11 +70,21 @@ class PartialRun:
         with atomic_path(manifest) as tmp:
             tmp.write_text(json.dumps(fingerprint, indent=2, sort_keys=True))
 
+    @classmethod
+    def attach(cls, directory: str | Path) -> PartialRun:
+        """The partial run in ``directory``, made by another process, to write blocks into (a Dask worker's view)."""
+        run = cls.__new__(cls)
+        run.dir = Path(directory)
+        return run
+
     def _path(self, block: Block) -> Path:
         return self.dir / f"{block.key}.tif"
 
     def _border_path(self, key: str) -> Path:
         return self.dir / f"{key}.border.npz"
+
+    def _inner_path(self, key: str) -> Path:
+        return self.dir / f"{key}.inner.npz"
 
     def done(self) -> set[str]:
         """Keys of the blocks already written, with the chips they hand on."""
@@ -81,16 +92,37 @@ class PartialRun:
 
     def write(self, block: Block, data: np.ndarray, border: Chips, grid: OutputGrid) -> None:
         """Store one block's heights and the chips it hands on, each atomically, the chips first."""
-        origins = np.array(sorted(border), np.int64).reshape(-1, 2)
-        heights = np.stack([border[r, c] for r, c in sorted(border)]) if border else np.zeros((0, 0, 0), np.float32)
-        with atomic_path(self._border_path(block.key)) as tmp, open(tmp, "wb") as f:
-            np.savez(f, origins=origins, heights=heights)
+        self.write_border(block.key, border)
+        self.write_block(block, data, grid)
+
+    def write_border(self, key: str, border: Chips) -> None:
+        """Store, atomically, the chips block ``key`` hands on to later blocks."""
+        _save_chips(self._border_path(key), border)
+
+    def write_inner(self, key: str, inner: Chips, valid: np.ndarray) -> None:
+        """Store, atomically, a block's chips that stay inside it and its pixels' validity, until it is blended."""
+        _save_chips(self._inner_path(key), inner, valid=np.packbits(valid), shape=np.array(valid.shape))
+
+    def read_inner(self, key: str) -> tuple[Chips, np.ndarray]:
+        """The chips and validity :meth:`write_inner` stored."""
+        with np.load(self._inner_path(key)) as stored:
+            shape = tuple(stored["shape"])
+            valid = np.unpackbits(stored["valid"], count=shape[0] * shape[1]).reshape(shape).astype(bool)
+            return _chips_from(stored), valid
+
+    def write_block(self, block: Block, data: np.ndarray, grid: OutputGrid) -> None:
+        """Store one block's heights atomically (its chips must be stored first); drop its inner chips."""
         sub = grid.subgrid(block.row, block.col, block.height, block.width)
         with atomic_path(self._path(block)) as tmp:
             with rasterio.open(
                 tmp, "w", width=block.width, height=block.height, crs=grid.crs, transform=sub.transform, **_BLOCK_PROFILE
             ) as dst:
                 dst.write(data, 1)
+        self._inner_path(block.key).unlink(missing_ok=True)
+
+    def is_done(self, block: Block) -> bool:
+        """Whether a block's heights and the chips it hands on are stored."""
+        return self._path(block).is_file() and self._border_path(block.key).is_file()
 
     def read(self, block: Block) -> np.ndarray:
         """One stored block's heights."""
@@ -100,8 +132,21 @@ class PartialRun:
     def read_border(self, key: str) -> Chips:
         """The chips block ``key`` handed on, as written by :meth:`write`."""
         with np.load(self._border_path(key)) as stored:
-            return {(int(r), int(c)): h for (r, c), h in zip(stored["origins"], stored["heights"])}
+            return _chips_from(stored)
 
     def remove(self) -> None:
         """Delete the folder once the output is complete."""
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _save_chips(path: Path, chips: Chips, **extra: np.ndarray) -> None:
+    """Write chips (origins and heights, in lattice order) and any extra arrays to an ``.npz``, atomically."""
+    origins = np.array(sorted(chips), np.int64).reshape(-1, 2)
+    heights = np.stack([chips[r, c] for r, c in sorted(chips)]) if chips else np.zeros((0, 0, 0), np.float32)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, origins=origins, heights=heights, **extra)
+
+
+def _chips_from(stored) -> Chips:
+    """Chips by origin from a loaded ``.npz`` of :func:`_save_chips`."""
+    return {(int(r), int(c)): h for (r, c), h in zip(stored["origins"], stored["heights"])}

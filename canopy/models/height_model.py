@@ -106,22 +106,42 @@ class LoadedModel:
     head_weights: str
 
 
-def model_spec(name: str | os.PathLike) -> ModelSpec:
-    """The spec of a registry model or of a trained model file.
+@dataclass(frozen=True)
+class ModelRef:
+    """A model resolved once: its spec, the trained model file it comes from (if any), and the weights named.
 
-    Raises
-    ------
-    UnknownModelError, ModelFileError
-        If the name is neither.
+    Plain and picklable, so a run can be shipped to other processes and load the same model there.
+    ``weights`` is a path, ``random``/``random(seed=N)``, or None for the cache or a download.
     """
-    if looks_like_model_file(name):
-        return read_model_file(name).spec
-    return get_model_spec(str(name))
+
+    spec: ModelSpec
+    weights: str | None = None
+    file: str | None = None
+
+    @classmethod
+    def resolve(cls, model: str | os.PathLike | ModelRef, weights: str | os.PathLike | None = None) -> ModelRef:
+        """The model a registry name or a ``canopy train`` model file stands for.
+
+        Raises
+        ------
+        UnknownModelError, ModelFileError
+            If the name is neither.
+        """
+        if isinstance(model, ModelRef):
+            return model if weights is None else cls(model.spec, str(weights), model.file)
+        weights = None if weights is None else str(weights)
+        if looks_like_model_file(model):
+            return cls(read_model_file(model).spec, weights, str(Path(model).expanduser().resolve()))
+        return cls(get_model_spec(str(model)), weights)
+
+    @property
+    def name(self) -> str:
+        """What the user named: the model file's path, or the registry name."""
+        return self.file or self.spec.name
 
 
 def load_height_model(
-    name: str | os.PathLike,
-    weights: str | os.PathLike | None = None,
+    ref: ModelRef,
     *,
     offline: bool | None = None,
     progress: ProgressCallback | None = None,
@@ -131,12 +151,11 @@ def load_height_model(
 
     Parameters
     ----------
-    name
-        A registry name (a DINOv2 backbone's name means that backbone with its DPT head, whose
-        weights are seeded-random and warn), or a model file from ``canopy train``.
-    weights
-        Backbone weights: a path, ``random``/``random(seed=N)``, or None for the cache or a
-        download (for a model file trained on a random backbone, None means that same backbone).
+    ref
+        The resolved model: a registry model (a DINOv2 backbone's name means that backbone with its
+        DPT head, whose weights are seeded-random and warn), or a model file from ``canopy train``,
+        with the backbone weights to use (for a model file trained on a random backbone, None means
+        that same backbone).
     offline
         Forbid downloads; None reads ``CANOPY_OFFLINE``.
     progress
@@ -150,15 +169,15 @@ def load_height_model(
 
     Raises
     ------
-    UnknownModelError, WeightsNotFoundError, OfflineError, DownloadError, WeightsMismatchError
+    WeightsNotFoundError, OfflineError, DownloadError, WeightsMismatchError
         As :func:`canopy.models.load_backbone`.
     ModelFileError
         If a model file is damaged, or the backbone weights are not the ones it was trained with.
     """
-    if looks_like_model_file(name):
-        return _load_model_file(Path(name), weights, offline, progress)
-    spec = get_model_spec(str(name))
-    resolved = resolve_weights(spec, weights, offline=offline, progress=progress)
+    if ref.file is not None:
+        return _load_model_file(Path(ref.file), ref.weights, offline, progress)
+    spec = ref.spec
+    resolved = resolve_weights(spec, ref.weights, offline=offline, progress=progress)
     if spec.head_in_checkpoint and not resolved.is_random:
         return _load_whole_checkpoint(spec, resolved, device)
     model = HeightModel(spec, build_backbone(spec, resolved))
@@ -166,7 +185,7 @@ def load_height_model(
     model.init_head_random(seed)
     if not resolved.is_random and not spec.head_in_checkpoint:
         warnings.warn(
-            f"The height head of {name} has no trained weights (random(seed={seed})): its heights mean nothing; "
+            f"The height head of {spec.name} has no trained weights (random(seed={seed})): its heights mean nothing; "
             "train one on lidar with `canopy train` and pass the file as --model.",
             UntrainedHeadWarning,
             stacklevel=2,

@@ -4,14 +4,57 @@ from __future__ import annotations
 
 import functools
 import warnings
+from enum import StrEnum
 from pathlib import Path
 
 import torch
 
 from canopy.errors import DeviceError, SlowPrecisionWarning
 
-DEVICES = ("auto", "cpu", "cuda", "mps")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+class Device(StrEnum):
+    """Where the model runs; ``auto`` picks CUDA, then MPS, then the CPU."""
+
+    AUTO = "auto"
+    CPU = "cpu"
+    CUDA = "cuda"
+    MPS = "mps"
+
+    @classmethod
+    def parse(cls, name: str) -> Device:
+        """The device named ``name``.
+
+        Raises
+        ------
+        DeviceError
+            If ``name`` is not one of them.
+        """
+        try:
+            return cls(name)
+        except ValueError:
+            raise DeviceError(f"Device {name!r} is not one of {', '.join(cls)}.") from None
+
+
+class Precision(StrEnum):
+    """The floating-point precision the model runs in; ``auto`` as :func:`select_precision` decides."""
+
+    AUTO = "auto"
+    FP32 = "fp32"
+    BF16 = "bf16"
+    FP16 = "fp16"
+
+    @classmethod
+    def parse(cls, name: str) -> Precision:
+        """The precision named ``name``.
+
+        Raises
+        ------
+        DeviceError
+            If ``name`` is not one of them.
+        """
+        try:
+            return cls(name)
+        except ValueError:
+            raise DeviceError(f"Precision {name!r} is not one of {', '.join(cls)}.") from None
 
 
 def select_device(name: str = "auto") -> torch.device:
@@ -22,8 +65,7 @@ def select_device(name: str = "auto") -> torch.device:
     DeviceError
         If the named device is not available on this machine.
     """
-    if name not in DEVICES:
-        raise DeviceError(f"Device {name!r} is not one of {', '.join(DEVICES)}.")
+    name = Device.parse(name)
     mps = getattr(torch.backends, "mps", None)
     has_mps = bool(mps and mps.is_available())
     if name == "auto":
@@ -51,18 +93,6 @@ def cpu_has_bf16_instructions() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def check_precision(name: str) -> None:
-    """Refuse an unknown precision name before any work is done.
-
-    Raises
-    ------
-    DeviceError
-        If ``name`` is not one of :data:`PRECISIONS`.
-    """
-    if name not in PRECISIONS:
-        raise DeviceError(f"Precision {name!r} is not one of {', '.join(PRECISIONS)}.")
-
-
 def select_precision(device: torch.device, name: str = "auto", quantized: bool = False) -> torch.dtype | None:
     """The autocast dtype for ``name`` on ``device``, or None for plain fp32.
 
@@ -86,7 +116,7 @@ def select_precision(device: torch.device, name: str = "auto", quantized: bool =
     DeviceError
         If the precision is unknown, fp16 is asked for on the CPU, or bf16/fp16 for an int8 model on the CPU.
     """
-    check_precision(name)
+    name = Precision.parse(name)
     cpu = device.type == "cpu"
     if name == "auto":
         if device.type == "cuda":

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from canopy.grid import OutputGrid
-from canopy.imagery.source import ImagerySource, read_mosaic
+from canopy.imagery.mosaic import read_mosaic
+from canopy.imagery.source import ImagerySource
 from canopy.tiling.blocks import Block
 from canopy.tiling.chips import ChipLayout, reflect_index
 

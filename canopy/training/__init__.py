@@ -1,5 +1,5 @@
 """Training height heads on lidar canopy height."""
 
-from canopy.training.trainer import EpochReport, train
+from canopy.training.trainer import EpochReport, Metrics, TrainResult, TrainSettings, train
 
-__all__ = ["EpochReport", "train"]
+__all__ = ["EpochReport", "Metrics", "TrainResult", "TrainSettings", "train"]

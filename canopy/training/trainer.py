@@ -7,7 +7,6 @@ import dataclasses
 import logging
 import math
 import os
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,12 +15,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from canopy.errors import OutputPathError, TrainingError, UntrainedHeadWarning
+from canopy.errors import OutputPathError, TrainingError
+from canopy.models.backbone import build_backbone
 from canopy.models.heads import build_head
-from canopy.models.height_model import load_height_model
+from canopy.models.height_model import HeightModel
 from canopy.models.model_file import save_model_file
 from canopy.models.registry import get_model_spec
-from canopy.models.weights import ProgressCallback
+from canopy.models.weights import ProgressCallback, resolve_weights
 from canopy.runtime.device import select_device
 from canopy.training.samples import Sample, build_samples
 
@@ -36,6 +36,68 @@ class EpochReport:
     epochs: int
     train_loss: float
     val_mae: float | None
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """How a head is trained: its type, epochs, the share of whole images held out, seed, chip side, batch and learning rate.
+
+    ``seed`` fixes the split, the head's initialisation and the augmentation; ``chip_size`` None
+    takes the backbone's.
+
+    Raises
+    ------
+    TrainingError
+        If a value is out of range.
+    """
+
+    head: str = "dpt"
+    epochs: int = 30
+    val_fraction: float = 0.2
+    seed: int = 0
+    chip_size: int | None = None
+    batch_size: int = 4
+    learning_rate: float = 3e-4
+
+    def __post_init__(self) -> None:
+        if self.head not in ("dpt", "linear"):
+            raise TrainingError(f"--head {self.head!r} is not one of dpt, linear.")
+        if self.epochs < 1:
+            raise TrainingError(f"--epochs must be at least 1, got {self.epochs}.")
+        if not 0 <= self.val_fraction < 1:
+            raise TrainingError(f"--val-fraction must be at least 0 and below 1, got {self.val_fraction}.")
+        if self.batch_size < 1 or not self.learning_rate > 0:
+            raise TrainingError("--batch-size must be at least 1 and the learning rate positive.")
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """Errors of predicted against reference height on the reference's grid: MAE, RMSE, bias (m) over ``n`` pixels."""
+
+    mae: float
+    rmse: float
+    bias: float
+    n: int
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What ``canopy.train`` did: the model file written, the backbone weights it is tied to, and how training went.
+
+    ``validation`` is None when no image was held out; ``history`` has one report per epoch and
+    ``best_epoch`` is the one kept.
+    """
+
+    path: Path
+    backbone_weights: str
+    train_images: tuple[str, ...]
+    val_images: tuple[str, ...]
+    train_pixels: int
+    train_mean_height: float
+    chips: int
+    best_epoch: int
+    history: tuple[EpochReport, ...]
+    validation: Metrics | None
 
 
 def _augment(sample: Sample, k: int, flip: bool) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
@@ -77,7 +139,7 @@ def _l1(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, int]:
     return (pred[valid] - target[valid]).abs().mean(), n
 
 
-def _evaluate(head: torch.nn.Module, samples: list[Sample], batch_size: int) -> dict:
+def _evaluate(head: torch.nn.Module, samples: list[Sample], batch_size: int) -> Metrics:
     """MAE, RMSE and bias of the head over samples, on the reference grid."""
     head.eval()
     abs_sum = sq_sum = d_sum = 0.0
@@ -93,7 +155,7 @@ def _evaluate(head: torch.nn.Module, samples: list[Sample], batch_size: int) -> 
             sq_sum += float((d * d).sum())
             d_sum += float(d.sum())
             n += int(valid.sum())
-    return {"mae": abs_sum / n, "rmse": math.sqrt(sq_sum / n), "bias": d_sum / n, "n": n}
+    return Metrics(abs_sum / n, math.sqrt(sq_sum / n), d_sum / n, n)
 
 
 def split_by_image(names: Sequence[str], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -121,18 +183,12 @@ def train(
     *,
     backbone: str = "dinov2_vits14",
     weights: str | os.PathLike | None = None,
-    head: str = "dpt",
-    epochs: int = 30,
-    val_fraction: float = 0.2,
-    seed: int = 0,
-    chip_size: int | None = None,
-    batch_size: int = 4,
-    learning_rate: float = 3e-4,
+    settings: TrainSettings = TrainSettings(),
     device: str = "auto",
     offline: bool | None = None,
     progress: Callable[[EpochReport], None] | None = None,
     download_progress: ProgressCallback | None = None,
-) -> dict:
+) -> TrainResult:
     """Train a height head on imagery paired with reference canopy height, the backbone frozen.
 
     Backbone features of every chip are computed once; each epoch then trains the head on them
@@ -150,12 +206,8 @@ def train(
         Registry name of the DINOv2 backbone.
     weights
         Backbone weights, resolved as for ``predict`` (``random`` for tests).
-    head
-        ``dpt`` or ``linear``.
-    epochs, val_fraction, seed, batch_size, learning_rate
-        Training settings; ``seed`` fixes the split, initialisation and augmentation.
-    chip_size
-        Chip side in model pixels; default the backbone's chip size.
+    settings
+        Head type, epochs, validation share, seed, chip size, batch size and learning rate.
     device
         ``auto``, ``cpu``, ``cuda`` or ``mps``.
     offline
@@ -167,8 +219,8 @@ def train(
 
     Returns
     -------
-    dict
-        The training summary and validation metrics stored in the file.
+    TrainResult
+        What was written and how training went (also stored in the file).
 
     Raises
     ------
@@ -181,25 +233,19 @@ def train(
         raise TrainingError(
             f"Got {len(imagery)} imagery file(s) and {len(references)} reference(s); pass one --reference per --imagery, in the same order."
         )
-    if epochs < 1:
-        raise TrainingError(f"--epochs must be at least 1, got {epochs}.")
     out = Path(out)
     if not out.parent.is_dir():
         raise OutputPathError(f"Output directory {out.parent} does not exist; create it first.")
     base = get_model_spec(backbone)
-    spec = dataclasses.replace(base, head=dataclasses.replace(base.head, type=head), chip_size=chip_size or base.chip_size)
+    spec = dataclasses.replace(base, head=dataclasses.replace(base.head, type=settings.head), chip_size=settings.chip_size or base.chip_size)
     torch_device = select_device(device)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UntrainedHeadWarning)  # this is the head about to be trained
-        loaded = load_height_model(backbone, weights, offline=offline, progress=download_progress)
-    model = loaded.model
-    model.spec = spec
-    torch.manual_seed(seed)
-    model.head = build_head(spec.head, model.backbone.embed_dim)
-    model.to(torch_device)
+    resolved = resolve_weights(base, weights, offline=offline, progress=download_progress)
+    frozen = build_backbone(base, resolved)
+    torch.manual_seed(settings.seed)
+    model = HeightModel(spec, frozen, build_head(spec.head, frozen.embed_dim)).to(torch_device)
 
     names = [Path(p).name for p in imagery]
-    train_idx, val_idx = split_by_image(names, val_fraction, seed)
+    train_idx, val_idx = split_by_image(names, settings.val_fraction, settings.seed)
     per_image = []
     for image, ref in zip(imagery, references):
         per_image.append(build_samples(model, image, ref, spec.chip_size, torch_device))
@@ -210,49 +256,63 @@ def train(
     head_module = model.head.cpu()
     train_targets = torch.cat([s.target[torch.isfinite(s.target)] for s in train_samples])
     head_module.set_output_bias(float(train_targets.mean()))
-    optimiser = torch.optim.AdamW(head_module.parameters(), lr=learning_rate, weight_decay=1e-4)
-    rng = np.random.default_rng(seed)
+    history, best_epoch = _fit(head_module, train_samples, val_samples, settings, progress)
+    validation = _evaluate(head_module, val_samples, settings.batch_size) if val_samples else None
+    result = TrainResult(
+        out, resolved.identity, tuple(names[i] for i in train_idx), tuple(names[i] for i in val_idx),
+        int(train_targets.numel()), float(train_targets.mean()), len(train_samples) + len(val_samples), best_epoch,
+        tuple(history), validation,
+    )
+    training = {
+        "train_images": list(result.train_images),
+        "val_images": list(result.val_images),
+        "train_pixels": result.train_pixels,
+        "train_mean_height": result.train_mean_height,
+        "chips": result.chips,
+        "epochs": settings.epochs,
+        "best_epoch": best_epoch,
+        "seed": settings.seed,
+        "head": settings.head,
+        "chip_size": spec.chip_size,
+        "learning_rate": settings.learning_rate,
+        "history": [{"epoch": r.epoch, "train_loss": r.train_loss, "val_mae": r.val_mae} for r in history],
+    }
+    save_model_file(out, spec, resolved.identity, head_module, training, dataclasses.asdict(validation) if validation else {})
+    return result
+
+
+def _fit(head: torch.nn.Module, train_samples: list[Sample], val_samples: list[Sample], settings: TrainSettings,
+         progress: Callable[[EpochReport], None] | None) -> tuple[list[EpochReport], int]:
+    """Train ``head`` for the settings' epochs, keep the epoch of lowest validation MAE; return the reports and that epoch."""
+    optimiser = torch.optim.AdamW(head.parameters(), lr=settings.learning_rate, weight_decay=1e-4)
+    rng = np.random.default_rng(settings.seed)
+    epochs, batch_size = settings.epochs, settings.batch_size
     best_state, best_mae, best_epoch, history = None, math.inf, epochs, []
     for epoch in range(1, epochs + 1):
-        head_module.train()
+        head.train()
         order = rng.permutation(len(train_samples))
         losses = []
         for start in range(0, len(order), batch_size):
             chunk = [train_samples[i] for i in order[start : start + batch_size]]
             items = [_augment(s, int(rng.integers(4)), bool(rng.integers(2))) for s in chunk]
             layers, target = _batch(items)
-            pred = _predict_on_reference_grid(head_module, layers, tuple(target.shape[-2:]), chunk[0].factor)
+            pred = _predict_on_reference_grid(head, layers, tuple(target.shape[-2:]), chunk[0].factor)
             loss, n = _l1(pred, target)
             if n == 0:
                 continue
             optimiser.zero_grad()
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(head_module.parameters(), 1.0)  # a DPT head on few chips diverges without it
+            torch.nn.utils.clip_grad_norm_(head.parameters(), 1.0)  # a DPT head on few chips diverges without it
             optimiser.step()
             losses.append(loss.item())
         train_loss = float(np.mean(losses)) if losses else math.nan
-        val_mae = _evaluate(head_module, val_samples, batch_size)["mae"] if val_samples else None
-        history.append({"epoch": epoch, "train_loss": train_loss, "val_mae": val_mae})
+        val_mae = _evaluate(head, val_samples, batch_size).mae if val_samples else None
+        report = EpochReport(epoch, epochs, train_loss, val_mae)
+        history.append(report)
         if progress is not None:
-            progress(EpochReport(epoch, epochs, train_loss, val_mae))
+            progress(report)
         if val_mae is not None and val_mae < best_mae:
-            best_mae, best_epoch, best_state = val_mae, epoch, copy.deepcopy(head_module.state_dict())
+            best_mae, best_epoch, best_state = val_mae, epoch, copy.deepcopy(head.state_dict())
     if best_state is not None:
-        head_module.load_state_dict(best_state)
-    validation = _evaluate(head_module, val_samples, batch_size) if val_samples else {}
-    training = {
-        "train_images": [names[i] for i in train_idx],
-        "val_images": [names[i] for i in val_idx],
-        "train_pixels": int(train_targets.numel()),
-        "train_mean_height": float(train_targets.mean()),
-        "chips": len(train_samples) + len(val_samples),
-        "epochs": epochs,
-        "best_epoch": best_epoch,
-        "seed": seed,
-        "head": head,
-        "chip_size": spec.chip_size,
-        "learning_rate": learning_rate,
-        "history": history,
-    }
-    save_model_file(out, spec, loaded.backbone_weights, head_module, training, validation)
-    return {"training": training, "validation": validation, "backbone_weights": loaded.backbone_weights}
+        head.load_state_dict(best_state)
+    return history, best_epoch

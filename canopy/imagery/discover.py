@@ -1,0 +1,89 @@
+"""From what the user names (files, URLs, folders, globs, STAC) to opened sources in mosaic priority order."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+
+from canopy.errors import BBoxError, ImageryError, ImageryReadError, SkippedImageryWarning
+from canopy.grid import BBox
+from canopy.imagery import stac, tile_index
+from canopy.imagery.geotiff import GeoTiffSource
+from canopy.imagery.mosaic import merge_aligned
+from canopy.imagery.source import ImageryOptions, ImagerySource, MosaicOrder
+
+
+def _expand(spec, region: BBox | None, options: ImageryOptions) -> list[tuple[str | os.PathLike, float | None]]:
+    """The rasters one ``--imagery`` value stands for, with their dates where a catalogue gives them."""
+    text = str(spec)
+    if stac.is_stac_api(text) or stac.is_stac_document(text):
+        query = stac.StacQuery(options.collections, options.datetime, options.asset)
+        found = stac.assets_from_api(text, region, query) if stac.is_stac_api(text) else stac.assets_from_document(text, region, query)
+        return [(a.href, a.date) for a in found]
+    if tile_index.is_tile_collection(text):
+        index = tile_index.build_index(text)
+        for _, row in index[index["problem"].notna()].iterrows():
+            warnings.warn(f"Imagery {row['path']} {row['problem']}; skipped.", SkippedImageryWarning, stacklevel=4)
+        usable = tile_index.query(index, region)
+        if index["problem"].notna().all():
+            raise ImageryError(f"No raster in {text} is usable: each has no CRS or cannot be read (see the warnings).")
+        if usable.empty:
+            raise BBoxError(f"No raster in {text} intersects the bbox; `canopy index {text}` shows their extent.")
+        return [(p, None) for p in usable["path"]]
+    return [(spec, None)]
+
+
+def open_imagery(
+    sources: Sequence[str | os.PathLike | ImagerySource],
+    region: BBox | None = None,
+    options: ImageryOptions | None = None,
+) -> list[ImagerySource]:
+    """Open every raster the named imagery stands for, in mosaic priority order.
+
+    Parameters
+    ----------
+    sources
+        GeoTIFF paths or URLs (remote COGs), directories or glob patterns of GeoTIFFs (indexed
+        and cached), static STAC catalogues/collections/items (``.json`` paths or URLs), STAC API
+        searches (``stac+https://…/search``), or objects keeping the :class:`ImagerySource` interface.
+    region
+        The bbox in EPSG:4326 used to pick tiles and STAC items; None takes all.
+    options
+        Bands, STAC filters and mosaic order.
+
+    Returns
+    -------
+    list of ImagerySource
+        Highest priority first; aligned neighbouring GeoTIFFs joined into one mosaic source.
+
+    Raises
+    ------
+    ImageryReadError
+        If a path does not exist or is not a raster, a directory holds no raster, or a catalogue
+        cannot be reached.
+    ImageryError
+        If a raster has no georeferencing or too few bands, or a catalogue finds nothing.
+    BBoxError
+        If no tile of a directory intersects the region.
+    """
+    options = options or ImageryOptions()
+    if not sources:
+        raise ImageryReadError("No imagery given; pass at least one --imagery GeoTIFF, directory or catalogue.")
+    opened: list[ImagerySource] = []
+    try:
+        for source in sources:
+            if isinstance(source, ImagerySource):
+                opened.append(source)
+                continue
+            for path, date in _expand(source, region, options):
+                opened.append(GeoTiffSource(path, bands=options.bands, date=date))
+    except BaseException:
+        for source in opened:
+            source.close()
+        raise
+    if options.order == MosaicOrder.FINEST:
+        opened.sort(key=lambda s: (round(s.res, 9), -s.date))
+    elif options.order == MosaicOrder.LATEST:
+        opened.sort(key=lambda s: (-s.date, round(s.res, 9)))
+    return merge_aligned(opened)

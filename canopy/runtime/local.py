@@ -1,0 +1,53 @@
+"""Blocks computed in this process: read ahead, predict and blend, write behind (see :mod:`canopy.runtime.pipeline`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from canopy.io.partial import PartialRun
+from canopy.models.weights import ProgressCallback
+from canopy.runtime.block_worker import BlockWorker, load_model
+from canopy.runtime.pipeline import run_blocks
+from canopy.runtime.plan import RunPlan
+from canopy.stitch import BorderChips, predict_block
+from canopy.tiling.blocks import Block
+
+
+class LocalEngine:
+    """Computes a plan's blocks in this process, the model loaded once.
+
+    Parameters
+    ----------
+    plan
+        The run plan.
+    download_progress
+        Called while weights download.
+
+    Raises
+    ------
+    CanopyError
+        If the model cannot be loaded, or the device, precision or a source is not available.
+    """
+
+    def __init__(self, plan: RunPlan, download_progress: ProgressCallback | None = None) -> None:
+        self.plan = plan
+        self.worker = BlockWorker(plan, load_model(plan, download_progress))
+        self.identity = self.worker.identity
+
+    def run(self, partial: PartialRun, todo: Sequence[Block], on_done: Callable[[Block], None]) -> int:
+        """Compute ``todo`` in order into ``partial``; return how many chips were predicted."""
+        plan, worker = self.plan, self.worker
+        borders = BorderChips(plan.block_size, plan.grid.shape, partial.read_border)
+        before = worker.predictor.chips_done
+        run_blocks(
+            todo,
+            read=worker.read,
+            compute=lambda inp: predict_block(inp, plan.layout, worker.predictor, worker.batch_size, borders),
+            write=lambda block, result: partial.write(block, *result, plan.grid),
+            on_done=on_done,
+        )
+        return worker.predictor.chips_done - before
+
+    def close(self) -> None:
+        """Close the sources."""
+        self.worker.close()

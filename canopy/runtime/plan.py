@@ -1,0 +1,197 @@
+"""The run plan: a request resolved against its imagery (grid, sources, radiometry), plain and picklable,
+so that this process or any Dask worker can compute any block of it the same way."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+from rasterio.crs import CRS
+
+from canopy._version import __version__
+from canopy.errors import ResolutionWarning
+from canopy.grid import OutputGrid, plan_grid
+from canopy.imagery.aerial_normalization import Normalize, load_normalizer, region_affine
+from canopy.imagery.discover import open_imagery
+from canopy.imagery.geotiff import GeoTiffSource, RasterRef
+from canopy.imagery.radiometry import Scaling, describe_scalings, scaling_for_region
+from canopy.imagery.source import ImagerySource
+from canopy.models.height_model import ModelRef
+from canopy.models.registry import ModelSpec
+from canopy.models.weights import ProgressCallback
+from canopy.request import PredictRequest
+from canopy.runtime.device import Device, Precision
+from canopy.tiling.blocks import Block, iter_blocks
+from canopy.tiling.chips import ChipLayout
+
+log = logging.getLogger(__name__)
+
+SourceRef = RasterRef | ImagerySource
+"""A source as a plan carries it: a GeoTIFF's record (opened again where it is read), or a source object."""
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """Which weights ran, in what precision on what kind of device: what a map's tags record."""
+
+    backbone_weights: str
+    head_weights: str
+    precision: str
+    device: str
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Everything that decides a run's pixels, resolved once by :func:`make_plan`.
+
+    ``input_affine`` is the region's aerial normalisation (gain, offset per band), folded into the
+    model's input normalisation wherever it is loaded; None without ``--normalize aerial``.
+    """
+
+    sources: tuple[SourceRef, ...]
+    grid: OutputGrid
+    layout: ChipLayout
+    block_size: int
+    model: ModelRef
+    device: Device
+    precision: Precision
+    batch_size: int | None
+    offline: bool | None
+    input_affine: tuple[tuple[float, ...], tuple[float, ...]] | None
+    radiometry: str
+
+    def blocks(self) -> list[Block]:
+        """The grid's lattice-aligned blocks, row by row."""
+        return iter_blocks(self.grid.height, self.grid.width, self.block_size)
+
+    def tags(self, identity: ModelIdentity) -> dict[str, str]:
+        """The GeoTIFF tags that record how the map was made."""
+        spec = self.model.spec
+        names = [s.name for s in self.sources]
+        listed = ", ".join(names[:20]) + (f" and {len(names) - 20} more" if len(names) > 20 else "")
+        return {
+            "canopy_model": spec.name,
+            "canopy_weights": identity.backbone_weights,
+            "canopy_head_weights": identity.head_weights,
+            "canopy_version": __version__,
+            "canopy_chip_size": str(self.layout.size),
+            "canopy_overlap": str(self.layout.overlap),
+            "canopy_normalization": f"mean={list(spec.normalization.mean)} std={list(spec.normalization.std)} on RGB/255",
+            "canopy_precision": identity.precision,
+            "canopy_radiometry": self.radiometry,
+            "canopy_imagery": listed,
+            "units": "m",
+        }
+
+    def fingerprint(self, identity: ModelIdentity) -> dict:
+        """The tags plus what else a resumed run must share with the one it continues."""
+        grid = self.grid
+        return {
+            **self.tags(identity),
+            "grid": [grid.crs.to_wkt(), grid.res, grid.left, grid.top, grid.width, grid.height],
+            "block_size": self.block_size,
+            "device": identity.device,
+            "imagery": [list(s.identity) if isinstance(s, RasterRef) else s.identity() for s in self.sources],
+        }
+
+
+def open_source(source: SourceRef) -> ImagerySource:
+    """A source ready to read: a GeoTIFF opened from its record, or the source object itself.
+
+    Raises
+    ------
+    ImageryReadError, ImageryError
+        As :class:`~canopy.imagery.GeoTiffSource`.
+    """
+    return GeoTiffSource.from_ref(source) if isinstance(source, RasterRef) else source
+
+
+def make_plan(request: PredictRequest, download_progress: ProgressCallback | None = None) -> RunPlan:
+    """Resolve a request against its imagery: open it, plan the output grid, fix the radiometry.
+
+    Sources are opened here once to check them, plan the grid and compute a region-wide scaling
+    for imagery that is not 8-bit (and, with ``--normalize aerial``, the region's normalisation);
+    the plan keeps plain records of them, which the processes computing blocks open again.
+
+    Parameters
+    ----------
+    request
+        The validated request.
+    download_progress
+        Called while the aerial normalisation network downloads.
+
+    Returns
+    -------
+    RunPlan
+
+    Raises
+    ------
+    CanopyError
+        The subclass naming what is wrong with the imagery or the region.
+    """
+    spec = request.model.spec
+    region = request.region
+    sources = open_imagery(list(request.imagery.sources), region.to(CRS.from_epsg(4326)) if region else None,
+                           request.imagery.options)
+    try:
+        grid = plan_grid([(s.crs, s.bounds) for s in sources], region, request.output.res or spec.ground_resolution,
+                         request.output.crs)
+        scaling = scaling_for_region(sources, grid)
+        refs = tuple(_with_scaling(s, scaling) for s in sources)
+        radiometry = describe_scalings([s.scaling or scaling for s in sources])
+        _warn_about_resolution(spec, sources)
+    finally:
+        for source in sources:
+            if isinstance(source, GeoTiffSource):
+                source.close()
+    affine = None
+    if request.imagery.normalize == Normalize.AERIAL:
+        affine, described = _aerial_affine(request, refs, grid, download_progress)
+        radiometry += described
+    log.info("output grid: %d x %d px of %g m in %s", grid.width, grid.height, grid.res, grid.crs.to_string())
+    runtime = request.runtime
+    return RunPlan(refs, grid, request.layout, request.layout.block_size(request.output.block_size), request.model,
+                   runtime.device, runtime.precision, runtime.batch_size, runtime.offline, affine, radiometry)
+
+
+def _with_scaling(source: ImagerySource, scaling: Scaling | None) -> SourceRef:
+    """A source's record carrying the region's scaling where it has none of its own."""
+    if not isinstance(source, GeoTiffSource):
+        return source
+    ref = source.ref
+    return ref if ref.scaling is not None else replace(ref, scaling=scaling)
+
+
+def _aerial_affine(request: PredictRequest, refs: Sequence[SourceRef], grid: OutputGrid, progress) -> tuple:
+    """The region's aerial normalisation as (gain, offset) tuples, and what to add to the radiometry tag."""
+    network = load_normalizer(request.imagery.normalizer_weights, offline=request.runtime.offline, progress=progress)
+    sources = [open_source(r) for r in refs]
+    try:
+        gain, offset = region_affine(network, sources, grid)
+    finally:
+        for ref, source in zip(refs, sources):
+            if isinstance(ref, RasterRef):
+                source.close()
+    log.info("aerial normalisation: gain %s, offset %s", gain, offset)
+    described = f"; aerial normalisation for the region: rgb * {np.round(gain, 4).tolist()} + {np.round(offset, 4).tolist()}"
+    return (tuple(float(v) for v in gain), tuple(float(v) for v in offset)), described
+
+
+def _warn_about_resolution(spec: ModelSpec, sources: Sequence[ImagerySource]) -> None:
+    """Say what to expect when imagery is far from the resolution the model was trained on."""
+    if spec.resolution_range is None:
+        return
+    low, high = spec.resolution_range
+    for source in sources:
+        if source.crs.is_projected and not low <= source.res <= high:
+            side = "finer" if source.res < low else "coarser"
+            warnings.warn(
+                f"Imagery {source.name} is at {source.res:g} m, {side} than the {low:g}-{high:g} m that {spec.name} "
+                f"was made for (it is resampled to {spec.ground_resolution:g} m): expect less accurate heights, "
+                "particularly for small or sparse trees.",
+                ResolutionWarning,
+                stacklevel=4,
+            )
