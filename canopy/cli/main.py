@@ -30,6 +30,11 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     click.secho(f"Warning: {message}", err=True, fg="yellow")
 
 
+def _not_from_dask(record: logging.LogRecord) -> bool:
+    """Leave out Dask's own log lines (a lost scheduler logs tracebacks); canopy says what happened in one error."""
+    return not record.name.startswith("distributed")
+
+
 @click.group(cls=_CanopyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="canopy (canopy-height)")
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
@@ -41,6 +46,8 @@ def cli(ctx: click.Context, debug: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if not debug:
         warnings.showwarning = _show_warning
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_not_from_dask)
 
 
 def _register_commands() -> None:

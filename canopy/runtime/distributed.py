@@ -63,6 +63,7 @@ def connect(cluster: ClusterSpec, on_start: Callable[[str], None] | None = None)
     DistributedError
         If the scheduler cannot be reached.
     """
+    import dask
     from distributed import Client, LocalCluster
 
     if cluster.workers is not None:
@@ -75,8 +76,10 @@ def connect(cluster: ClusterSpec, on_start: Callable[[str], None] | None = None)
             yield client
         return
     where = cluster.scheduler or cluster.scheduler_file
+    timeout = dask.config.get("distributed.comm.timeouts.connect")
     try:
-        client = Client(cluster.scheduler, timeout=30) if cluster.scheduler else Client(scheduler_file=cluster.scheduler_file, timeout=30)
+        client = (Client(cluster.scheduler, timeout=timeout) if cluster.scheduler
+                  else Client(scheduler_file=cluster.scheduler_file, timeout=timeout))
     except (OSError, TimeoutError, ValueError) as exc:
         raise DistributedError(
             f"Cannot reach the Dask scheduler at {where} ({exc}); start one (`dask scheduler`) or check the address."
@@ -184,9 +187,9 @@ class DaskEngine:
                 "the blocks already finished are kept: look at the workers' logs, remove the cause and run again with --resume."
             ) from exc
         except (CancelledError, OSError, TimeoutError) as exc:
+            reason = getattr(exc, "reason", None) or (str(exc).splitlines() or [type(exc).__name__])[0]
             raise DistributedError(
-                f"Lost the Dask scheduler or its workers ({type(exc).__name__}: {exc}); the blocks already finished are "
-                "kept: run again with --resume."
+                f"Lost the Dask scheduler ({reason}); the blocks already finished are kept: run again with --resume."
             ) from exc
 
     def _cancel(self, futures: list) -> None:

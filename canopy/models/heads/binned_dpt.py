@@ -17,13 +17,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from canopy.models.layers.pointwise import PointwiseConv2d
+
 
 class _Conv(nn.Module):
     """A conv wrapped as ``.conv``, the way the published checkpoint names it, optionally followed by ReLU."""
 
     def __init__(self, cin: int, cout: int, kernel: int, bias: bool, relu_after: bool = False) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(cin, cout, kernel, padding=kernel // 2, bias=bias)
+        self.conv = PointwiseConv2d(cin, cout, bias) if kernel == 1 else nn.Conv2d(cin, cout, kernel, padding=kernel // 2, bias=bias)
         self.relu_after = relu_after
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -100,7 +102,7 @@ class _DepthHead(nn.Module):
             nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True),
             nn.Conv2d(channels // 2, 32, 3, padding=1),
             nn.ReLU(),
-            nn.Conv2d(32, bins, 1),
+            PointwiseConv2d(32, bins),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from canopy.models.layers.pointwise import PointwiseConv2d
+
 Features = Sequence[tuple[torch.Tensor, torch.Tensor]]
 """Per layer: patch features (B, C, h, w) and class token (B, C)."""
 
@@ -54,7 +56,7 @@ class FusionBlock(nn.Module):
         super().__init__()
         self.skip_unit = ResidualConvUnit(features)
         self.unit = ResidualConvUnit(features)
-        self.out_conv = nn.Conv2d(features, features, 1)
+        self.out_conv = PointwiseConv2d(features, features)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor | None, size: tuple[int, int]) -> torch.Tensor:
         """Fuse ``x`` with ``skip`` (same size) and resample the result to ``size``."""
@@ -95,7 +97,7 @@ class DPTHead(nn.Module):
         self.scale = scale
         channels = list(out_channels or [embed_dim // 8, embed_dim // 4, embed_dim // 2, embed_dim])
         self.readouts = nn.ModuleList(Readout(embed_dim, readout) for _ in range(4))
-        self.projects = nn.ModuleList(nn.Conv2d(embed_dim, c, 1) for c in channels)
+        self.projects = nn.ModuleList(PointwiseConv2d(embed_dim, c) for c in channels)
         self.resizes = nn.ModuleList(
             [
                 nn.ConvTranspose2d(channels[0], channels[0], 4, stride=4),
@@ -110,7 +112,7 @@ class DPTHead(nn.Module):
             {
                 "conv1": nn.Conv2d(features, features // 2, 3, padding=1),
                 "conv2": nn.Conv2d(features // 2, 32, 3, padding=1),
-                "conv3": nn.Conv2d(32, 1, 1),
+                "conv3": PointwiseConv2d(32, 1),
             }
         )
 

@@ -1,0 +1,109 @@
+"""PredictRequest: validated once when made, the same from keywords, YAML and CLI flags, picklable, round-trips."""
+
+from __future__ import annotations
+
+import pickle
+import warnings
+from dataclasses import FrozenInstanceError
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+import canopy
+from canopy.cli.main import cli
+from canopy.errors import BBoxError, ChipLayoutError, DeviceError, ImageryError, OutputPathError, RequestError
+from canopy.grid import Region
+from canopy.models.height_model import ModelRef
+from canopy.models.layers import PointwiseConv2d
+from canopy.request import PredictRequest
+from canopy.runtime.device import Device, Precision
+from rasters import NEON
+
+RGB = NEON / "TEAK_043_rgb.tif"
+SMALL = dict(model="dinov2_vits14", weights="random", res=1.0, block_size=16, chip_size=28, device="cpu", precision="fp32")
+
+
+def test_a_request_is_typed_frozen_and_picklable(tmp_path):
+    request = PredictRequest.from_options(RGB, "-119.0113,36.99955,-119.0109,36.9998", out=tmp_path / "a.tif", **SMALL)
+    assert request.region == Region((-119.0113, 36.99955, -119.0109, 36.9998), request.region.crs)
+    assert request.region.crs.to_epsg() == 4326
+    assert request.model == ModelRef(canopy.get_model_spec("dinov2_vits14"), "random")
+    assert request.layout.size == 28 and request.layout.overlap == 7 and request.layout.patch == 14
+    assert request.runtime.device is Device.CPU and request.runtime.precision is Precision.FP32
+    assert request.imagery.sources == (str(RGB),) and not request.runtime.cluster.distributed
+    assert pickle.loads(pickle.dumps(request)) == request
+    with pytest.raises(FrozenInstanceError):
+        request.layout = None
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "message"),
+    [
+        ({"bbox": "1,2,3"}, BBoxError, "is not four numbers"),
+        ({"bbox": "36.9,-119.1,37.0,-119.0"}, BBoxError, "swapped"),
+        ({"bbox_crs": "EPSG:99999999"}, BBoxError, "--bbox-crs"),
+        ({"out": "map.png"}, OutputPathError, "must end in .tif"),
+        ({"chip_size": 30}, ChipLayoutError, "multiple of the patch size 14"),
+        ({"device": "tpu"}, DeviceError, "Device 'tpu' is not one of auto, cpu, cuda, mps"),
+        ({"precision": "int4"}, DeviceError, "Precision 'int4' is not one of auto, fp32, bf16, fp16"),
+        ({"mosaic_order": "newest"}, ImageryError, "is not one of finest, latest, given"),
+        ({"normalize": "satellite"}, RequestError, "is not one of none, aerial"),
+        ({"workers": 2, "scheduler": "tcp://127.0.0.1:8786"}, RequestError, "--workers and --scheduler exclude each other"),
+        ({"threads_per_worker": 2}, RequestError, "--threads-per-worker needs --workers"),
+        ({"quicklook": True}, RequestError, "need --out"),
+    ],
+)
+def test_bad_options_are_refused_when_the_request_is_made(options, error, message):
+    values = {**SMALL, "bbox": "-119.0113,36.99955,-119.0109,36.9998", **options}
+    with pytest.raises(error, match=message):
+        PredictRequest.from_options(RGB, **values)
+
+
+def test_yaml_round_trip_and_overrides(tmp_path):
+    request = PredictRequest.from_options([RGB], (-119.0113, 36.99955, -119.0109, 36.9998), out=tmp_path / "a.tif",
+                                          bands=(1, 2, 3), collections=["naip"], workers=2, **SMALL)
+    path = tmp_path / "request.yaml"
+    request.to_yaml(path)
+    assert PredictRequest.from_yaml(path) == request
+    assert PredictRequest.from_yaml(path, block_size=64).output.block_size == 64
+    path.write_text(path.read_text() + "resolution: 2\n")
+    with pytest.raises(RequestError, match=r"unknown keys \['resolution'\]"):
+        PredictRequest.from_yaml(path)
+
+
+def test_keywords_request_yaml_and_cli_make_the_same_map(tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        by_keywords = canopy.predict(RGB, out=tmp_path / "keywords.tif", **SMALL)
+        request = PredictRequest.from_options(RGB, out=tmp_path / "request.tif", **SMALL)
+        canopy.predict(request)
+    request = PredictRequest.from_options(RGB, out=tmp_path / "cli.tif", **SMALL)
+    request.to_yaml(tmp_path / "cli.yaml")
+    result = CliRunner().invoke(cli, ["predict", "--config", str(tmp_path / "cli.yaml"), "-q"])
+    assert result.exit_code == 0, result.output
+    expected = (tmp_path / "keywords.tif").read_bytes()
+    assert (tmp_path / "request.tif").read_bytes() == expected == (tmp_path / "cli.tif").read_bytes()
+    assert by_keywords.attrs["summary"].blocks_computed == 4
+    with pytest.raises(RequestError, match="takes a PredictRequest alone"):
+        canopy.predict(request, out=tmp_path / "other.tif")
+
+
+def test_pointwise_convolution_gives_the_same_bits_with_one_thread_as_with_several():
+    torch.manual_seed(0)
+    plain = torch.nn.Conv2d(384, 48, 1)
+    pointwise = PointwiseConv2d(384, 48)
+    pointwise.load_state_dict(plain.state_dict())
+    x = torch.rand(4, 384, 4, 4).permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)  # channels-last, as a readout gives
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with torch.inference_mode():
+            several = plain(x)
+        torch.set_num_threads(1)
+        with torch.inference_mode():
+            one_plain, one_pointwise = plain(x), pointwise(x)
+    finally:
+        torch.set_num_threads(threads)
+    assert not torch.equal(one_plain, several)  # PyTorch's own kernel choice depends on the thread count
+    assert torch.equal(one_pointwise, several)
