@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from canopy.errors import ResolutionWarning, WeightsMismatchError
 from canopy.models import get_model_spec
 from canopy.models.heads import build_head
-from canopy.models.heads.binned_dpt import bins_to_height
+from canopy.models.heads.dpt import bins_to_height
 from canopy.models.height_model import ModelRef, load_height_model
 from canopy.models.vision_transformer import DinoVisionTransformer
 from canopy.prediction import predict

@@ -7,7 +7,6 @@ import warnings
 from dataclasses import FrozenInstanceError
 
 import pytest
-import torch
 from click.testing import CliRunner
 
 import canopy
@@ -15,7 +14,6 @@ from canopy.cli.main import cli
 from canopy.errors import BBoxError, ChipLayoutError, DeviceError, ImageryError, OutputPathError, RequestError
 from canopy.grid import Region
 from canopy.models.height_model import ModelRef
-from canopy.models.layers import PointwiseConv2d
 from canopy.request import PredictRequest
 from canopy.runtime.device import Device, Precision
 from rasters import NEON
@@ -87,23 +85,3 @@ def test_keywords_request_yaml_and_cli_make_the_same_map(tmp_path):
     assert by_keywords.attrs["summary"].blocks_computed == 4
     with pytest.raises(RequestError, match="takes a PredictRequest alone"):
         canopy.predict(request, out=tmp_path / "other.tif")
-
-
-def test_pointwise_convolution_gives_the_same_bits_with_one_thread_as_with_several():
-    torch.manual_seed(0)
-    plain = torch.nn.Conv2d(384, 48, 1)
-    pointwise = PointwiseConv2d(384, 48)
-    pointwise.load_state_dict(plain.state_dict())
-    x = torch.rand(4, 384, 4, 4).permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)  # channels-last, as a readout gives
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(2)
-        with torch.inference_mode():
-            several = plain(x)
-        torch.set_num_threads(1)
-        with torch.inference_mode():
-            one_plain, one_pointwise = plain(x), pointwise(x)
-    finally:
-        torch.set_num_threads(threads)
-    assert not torch.equal(one_plain, several)  # PyTorch's own kernel choice depends on the thread count
-    assert torch.equal(one_pointwise, several)

@@ -158,3 +158,13 @@ def test_reference_in_another_crs_and_resolution(tmp_path):
             reproject(rasterio.band(src, 1), rasterio.band(dst, 1))
     with pytest.raises(TrainingError, match="must be in a projected CRS"):
         build_samples(model, NEON / "TEAK_044_rgb.tif", geographic, 112, torch.device("cpu"))
+
+
+def test_a_model_file_of_the_earlier_head_layout_says_to_train_again(tmp_path):
+    from safetensors.torch import save_file
+
+    old = tmp_path / "old.safetensors"
+    save_file({"fusions.0.unit.conv1.weight": torch.zeros(1)}, str(old), metadata={"format": "canopy-height-model/1"})
+    with pytest.raises(ModelFileError, match="trained with canopy before 0.2.*train it again"):
+        read_model_file(old)
+

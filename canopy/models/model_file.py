@@ -24,7 +24,7 @@ from canopy.errors import ModelFileError
 from canopy.io.atomic import atomic_path
 from canopy.models.registry import HeadSpec, ModelSpec, Normalization, get_model_spec
 
-FORMAT = "canopy-height-model/1"
+FORMAT = "canopy-height-model/2"
 
 
 @dataclass(frozen=True)
@@ -112,6 +112,11 @@ def read_model_file(path: str | os.PathLike) -> ModelFile:
             state = {k: handle.get_tensor(k) for k in handle.keys()}
     except (SafetensorError, OSError) as exc:
         raise ModelFileError(f"Model file {path} is not a safetensors file ({exc}).") from None
+    if metadata.get("format") == "canopy-height-model/1":
+        raise ModelFileError(
+            f"Model file {path} was trained with canopy before 0.2, whose DPT head had another layout; "
+            "train it again with `canopy train` (the backbone and data are all it needs)."
+        )
     if metadata.get("format") != FORMAT:
         raise ModelFileError(f"Model file {path} is not a canopy model file (no '{FORMAT}' record); train one with `canopy train`.")
     try:

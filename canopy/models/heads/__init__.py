@@ -2,18 +2,16 @@
 
 from torch import nn
 
-from canopy.models.heads.binned_dpt import BinnedDPTHead
-from canopy.models.heads.dpt import DPTHead
+from canopy.models.heads.dpt import DPTHead, HeightBins
 from canopy.models.heads.linear import LinearHead
 from canopy.models.registry import HeadSpec
 
-__all__ = ["BinnedDPTHead", "DPTHead", "LinearHead", "build_head"]
+__all__ = ["DPTHead", "HeightBins", "LinearHead", "build_head"]
 
 
 def build_head(spec: HeadSpec, embed_dim: int) -> nn.Module:
     """Build the head a :class:`~canopy.models.registry.HeadSpec` describes for a backbone of ``embed_dim``."""
-    if spec.type == "dpt-bins":
-        return BinnedDPTHead(embed_dim, out_channels=spec.out_channels, features=spec.features)
-    if spec.type == "dpt":
-        return DPTHead(embed_dim, features=spec.features, out_channels=spec.out_channels, readout=spec.readout)
+    if spec.type in ("dpt", "dpt-bins"):
+        bins = HeightBins() if spec.type == "dpt-bins" else None
+        return DPTHead(embed_dim, spec.out_channels, spec.features, spec.readout, bins)
     return LinearHead(embed_dim, n_layers=len(spec.layers))

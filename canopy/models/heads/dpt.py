@@ -1,9 +1,22 @@
-"""A DPT head (Ranftl et al. 2021) as DINOv2's depth heads use it, regressing height in metres."""
+"""The DPT head (Ranftl et al. 2021) as DINOv2's depth heads and Meta's canopy-height models publish it,
+with one of two outputs: a height in metres per pixel (regression, the head ``canopy train`` fits) or
+256 height bins (Meta's canopy-height models, Tolan et al. 2024).
+
+Structure, as published: reassemble (class-token readout projected into the patch features, 1x1
+projection, resize by 4, 2, 1, 1/2), 3x3 convs to the fusion width, four fusion blocks of
+pre-activation residual units from coarse to fine, a 3x3 projection with ReLU, then a depth head
+(3x3 conv, x2 bilinear upsampling, 3x3 conv to 32, ReLU, 1x1 conv to the outputs). Module names
+are the published ones (``reassemble_blocks``, ``convs``, ``fusion_blocks``, ``project``,
+``conv_depth``; convolutions wrapped as ``.conv``), so Meta's ``decode_head.*`` weights load as
+they are. Binned logits become weights by ReLU + 0.1 and normalisation; heights are the weighted
+sum of the bin centres, spaced linearly from ``low`` to ``high``, times ``scale``.
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -15,90 +28,72 @@ Features = Sequence[tuple[torch.Tensor, torch.Tensor]]
 """Per layer: patch features (B, C, h, w) and class token (B, C)."""
 
 
-class Readout(nn.Module):
-    """Fold the class token into every patch feature: project, add, or ignore it."""
+@dataclass(frozen=True)
+class HeightBins:
+    """Height bins of a binned output: ``count`` centres spaced linearly from ``low`` to ``high``, times ``scale`` metres."""
 
-    def __init__(self, embed_dim: int, mode: str) -> None:
+    count: int = 256
+    low: float = 0.001
+    high: float = 10.0
+    scale: float = 10.0
+
+
+class _Conv(nn.Module):
+    """A conv wrapped as ``.conv``, the way the published checkpoints name it, optionally followed by ReLU."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, bias: bool, relu_after: bool = False) -> None:
         super().__init__()
-        self.mode = mode
-        self.project = (
-            nn.Sequential(nn.Linear(2 * embed_dim, embed_dim), nn.GELU()) if mode == "project" else nn.Identity()
-        )
-
-    def forward(self, patches: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
-        """Return patch features (B, C, h, w) with the class token folded in."""
-        if self.mode == "ignore":
-            return patches
-        cls_map = cls[:, :, None, None].expand_as(patches)
-        if self.mode == "add":
-            return patches + cls_map
-        joined = torch.cat((patches, cls_map), dim=1).permute(0, 2, 3, 1)
-        return self.project(joined).permute(0, 3, 1, 2)
-
-
-class ResidualConvUnit(nn.Module):
-    """ReLU, 3x3 conv, ReLU, 3x3 conv, plus the input."""
-
-    def __init__(self, features: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(features, features, 3, padding=1)
-        self.conv2 = nn.Conv2d(features, features, 3, padding=1)
+        self.conv = PointwiseConv2d(cin, cout, bias) if kernel == 1 else nn.Conv2d(cin, cout, kernel, padding=kernel // 2, bias=bias)
+        self.relu_after = relu_after
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Return the refined features."""
+        x = self.conv(x)
+        return F.relu(x) if self.relu_after else x
+
+
+class _PreActUnit(nn.Module):
+    """Two ReLU-then-3x3-conv layers plus the input."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv1 = _Conv(channels, channels, 3, bias=False)
+        self.conv2 = _Conv(channels, channels, 3, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.conv2(F.relu(self.conv1(F.relu(x))))
 
 
-class FusionBlock(nn.Module):
-    """Merge a coarser path with a skip connection, refine, and upsample to the next size."""
+class _Fusion(nn.Module):
+    """Add the skip (resized to the path if needed) through a unit, refine, upsample x2, project."""
 
-    def __init__(self, features: int) -> None:
+    def __init__(self, channels: int, with_skip: bool) -> None:
         super().__init__()
-        self.skip_unit = ResidualConvUnit(features)
-        self.unit = ResidualConvUnit(features)
-        self.out_conv = PointwiseConv2d(features, features)
+        self.res_conv_unit1 = _PreActUnit(channels) if with_skip else None
+        self.res_conv_unit2 = _PreActUnit(channels)
+        self.project = _Conv(channels, channels, 1, bias=True)
 
-    def forward(self, x: torch.Tensor, skip: torch.Tensor | None, size: tuple[int, int]) -> torch.Tensor:
-        """Fuse ``x`` with ``skip`` (same size) and resample the result to ``size``."""
+    def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
         if skip is not None:
-            x = x + self.skip_unit(skip)
-        x = self.unit(x)
-        x = F.interpolate(x, size=size, mode="bilinear", align_corners=True)
-        return self.out_conv(x)
+            if skip.shape != x.shape:
+                skip = F.interpolate(skip, size=x.shape[-2:], mode="bilinear", align_corners=False)
+            x = x + self.res_conv_unit1(skip)
+        x = self.res_conv_unit2(x)
+        x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True)
+        return self.project(x)
 
 
-class DPTHead(nn.Module):
-    """Reassemble four backbone layers at 4x, 2x, 1x and 1/2x the token grid, fuse them coarse to
-    fine, and regress a non-negative height per input pixel.
+class _Reassemble(nn.Module):
+    """Class-token readout, 1x1 projection and resize of each of the four layers.
 
-    Parameters
-    ----------
-    embed_dim
-        Backbone token size.
-    features
-        Width of the fusion path.
-    out_channels
-        Channels of the four reassembled maps; default ``embed_dim`` / 8, / 4, / 2, / 1.
-    readout
-        How the class token enters the patch features: ``project``, ``add`` or ``ignore``.
-    scale
-        Metres per unit of the final softplus, so the last layer works on numbers near 1.
+    The readout folds the class token into every patch feature: ``project`` (concatenate, linear,
+    GELU; as published), ``add``, or ``ignore``.
     """
 
-    def __init__(
-        self,
-        embed_dim: int,
-        features: int = 256,
-        out_channels: Sequence[int] | None = None,
-        readout: str = "project",
-        scale: float = 10.0,
-    ) -> None:
+    def __init__(self, embed_dim: int, channels: Sequence[int], readout: str) -> None:
         super().__init__()
-        self.scale = scale
-        channels = list(out_channels or [embed_dim // 8, embed_dim // 4, embed_dim // 2, embed_dim])
-        self.readouts = nn.ModuleList(Readout(embed_dim, readout) for _ in range(4))
-        self.projects = nn.ModuleList(PointwiseConv2d(embed_dim, c) for c in channels)
-        self.resizes = nn.ModuleList(
+        self.readout = readout
+        self.projects = nn.ModuleList(_Conv(embed_dim, c, 1, bias=True) for c in channels)
+        self.resize_layers = nn.ModuleList(
             [
                 nn.ConvTranspose2d(channels[0], channels[0], 4, stride=4),
                 nn.ConvTranspose2d(channels[1], channels[1], 2, stride=2),
@@ -106,42 +101,115 @@ class DPTHead(nn.Module):
                 nn.Conv2d(channels[3], channels[3], 3, stride=2, padding=1),
             ]
         )
-        self.layer_rn = nn.ModuleList(nn.Conv2d(c, features, 3, padding=1, bias=False) for c in channels)
-        self.fusions = nn.ModuleList(FusionBlock(features) for _ in range(4))
-        self.output = nn.ModuleDict(
-            {
-                "conv1": nn.Conv2d(features, features // 2, 3, padding=1),
-                "conv2": nn.Conv2d(features // 2, 32, 3, padding=1),
-                "conv3": PointwiseConv2d(32, 1),
-            }
+        if readout == "project":
+            self.readout_projects = nn.ModuleList(nn.Sequential(nn.Linear(2 * embed_dim, embed_dim), nn.GELU()) for _ in channels)
+
+    def forward(self, layers: Features) -> list[torch.Tensor]:
+        out = []
+        for i, (patches, cls) in enumerate(layers):
+            if self.readout == "project":
+                tokens = patches.flatten(2).transpose(1, 2)
+                tokens = self.readout_projects[i](torch.cat((tokens, cls[:, None].expand_as(tokens)), dim=-1))
+                x = tokens.transpose(1, 2).reshape(patches.shape)
+            elif self.readout == "add":
+                x = patches + cls[:, :, None, None]
+            else:
+                x = patches
+            out.append(self.resize_layers[i](self.projects[i](x)))
+        return out
+
+
+class _DepthHead(nn.Module):
+    """3x3 conv, x2 upsampling, 3x3 conv to 32, ReLU, 1x1 conv to the outputs (``conv_depth.head.N``)."""
+
+    def __init__(self, channels: int, outputs: int) -> None:
+        super().__init__()
+        self.head = nn.Sequential(
+            nn.Conv2d(channels, channels // 2, 3, padding=1),
+            nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True),
+            nn.Conv2d(channels // 2, 32, 3, padding=1),
+            nn.ReLU(),
+            PointwiseConv2d(32, outputs),
         )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(x)
+
+
+class DPTHead(nn.Module):
+    """Reassemble four backbone layers, fuse them coarse to fine, and give a height per input pixel.
+
+    Parameters
+    ----------
+    embed_dim
+        Backbone token size.
+    out_channels
+        Channels of the four reassembled maps; default ``embed_dim`` / 8, / 4, / 2, / 1 (as published).
+    features
+        Fusion width (published: 256).
+    readout
+        How the class token enters the patch features: ``project`` (published), ``add`` or ``ignore``.
+    bins
+        None for a regression output (``scale * softplus`` of one channel, in metres), or the
+        height bins of a binned output (Meta's: 256 from 0.001 to 10, times 10).
+    scale
+        Metres per unit of the regression output's softplus, so its last layer works on numbers near 1.
+    """
+
+    def __init__(
+        self,
+        embed_dim: int,
+        out_channels: Sequence[int] | None = None,
+        features: int = 256,
+        readout: str = "project",
+        bins: HeightBins | None = None,
+        scale: float = 10.0,
+    ) -> None:
+        super().__init__()
+        channels = list(out_channels or [embed_dim // 8, embed_dim // 4, embed_dim // 2, embed_dim])
+        self.bins, self.scale = bins, scale
+        self.reassemble_blocks = _Reassemble(embed_dim, channels, readout)
+        self.convs = nn.ModuleList(_Conv(c, features, 3, bias=False) for c in channels)
+        self.fusion_blocks = nn.ModuleList(_Fusion(features, with_skip=i > 0) for i in range(4))
+        self.project = _Conv(features, features, 3, bias=True, relu_after=True)
+        self.conv_depth = _DepthHead(features, 1 if bins is None else bins.count)
 
     def forward(self, layers: Features, size: tuple[int, int]) -> torch.Tensor:
         """Height in metres (B, 1, H, W) for an input of ``size`` = (H, W).
 
-        Parameters
-        ----------
-        layers
-            Four (patch features (B, C, h, w), class token (B, C)) pairs, shallow to deep.
-        size
-            Height and width of the input image in pixels.
+        The head ends at 16 times the token grid; where that differs from the input (patch size
+        14, or an odd token grid), the output is resampled bilinearly to the input's size.
         """
-        maps = []
-        for i, (patches, cls) in enumerate(layers):
-            x = self.readouts[i](patches, cls)
-            x = self.resizes[i](self.projects[i](x))
-            maps.append(self.layer_rn[i](x))
-        path = None
-        for i in (3, 2, 1, 0):
-            target = maps[i - 1].shape[-2:] if i else tuple(2 * s for s in maps[0].shape[-2:])
-            path = self.fusions[i](maps[i] if path is None else path, None if path is None else maps[i], target)
-        x = self.output["conv1"](path)
-        x = F.interpolate(x, size=size, mode="bilinear", align_corners=True)
-        return softplus_metres(self.output["conv3"](F.relu(self.output["conv2"](x))), self.scale)
+        maps = [conv(x) for conv, x in zip(self.convs, self.reassemble_blocks(layers))]
+        out = self.fusion_blocks[0](maps[-1])
+        for i in range(1, 4):
+            out = self.fusion_blocks[i](out, maps[-(i + 1)])
+        raw = self.conv_depth(self.project(out))
+        if self.bins is None:
+            heights = softplus_metres(raw, self.scale)
+        else:
+            heights = bins_to_height(raw, self.bins.low, self.bins.high, self.bins.scale)
+        if tuple(heights.shape[-2:]) != tuple(size):
+            heights = F.interpolate(heights, size=size, mode="bilinear", align_corners=False)
+        return heights
 
     def set_output_bias(self, metres: float) -> None:
-        """Start the head near a typical height (e.g. the training mean): training then fits the variation."""
-        set_softplus_bias(self.output["conv3"], metres / self.scale)
+        """Start a regression head near a typical height (e.g. the training mean): training then fits the variation."""
+        set_softplus_bias(self.conv_depth.head[-1], metres / self.scale)
+
+
+def bins_to_height(logits: torch.Tensor, low: float, high: float, scale: float) -> torch.Tensor:
+    """Heights (B, 1, H, W) from bin logits (B, K, H, W): weights ReLU(logit) + 0.1, normalised,
+    summed against K bin centres spaced linearly from ``low`` to ``high``, times ``scale``.
+
+    Always in float32, also under bf16/fp16 autocast: a bf16 height of 50 m is rounded to 0.25 m.
+    """
+    with torch.autocast(logits.device.type, enabled=False):
+        logits = logits.float()
+        centres = torch.linspace(low, high, logits.shape[1], device=logits.device, dtype=torch.float32)
+        weights = F.relu(logits) + 0.1
+        weights = weights / weights.sum(dim=1, keepdim=True)
+        return scale * torch.einsum("bkhw,k->bhw", weights, centres)[:, None]
 
 
 def softplus_metres(x: torch.Tensor, scale: float) -> torch.Tensor:
