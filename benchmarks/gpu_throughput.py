@@ -36,7 +36,7 @@ def measure(name: str, precision: str, chip: int, batch: int, seconds: float, sc
     import torch
 
     import canopy
-    from canopy.models.height_model import load_height_model
+    from canopy.models.height_model import ModelRef, load_height_model
     from canopy.runtime.device import select_precision
     from canopy.runtime.inference import ChipPredictor
 
@@ -44,7 +44,7 @@ def measure(name: str, precision: str, chip: int, batch: int, seconds: float, sc
     dtype = select_precision(device, precision)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = load_height_model(name, "random").model
+        model = load_height_model(ModelRef.resolve(name, "random")).model
     spec = model.spec
     predictor = ChipPredictor(model, device, dtype)
     chips = torch.rand(batch, 3, chip, chip).numpy()

@@ -78,9 +78,9 @@ def write_weights(folder: Path) -> tuple[Path, Path]:
     from torch import nn
 
     from canopy.models.convert import convert_to_float
-    from canopy.models.height_model import load_height_model
+    from canopy.models.height_model import ModelRef, load_height_model
 
-    model = load_height_model("meta-chm-v1-large", "random(seed=7)").model
+    model = load_height_model(ModelRef.resolve("meta-chm-v1-large", "random(seed=7)")).model
 
     class Published(nn.Module):  # the attribute names of Meta's SSLAE
         def __init__(self):
@@ -100,13 +100,13 @@ def same_heights(peer_python: str, int8: Path, folder: Path) -> float:
     import numpy as np
     import torch
 
-    from canopy.models.height_model import load_height_model
+    from canopy.models.height_model import ModelRef, load_height_model
 
     chip = np.random.default_rng(0).random((1, 3, 256, 256), dtype=np.float32)
     np.save(folder / "chip.npy", chip)
     code = PEER_CHIP.format(ckpt=str(int8), chip=str(folder / "chip.npy"), result=str(folder / "peer_chip.npy"))
     subprocess.run([peer_python, "-c", code], check=True, capture_output=True, text=True)
-    ours = load_height_model("meta-chm-v1-large", int8, device=torch.device("cpu")).model
+    ours = load_height_model(ModelRef.resolve("meta-chm-v1-large", int8), device=torch.device("cpu")).model
     with torch.inference_mode():
         mine = ours(torch.from_numpy(chip))[:, 0].numpy()
     return float(np.abs(np.load(folder / "peer_chip.npy").reshape(mine.shape) - mine).max())

@@ -82,14 +82,14 @@ def bare_model(model_name: str, chip: int, batch: int, device: str, precision: s
     """Chips per second straight through the model."""
     import torch
 
-    from canopy.models.height_model import load_height_model
+    from canopy.models.height_model import ModelRef, load_height_model
     from canopy.runtime.device import select_device, select_precision
     from canopy.runtime.inference import ChipPredictor
 
     dev = select_device(device)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        predictor = ChipPredictor(load_height_model(model_name, "random").model, dev, select_precision(dev, precision))
+        predictor = ChipPredictor(load_height_model(ModelRef.resolve(model_name, "random")).model, dev, select_precision(dev, precision))
     chips = np.random.default_rng(0).random((batch, 3, chip, chip), dtype=np.float32)
     predictor(chips)  # warm-up
     if dev.type == "cuda":

@@ -98,6 +98,8 @@ class GeoTiffSource:
                 os.environ.setdefault(key, value)
         elif not self.path.exists():
             raise ImageryReadError(f"Imagery {self.path} does not exist; check the path.")
+        else:
+            self.path = self.path.resolve()  # absolute, as other processes (Dask workers, VRT mosaics) need it
         try:
             with warnings.catch_warnings():
                 # canopy says so itself, in one sentence, if the file is not georeferenced
