@@ -118,7 +118,7 @@ def test_cli_workers_resume_a_killed_single_process_run(single, tmp_path):
     first.send_signal(signal.SIGKILL)
     first.wait()
     done = len(list(partial.glob("r*_c*.tif")))
-    resumed = subprocess.run([*args, "--out", str(out), "--resume", "--workers", "2", "--threads-per-worker", "1"],
+    resumed = subprocess.run([*args, "--out", str(out), "--resume", "--workers", "1", "--threads-per-worker", "2"],
                              stderr=subprocess.PIPE, text=True, env=env, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
     assert "Dask dashboard: http://127.0.0.1:" in resumed.stderr

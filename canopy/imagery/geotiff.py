@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -123,6 +124,7 @@ class GeoTiffSource:
         self.date = date if date is not None else (0.0 if isinstance(self.path, str) else self.path.stat().st_mtime)
         self.scaling: Scaling | None = scaling or (Scaling.for_uint8() if self.dtype == "uint8" else None)
         self._footprints: dict[str, BBox] = {}
+        self._reading = threading.Lock()
         self.nodata_rule = nodata_rule or self._nodata_rule()
         self.members = list(members)  # identities of the tiles of a mosaic
 
@@ -225,11 +227,13 @@ class GeoTiffSource:
         """The RGB bands and an alpha band (0 = no data) warped onto ``grid``, in the source's data type.
 
         A raster with its own alpha band keeps it; others get one from their nodata value or mask.
+        One read at a time: a GDAL dataset must not be read from two threads at once (a Dask
+        worker runs several blocks' tasks in threads).
         """
         interp = list(self._ds.colorinterp)
         own_alpha = ColorInterp.alpha in interp
         alpha = interp.index(ColorInterp.alpha) + 1 if own_alpha else self._ds.count + 1
-        with WarpedVRT(
+        with self._reading, WarpedVRT(
             self._ds,
             crs=grid.crs,
             transform=grid.transform,

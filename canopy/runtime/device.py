@@ -11,7 +11,25 @@ import torch
 
 from canopy.errors import DeviceError, SlowPrecisionWarning
 
-class Device(StrEnum):
+class _Choice(StrEnum):
+    """A choice among names; an unknown name is refused with a :class:`DeviceError` that lists them."""
+
+    @classmethod
+    def parse(cls, name: str) -> _Choice:
+        """The member named ``name``.
+
+        Raises
+        ------
+        DeviceError
+            If ``name`` is not one of them.
+        """
+        try:
+            return cls(name)
+        except ValueError:
+            raise DeviceError(f"{cls.__name__} {name!r} is not one of {', '.join(cls)}.") from None
+
+
+class Device(_Choice):
     """Where the model runs; ``auto`` picks CUDA, then MPS, then the CPU."""
 
     AUTO = "auto"
@@ -19,42 +37,14 @@ class Device(StrEnum):
     CUDA = "cuda"
     MPS = "mps"
 
-    @classmethod
-    def parse(cls, name: str) -> Device:
-        """The device named ``name``.
 
-        Raises
-        ------
-        DeviceError
-            If ``name`` is not one of them.
-        """
-        try:
-            return cls(name)
-        except ValueError:
-            raise DeviceError(f"Device {name!r} is not one of {', '.join(cls)}.") from None
-
-
-class Precision(StrEnum):
+class Precision(_Choice):
     """The floating-point precision the model runs in; ``auto`` as :func:`select_precision` decides."""
 
     AUTO = "auto"
     FP32 = "fp32"
     BF16 = "bf16"
     FP16 = "fp16"
-
-    @classmethod
-    def parse(cls, name: str) -> Precision:
-        """The precision named ``name``.
-
-        Raises
-        ------
-        DeviceError
-            If ``name`` is not one of them.
-        """
-        try:
-            return cls(name)
-        except ValueError:
-            raise DeviceError(f"Precision {name!r} is not one of {', '.join(cls)}.") from None
 
 
 def select_device(name: str = "auto") -> torch.device:

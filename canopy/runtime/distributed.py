@@ -23,6 +23,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import CancelledError
 from contextlib import contextmanager
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -32,6 +33,7 @@ from canopy.io.partial import PartialRun
 from canopy.models.height_model import LoadedModel
 from canopy.request import ClusterSpec
 from canopy.runtime.block_worker import BlockWorker, load_model
+from canopy.runtime.device import Device, Precision, select_device
 from canopy.runtime.plan import ModelIdentity, RunPlan
 from canopy.stitch import BorderChips, blend, border_chips
 from canopy.tiling.blocks import Block
@@ -109,11 +111,13 @@ class DaskEngine:
         self.client = client
         self._token = uuid.uuid4().hex[:12]
         self._blocks: dict[str, Block] = {}
-        self._plan = client.submit(_hold, plan, key=f"canopy-plan-{self._token}", pure=False)
-        future = client.submit(_describe, self._plan, key=f"canopy-describe-{self._token}", pure=False)
+        future = client.submit(_describe, plan, key=f"canopy-describe-{self._token}", pure=False)
         self.identity, caught = self._result(future, None)
         for message, category in caught:
             warnings.warn(message, category, stacklevel=3)
+        # every worker runs what the first chose for "auto", so a mixed cluster cannot mix devices or precisions
+        self.plan = replace(plan, device=Device(self.identity.device), precision=Precision(self.identity.precision))
+        self._plan = client.submit(_hold, self.plan, key=f"canopy-plan-{self._token}", pure=False)
 
     def run(self, partial: PartialRun, todo: Sequence[Block], on_done: Callable[[Block], None]) -> int:
         """Compute ``todo`` into ``partial`` on the cluster; return how many chips were predicted.
@@ -203,8 +207,9 @@ class DaskEngine:
 # ---- on the workers ----------------------------------------------------------------------------
 
 _LOCK = threading.Lock()
+_MODEL_CALLS = threading.Lock()  # one model call at a time per process, on all its threads
 _MODEL: dict[bytes, LoadedModel] = {}
-_WORKER: dict[bytes, BlockWorker] = {}
+_WORKER: dict[int, tuple[RunPlan, BlockWorker]] = {}
 _LOADS = 0
 
 
@@ -234,16 +239,16 @@ def _block_worker(plan: RunPlan) -> BlockWorker:
     Only the latest model and plan are kept, so a long-lived worker serving many runs holds one of each.
     """
     global _LOADS
-    plan_key = pickle.dumps(plan)
-    model_key = pickle.dumps((plan.model, plan.device, plan.offline, plan.input_affine))
+    model_key = pickle.dumps((plan.model, select_device(plan.device).type, plan.offline, plan.input_affine))
     with _LOCK:
-        if plan_key in _WORKER:
-            return _WORKER[plan_key]
+        cached = _WORKER.get(id(plan))
+        if cached is not None and cached[0] is plan:  # the plan is held here, so its id is not reused
+            return cached[1]
         if model_key not in _MODEL:
             _MODEL.clear()
             _MODEL[model_key] = load_model(plan)
             _LOADS += 1
-        for old in _WORKER.values():
+        for _, old in _WORKER.values():
             old.close()
         _WORKER.clear()
         try:
@@ -253,8 +258,7 @@ def _block_worker(plan: RunPlan) -> BlockWorker:
                 f"On Dask worker {_address()}: {exc} Local paths must be visible to every worker at the same path "
                 "(shared storage), or use URLs."
             ) from exc
-        worker.lock = threading.Lock()
-        _WORKER[plan_key] = worker
+        _WORKER[id(plan)] = (plan, worker)
         return worker
 
 
@@ -281,7 +285,7 @@ def _chips_task(plan: RunPlan, directory: str, block: Block) -> int:
     torch.set_num_threads(_threads())
     worker = _block_worker(plan)
     inp = worker.read(block)
-    with worker.lock:  # one model call at a time per process, on all its threads
+    with _MODEL_CALLS:
         own = worker.chips(inp)
     handed = border_chips(block, plan.layout, own, plan.grid.shape)
     partial = PartialRun.attach(directory)
