@@ -9,7 +9,9 @@ Figures, each from a fresh client process, in A B C A B C order:
   as it is for the single-process run;
 - overhead of one worker over single-process, the target being within 10 %;
 - the client's peak resident memory (VmHWM, workers not included) on two worker processes for the
-  region and for one of four times its area: the client holds no pixels, so it should not grow.
+  region and for one of four times its area, at the end (the COG assembled, GDAL's caches included)
+  and when the last block is done (before assembly): the client holds no pixels while blocks are
+  computed, so that figure should not grow with the region.
 Every distributed map is compared byte for byte with the single-process one.
 """
 
@@ -44,12 +46,19 @@ if __name__ == "__main__":
         startup = time.perf_counter() - begin
     else:
         client = None
+    marks = {{}}
+
+    def progress(p):
+        if p.blocks_done == p.blocks_total:
+            marks["before_assembly"] = peak_rss_mb()
+
     begin = time.perf_counter()
-    summary = canopy.predict({scene!r}, client=client, **options).attrs["summary"]
+    summary = canopy.predict({scene!r}, client=client, progress=progress, **options).attrs["summary"]
     seconds = time.perf_counter() - begin
     digest = hashlib.sha256(open({out!r}, "rb").read()).hexdigest()
     print(json.dumps({{"seconds": seconds, "cluster_startup_s": startup, "blocks": summary.blocks_computed,
-                      "client_peak_rss_mb": peak_rss_mb(), "sha256": digest}}))
+                      "client_peak_rss_mb": peak_rss_mb(), "client_peak_before_assembly_mb": marks["before_assembly"],
+                      "sha256": digest}}))
     if client is not None:
         client.close()
         cluster.close()
@@ -82,7 +91,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         scene = Path(tmp) / "scene.tif"
         make_scene(scene, 2 * args.size)
-        digests, startup, peaks = set(), {}, {}
+        digests, startup, peaks, computing = set(), {}, {}, {}
         for round_ in range(args.rounds):
             for name, (workers, threads) in variants.items():
                 figures = run_client(scene, args.size, workers, threads, Path(tmp) / f"{round_}_{workers}.tif", args)
@@ -90,8 +99,10 @@ def main() -> None:
                 digests.add(figures["sha256"])
                 startup[name] = figures["cluster_startup_s"]
                 peaks[f"{name} 1x"] = figures["client_peak_rss_mb"]
+                computing[f"{name} 1x"] = figures["client_peak_before_assembly_mb"]
         big = run_client(scene, 2 * args.size, 2, max(1, cores // 2), Path(tmp) / "big.tif", args)
         peaks["2 workers 4x"] = big["client_peak_rss_mb"]
+        computing["2 workers 4x"] = big["client_peak_before_assembly_mb"]
     median = {name: statistics.median(values) for name, values in times.items()}
     report = {
         "machine": machine_record(),
@@ -103,6 +114,8 @@ def main() -> None:
         "cluster_startup_s": {k: v for k, v in startup.items() if k != "single"},
         "client_peak_rss_mb": peaks,
         "client_peak_ratio_4x_over_1x": peaks["2 workers 4x"] / peaks["2 workers 1x"],
+        "client_peak_before_assembly_mb": computing,
+        "client_peak_before_assembly_ratio_4x_over_1x": computing["2 workers 4x"] / computing["2 workers 1x"],
         "all_maps_byte_identical": len(digests) == 1,
     }
     print(json.dumps(report, indent=2))

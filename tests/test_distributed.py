@@ -162,3 +162,20 @@ def test_a_lost_scheduler_stops_the_run_with_a_resume_hint_and_an_unreachable_on
     unreachable = subprocess.run(elsewhere, stderr=subprocess.PIPE, text=True, env=env, timeout=300)
     assert unreachable.returncode == 1 and "Cannot reach the Dask scheduler at tcp://127.0.0.1:9" in unreachable.stderr
     assert "Traceback" not in unreachable.stderr
+
+
+def test_a_worker_that_cannot_open_the_imagery_says_so_and_what_to_share(tmp_path):
+    from dataclasses import replace
+
+    from canopy.errors import ImageryReadError
+    from canopy.request import PredictRequest
+    from canopy.runtime.distributed import _block_worker
+    from canopy.runtime.plan import make_plan
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        plan = make_plan(PredictRequest.from_options(RGB, out=tmp_path / "a.tif", **OPTIONS))
+        elsewhere = replace(plan, sources=(replace(plan.sources[0], path=str(tmp_path / "only_on_the_client.tif")),))
+        with pytest.raises(ImageryReadError, match=r"On Dask worker process \d+: Imagery .*only_on_the_client.tif does not "
+                                                   r"exist.* visible to every worker at the same path"):
+            _block_worker(elsewhere)

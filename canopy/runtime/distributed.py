@@ -14,9 +14,11 @@ a worker that dies are recomputed elsewhere with the same bytes.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import pickle
+import sys
 import threading
 import uuid
 import warnings
@@ -42,6 +44,7 @@ log = logging.getLogger(__name__)
 
 _IN_FLIGHT_PER_THREAD = 4
 """Blocks submitted ahead per worker thread: enough to keep workers busy, few enough to bound the client."""
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
 
 
 @contextmanager
@@ -139,6 +142,7 @@ class DaskEngine:
         step = self.plan.block_size
         try:
             for block in todo:
+                self._blocks.update({self._key("chips", block): block, self._key("blend", block): block})
                 own = client.submit(_chips_task, plan, directory, block, key=self._key("chips", block), pure=False)
                 earlier = [chips.get(at) for at in ((block.row - step, block.col - step), (block.row - step, block.col), (block.row, block.col - step))]
                 done = client.submit(_blend_task, plan, directory, block, own, *[f for f in earlier if f is not None],
@@ -162,14 +166,15 @@ class DaskEngine:
 
     def _key(self, kind: str, block: Block) -> str:
         """A task key naming the block, so the dashboard and errors can say which block a task is."""
-        key = f"canopy-{kind}-{block.key}-{self._token}"
-        self._blocks[key] = block
-        return key
+        return f"canopy-{kind}-{block.key}-{self._token}"
 
     def _finish(self, future, on_done: Callable[[Block], None]) -> int:
         """Wait for a block's blend task, report it, and return its chip count."""
-        count = self._result(future, self._blocks[future.key])
-        on_done(self._blocks[future.key])
+        block = self._blocks[future.key]
+        count = self._result(future, block)
+        for kind in ("chips", "blend"):  # both of its tasks succeeded: no error can name them any more
+            del self._blocks[self._key(kind, block)]
+        on_done(block)
         return count
 
     def _result(self, future, block: Block | None):
@@ -246,6 +251,7 @@ def _block_worker(plan: RunPlan) -> BlockWorker:
             return cached[1]
         if model_key not in _MODEL:
             _MODEL.clear()
+            _undo_nanny_malloc_trim()
             _MODEL[model_key] = load_model(plan)
             _LOADS += 1
         for _, old in _WORKER.values():
@@ -260,6 +266,24 @@ def _block_worker(plan: RunPlan) -> BlockWorker:
             ) from exc
         _WORKER[id(plan)] = (plan, worker)
         return worker
+
+
+def _undo_nanny_malloc_trim() -> None:
+    """Give this worker process glibc's usual malloc thresholds back, where a Dask nanny set ``MALLOC_TRIM_THRESHOLD_``.
+
+    The nanny sets it (64 kB) before it starts a worker, to hand memory back to the system sooner;
+    it also pins glibc's mmap threshold at 128 kB, so every large tensor PyTorch allocates becomes
+    a fresh mapping paid in page faults: the model ran a third slower (docs/benchmarks.md). These
+    are the thresholds glibc itself settles on in a process that frees large blocks (32 and 64 MB).
+    """
+    if "MALLOC_TRIM_THRESHOLD_" not in os.environ or not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc
+        return
+    libc.mallopt(_M_MMAP_THRESHOLD, 32 * 2**20)
+    libc.mallopt(_M_TRIM_THRESHOLD, 64 * 2**20)
 
 
 def _address() -> str:
