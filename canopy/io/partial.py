@@ -120,6 +120,20 @@ class PartialRun:
                 dst.write(data, 1)
         self._inner_path(block.key).unlink(missing_ok=True)
 
+    def start_attempt(self, name: str, who: str) -> None:
+        """Note that ``who`` starts task ``name`` (e.g. ``r0_c42.chips``): what stays of tasks that killed their process."""
+        with open(self.dir / f"{name}.attempts", "a") as log_file:
+            log_file.write(who + "\n")
+
+    def end_attempt(self, name: str) -> None:
+        """Forget the attempts of task ``name``: it finished."""
+        (self.dir / f"{name}.attempts").unlink(missing_ok=True)
+
+    def unfinished_attempts(self) -> dict[str, list[str]]:
+        """Tasks started and never finished, with who started them, most attempts first."""
+        found = {p.name.removesuffix(".attempts"): p.read_text().split() for p in self.dir.glob("*.attempts")}
+        return dict(sorted(found.items(), key=lambda item: -len(item[1])))
+
     def is_done(self, block: Block) -> bool:
         """Whether a block's heights and the chips it hands on are stored."""
         return self._path(block).is_file() and self._border_path(block.key).is_file()

@@ -115,7 +115,7 @@ class DaskEngine:
         self._token = uuid.uuid4().hex[:12]
         self._blocks: dict[str, Block] = {}
         future = client.submit(_describe, plan, key=f"canopy-describe-{self._token}", pure=False)
-        self.identity, caught = self._result(future, None)
+        self.identity, caught = self._result(future, None, None)
         for message, category in caught:
             warnings.warn(message, category, stacklevel=3)
         # every worker runs what the first chose for "auto", so a mixed cluster cannot mix devices or precisions
@@ -152,9 +152,9 @@ class DaskEngine:
                     del chips[at]
                 blended.add(done)
                 while blended.count() >= limit:
-                    total += self._finish(next(blended), on_done)
+                    total += self._finish(next(blended), partial, on_done)
             for future in blended:
-                total += self._finish(future, on_done)
+                total += self._finish(future, partial, on_done)
         except BaseException:
             self._cancel([*chips.values(), *blended.futures])
             raise
@@ -168,16 +168,16 @@ class DaskEngine:
         """A task key naming the block, so the dashboard and errors can say which block a task is."""
         return f"canopy-{kind}-{block.key}-{self._token}"
 
-    def _finish(self, future, on_done: Callable[[Block], None]) -> int:
+    def _finish(self, future, partial: PartialRun, on_done: Callable[[Block], None]) -> int:
         """Wait for a block's blend task, report it, and return its chip count."""
         block = self._blocks[future.key]
-        count = self._result(future, block)
+        count = self._result(future, block, partial)
         for kind in ("chips", "blend"):  # both of its tasks succeeded: no error can name them any more
             del self._blocks[self._key(kind, block)]
         on_done(block)
         return count
 
-    def _result(self, future, block: Block | None):
+    def _result(self, future, block: Block | None, partial: PartialRun | None):
         """A task's result, its failures as canopy errors."""
         from distributed import KilledWorker
 
@@ -186,21 +186,34 @@ class DaskEngine:
         except CanopyError:
             raise
         except KilledWorker as exc:
-            failed = self._blocks.get(exc.task, block)
-            where = (
-                f"block {failed.key} (rows {failed.row}-{failed.row + failed.height - 1}, columns {failed.col}-"
-                f"{failed.col + failed.width - 1} of the output grid)" if failed is not None else "the model's first load"
-            )
-            raise BlockFailedError(
-                f"Computing {where} killed its Dask worker {exc.allowed_failures + 1} times (last {exc.last_worker.address}); "
-                "the blocks already finished are kept: look at the workers' logs, remove the cause and run again with --resume."
-            ) from exc
+            raise self._killer(exc, block, partial) from exc
         except (CancelledError, OSError, TimeoutError) as exc:
             reason = getattr(exc, "reason", None) or (str(exc).splitlines() or [type(exc).__name__])[0]
             raise DistributedError(
                 f"Lost the Dask scheduler ({reason}); the blocks already finished are kept: run again with --resume."
             ) from exc
 
+    def _killer(self, exc, block: Block | None, partial: PartialRun | None) -> BlockFailedError:
+        """The error for tasks that killed their workers, naming the block that did.
+
+        Dask fails every task that was on a dying worker, bystanders too, so the block is the one
+        whose task was started most often and never finished (recorded in the partial folder).
+        """
+        failed, workers = self._blocks.get(exc.task, block), [exc.last_worker.address]
+        attempts = partial.unfinished_attempts() if partial is not None else {}
+        if attempts:
+            name, workers = next(iter(attempts.items()))
+            failed = next((b for b in self._blocks.values() if b.key == name.split(".")[0]), failed)
+        if failed is None:
+            return BlockFailedError(
+                f"Loading the model killed Dask worker {workers[-1]}; look at the worker's log (memory, the weights file)."
+            )
+        return BlockFailedError(
+            f"Computing block {failed.key} (rows {failed.row}-{failed.row + failed.height - 1}, columns {failed.col}-"
+            f"{failed.col + failed.width - 1} of the output grid) killed its Dask worker {len(workers)} times (last "
+            f"{workers[-1]}); the blocks already finished are kept: look at the workers' logs, remove the cause and run "
+            "again with --resume."
+        )
     def _cancel(self, futures: list) -> None:
         """Cancel futures, quietly if the cluster is already gone."""
         try:
@@ -307,14 +320,16 @@ def _describe(plan: RunPlan) -> tuple[ModelIdentity, list[tuple[str, type]]]:
 def _chips_task(plan: RunPlan, directory: str, block: Block) -> int:
     """Predict the chips a block owns and store them in the partial folder; return how many."""
     torch.set_num_threads(_threads())
+    partial = PartialRun.attach(directory)
+    partial.start_attempt(f"{block.key}.chips", _address())
     worker = _block_worker(plan)
     inp = worker.read(block)
     with _MODEL_CALLS:
         own = worker.chips(inp)
     handed = border_chips(block, plan.layout, own, plan.grid.shape)
-    partial = PartialRun.attach(directory)
     partial.write_border(block.key, handed)
     partial.write_inner(block.key, {at: h for at, h in own.items() if at not in handed}, np.ascontiguousarray(inp.block_valid))
+    partial.end_attempt(f"{block.key}.chips")
     return len(own)
 
 
@@ -323,8 +338,10 @@ def _blend_task(plan: RunPlan, directory: str, block: Block, own_count: int, *ea
     partial = PartialRun.attach(directory)
     if partial.is_done(block):  # a retry after the worker that finished it died before saying so
         return own_count
+    partial.start_attempt(f"{block.key}.blend", _address())
     inner, valid = partial.read_inner(block.key)
     borders = BorderChips(plan.block_size, plan.grid.shape, partial.read_border)
     chips = {**borders.around(block), **inner, **partial.read_border(block.key)}
     partial.write_block(block, blend(block, plan.layout, chips, valid), plan.grid)
+    partial.end_attempt(f"{block.key}.blend")
     return own_count
