@@ -17,7 +17,7 @@ from distributed import Client, LocalCluster
 
 import canopy
 from canopy.errors import BlockFailedError
-from canopy.runtime.distributed import model_loads
+from canopy.runtime.dask_tasks import model_loads
 from rasters import NEON
 
 RGB = NEON / "TEAK_043_rgb.tif"
@@ -169,7 +169,7 @@ def test_a_worker_that_cannot_open_the_imagery_says_so_and_what_to_share(tmp_pat
 
     from canopy.errors import ImageryReadError
     from canopy.request import PredictRequest
-    from canopy.runtime.distributed import _block_worker
+    from canopy.runtime.dask_tasks import block_worker
     from canopy.runtime.plan import make_plan
 
     with warnings.catch_warnings():
@@ -178,4 +178,4 @@ def test_a_worker_that_cannot_open_the_imagery_says_so_and_what_to_share(tmp_pat
         elsewhere = replace(plan, sources=(replace(plan.sources[0], path=str(tmp_path / "only_on_the_client.tif")),))
         with pytest.raises(ImageryReadError, match=r"On Dask worker process \d+: Imagery .*only_on_the_client.tif does not "
                                                    r"exist.* visible to every worker at the same path"):
-            _block_worker(elsewhere)
+            block_worker(elsewhere)
