@@ -5,7 +5,8 @@ with one of two outputs: a height in metres per pixel (regression, the head ``ca
 Structure, as published: reassemble (class-token readout projected into the patch features, 1x1
 projection, resize by 4, 2, 1, 1/2), 3x3 convs to the fusion width, four fusion blocks of
 pre-activation residual units from coarse to fine, a 3x3 projection with ReLU, then a depth head
-(3x3 conv, x2 bilinear upsampling, 3x3 conv to 32, ReLU, 1x1 conv to the outputs). Module names
+(3x3 conv, bilinear upsampling to the input's size, x2 for the published patch-16 models, 3x3 conv
+to 32, ReLU, 1x1 conv to the outputs). Module names
 are the published ones (``reassemble_blocks``, ``convs``, ``fusion_blocks``, ``project``,
 ``conv_depth``; convolutions wrapped as ``.conv``), so Meta's ``decode_head.*`` weights load as
 they are. Binned logits become weights by ReLU + 0.1 and normalisation; heights are the weighted
@@ -120,7 +121,12 @@ class _Reassemble(nn.Module):
 
 
 class _DepthHead(nn.Module):
-    """3x3 conv, x2 upsampling, 3x3 conv to 32, ReLU, 1x1 conv to the outputs (``conv_depth.head.N``)."""
+    """3x3 conv, upsampling to the input's size, 3x3 conv to 32, ReLU, 1x1 conv to the outputs (``conv_depth.head.N``).
+
+    The published head upsamples x2 (``head.1``), which is the input's size for patch-16 backbones;
+    with align_corners the two give the same bits then. For patch-14 backbones, going straight to
+    the input's size spares the last convolutions 30 % of their pixels and a resampling after them.
+    """
 
     def __init__(self, channels: int, outputs: int) -> None:
         super().__init__()
@@ -132,8 +138,9 @@ class _DepthHead(nn.Module):
             PointwiseConv2d(32, outputs),
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(x)
+    def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        x = F.interpolate(self.head[0](x), size=size, mode="bilinear", align_corners=True)
+        return self.head[4](self.head[3](self.head[2](x)))
 
 
 class DPTHead(nn.Module):
@@ -175,23 +182,15 @@ class DPTHead(nn.Module):
         self.conv_depth = _DepthHead(features, 1 if bins is None else bins.count)
 
     def forward(self, layers: Features, size: tuple[int, int]) -> torch.Tensor:
-        """Height in metres (B, 1, H, W) for an input of ``size`` = (H, W).
-
-        The head ends at 16 times the token grid; where that differs from the input (patch size
-        14, or an odd token grid), the output is resampled bilinearly to the input's size.
-        """
+        """Height in metres (B, 1, H, W) for an input of ``size`` = (H, W)."""
         maps = [conv(x) for conv, x in zip(self.convs, self.reassemble_blocks(layers))]
         out = self.fusion_blocks[0](maps[-1])
         for i in range(1, 4):
             out = self.fusion_blocks[i](out, maps[-(i + 1)])
-        raw = self.conv_depth(self.project(out))
+        raw = self.conv_depth(self.project(out), size)
         if self.bins is None:
-            heights = softplus_metres(raw, self.scale)
-        else:
-            heights = bins_to_height(raw, self.bins.low, self.bins.high, self.bins.scale)
-        if tuple(heights.shape[-2:]) != tuple(size):
-            heights = F.interpolate(heights, size=size, mode="bilinear", align_corners=False)
-        return heights
+            return softplus_metres(raw, self.scale)
+        return bins_to_height(raw, self.bins.low, self.bins.high, self.bins.scale)
 
     def set_output_bias(self, metres: float) -> None:
         """Start a regression head near a typical height (e.g. the training mean): training then fits the variation."""
