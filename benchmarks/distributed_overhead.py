@@ -53,7 +53,7 @@ if __name__ == "__main__":
             marks["before_assembly"] = peak_rss_mb()
 
     begin = time.perf_counter()
-    summary = canopy.predict({scene!r}, client=client, progress=progress, **options).attrs["summary"]
+    summary = canopy.RunSummary.from_attrs(canopy.predict({scene!r}, client=client, progress=progress, **options).attrs)
     seconds = time.perf_counter() - begin
     digest = hashlib.sha256(open({out!r}, "rb").read()).hexdigest()
     print(json.dumps({{"seconds": seconds, "cluster_startup_s": startup, "blocks": summary.blocks_computed,

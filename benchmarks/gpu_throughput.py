@@ -82,7 +82,7 @@ def measure(name: str, precision: str, chip: int, batch: int, seconds: float, sc
                                 chip_size=chip, device="cuda", precision=precision,
                                 out=str(scene.parent / f"{name}-{precision}.tif"))
     wall = time.perf_counter() - start
-    summary = result.attrs["summary"]
+    summary = canopy.RunSummary.from_attrs(result.attrs)
     return {
         "model": name, "precision": precision, "chip": chip, "batch": batch,
         "bare_chips_per_s": 1 / per_chip, "backbone_chips_per_s": 1 / per_chip_backbone,

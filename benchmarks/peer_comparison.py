@@ -56,7 +56,7 @@ warnings.simplefilter("ignore")
 import canopy
 r = canopy.predict({scene!r}, model="meta-chm-v1-large", weights={weights!r}, out={out!r}, device="cpu", {extra})
 done = time.perf_counter()
-s = r.attrs["summary"]
+s = canopy.RunSummary.from_attrs(r.attrs)
 print(json.dumps({{"seconds": done - start, "chips": s.chips, "chip_px_per_output_px": s.chip_pixels_per_output_pixel,
                   "peak_rss_mb": peak_rss_mb()}}))
 """

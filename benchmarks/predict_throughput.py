@@ -108,14 +108,14 @@ def end_to_end(scene: Path, size: int, args) -> dict:
     code = PEAK + f"""
 import json, sys, time, warnings
 warnings.simplefilter("ignore")
-from canopy.prediction import predict
+from canopy.prediction import RunSummary, predict
 bbox = (300000.0, {4100000.0 - size * 0.5}, {300000.0 + size * 0.5}, 4100000.0)
 start = time.perf_counter()
 result = predict({str(scene)!r}, bbox, bbox_crs="EPSG:32611", model={args.model!r}, weights="random",
                  out={str(scene.parent / f"out_{size}.tif")!r}, res=0.5, chip_size={args.chip}, batch_size={args.batch},
                  block_size={args.block_size}, device={args.device!r}, precision={args.precision!r})
 elapsed = time.perf_counter() - start
-s = result.attrs["summary"]
+s = RunSummary.from_attrs(result.attrs)
 print(json.dumps({{"seconds": elapsed, "chips": s.chips, "blocks": s.blocks_computed,
                   "peak_rss_mb": peak_rss_mb()}}))
 """

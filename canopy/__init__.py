@@ -1,15 +1,48 @@
 """canopy: canopy height maps from very-high-resolution RGB imagery.
 
-The public API is short: :func:`predict` maps a region (from keywords or a :class:`PredictRequest`,
-in this process or on a Dask cluster), :func:`evaluate` compares a map with lidar, :func:`train`
-fits a height head on lidar, and :func:`load_backbone` and :func:`list_models` reach the model registry.
+The public API: :func:`predict` maps a region (from keywords or a :class:`PredictRequest`, in this
+process or on a Dask cluster); :func:`open` reads a map as xarray; :func:`zonal_stats`,
+:func:`cover`, :func:`height_classes` and :func:`plot` analyse it; :func:`evaluate` compares it
+with lidar; :func:`train` fits a height head on lidar; :func:`load_backbone`, :func:`list_models`
+and :func:`get_model_spec` reach the model registry.
+
+Names are imported when first used, so ``import canopy`` (and ``canopy --help``) stays quick.
 """
 
-from canopy._version import __version__
-from canopy.evaluation import evaluate
-from canopy.models import get_model_spec, list_models, load_backbone
-from canopy.prediction import predict
-from canopy.request import PredictRequest
-from canopy.training import train
+from __future__ import annotations
 
-__all__ = ["PredictRequest", "__version__", "evaluate", "get_model_spec", "list_models", "load_backbone", "predict", "train"]
+import importlib
+
+from canopy._version import __version__
+
+_EXPORTS = {
+    "PredictRequest": ("canopy.request", "PredictRequest"),
+    "RunSummary": ("canopy.prediction", "RunSummary"),
+    "cover": ("canopy.analysis.classes", "cover"),
+    "evaluate": ("canopy.evaluation", "evaluate"),
+    "get_model_spec": ("canopy.models", "get_model_spec"),
+    "height_classes": ("canopy.analysis.classes", "height_classes"),
+    "list_models": ("canopy.models", "list_models"),
+    "load_backbone": ("canopy.models", "load_backbone"),
+    "open": ("canopy.analysis.maps", "open_map"),
+    "plot": ("canopy.analysis.plot", "plot"),
+    "predict": ("canopy.prediction", "predict"),
+    "train": ("canopy.training", "train"),
+    "zonal_stats": ("canopy.analysis.zonal", "zonal_stats"),
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str):
+    """Import a public name on first use."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'canopy' has no attribute {name!r}")
+    module, attribute = _EXPORTS[name]
+    value = getattr(importlib.import_module(module), attribute)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

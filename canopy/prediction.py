@@ -5,15 +5,15 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-import rioxarray
 import xarray as xr
 
+from canopy.analysis.maps import open_map
 from canopy.errors import RequestError
 from canopy.imagery import ImagerySource
 from canopy.io.atomic import atomic_path
@@ -56,6 +56,21 @@ class RunSummary:
     overlap: int
     block_size: int
     chip_pixels_per_output_pixel: float
+
+    def to_attrs(self) -> dict[str, int | float]:
+        """The summary as plain attributes, ``canopy_run_<field>``, which netCDF and Zarr can store."""
+        return {f"canopy_run_{f.name}": getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_attrs(cls, attrs: Mapping) -> RunSummary:
+        """The summary a map's attributes hold (from :func:`canopy.predict`, or read back from netCDF or Zarr).
+
+        Raises
+        ------
+        KeyError
+            If the attributes hold no run summary.
+        """
+        return cls(**{f.name: attrs[f"canopy_run_{f.name}"] for f in fields(cls)})
 
 
 def predict(
@@ -119,7 +134,9 @@ def predict(
     -------
     xarray.DataArray
         Heights in metres (float32), NaN where there is no imagery, with CRS and transform set
-        (``.rio``); read lazily from ``out`` when given. ``attrs["summary"]`` is a :class:`RunSummary`.
+        (``.rio``); read lazily from ``out`` when given. Its attributes are the map's tags and the
+        run's :class:`RunSummary` as plain values (``RunSummary.from_attrs(result.attrs)``), so
+        ``to_netcdf`` and ``to_zarr`` store them.
 
     Raises
     ------
@@ -144,13 +161,12 @@ def predict(
         if target is None:
             tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="canopy-", dir=_scratch(client))))
             summary = _run(plan, engine, tmp / "height.tif", False, False, progress)
-            with rioxarray.open_rasterio(tmp / "height.tif", masked=True) as data:
+            with open_map(tmp / "height.tif") as data:
                 result = data.load()
         else:
             summary = _run(plan, engine, target, request.output.resume, request.output.quicklook, progress)
-            result = rioxarray.open_rasterio(target, masked=True)
-    result = result.squeeze("band", drop=True).rename("canopy_height")
-    result.attrs.update(units="m", long_name="canopy height", summary=summary)
+            result = open_map(target)
+    result.attrs.update(summary.to_attrs())
     return result
 
 

@@ -19,13 +19,12 @@ from typing import Any
 import yaml
 from rasterio.crs import CRS
 
+from canopy.choices import Device, Normalize, Precision
 from canopy.errors import ChipLayoutError, OutputPathError, RequestError
 from canopy.grid import Region, parse_crs
-from canopy.imagery.aerial_normalization import Normalize
-from canopy.imagery.source import ImageryOptions, ImagerySource, MosaicOrder
+from canopy.imagery.source import ImageryOptions, ImagerySource
 from canopy.models.defaults import default_model
 from canopy.models.height_model import ModelRef
-from canopy.runtime.device import Device, Precision
 from canopy.tiling.chips import ChipLayout
 
 DEFAULT_BLOCK_SIZE = 2048

@@ -17,6 +17,7 @@ from distributed import Client, LocalCluster
 
 import canopy
 from canopy.errors import BlockFailedError
+from canopy.prediction import RunSummary
 from canopy.runtime.dask_tasks import model_loads
 from rasters import NEON
 
@@ -60,7 +61,7 @@ def client(tmp_path_factory):
 def test_two_workers_give_the_single_process_bytes_and_load_the_model_once_each(client, single, tmp_path):
     before = client.run(model_loads)
     out = tmp_path / "two.tif"
-    summary = _predict(out, client=client).attrs["summary"]
+    summary = RunSummary.from_attrs(_predict(out, client=client).attrs)
     assert out.read_bytes() == single
     assert summary.blocks_computed == BLOCKS and summary.chips == 25
     loads = {w: n - before.get(w, 0) for w, n in client.run(model_loads).items()}
@@ -96,7 +97,7 @@ def test_a_poison_block_is_named_and_a_single_process_resume_finishes_the_run(cl
     partial = tmp_path / ".poisoned.tif.partial"
     kept = len(list(partial.glob("r*_c*.tif")))
     assert not out.exists() and 0 < kept < BLOCKS
-    summary = _predict(out, resume=True).attrs["summary"]  # in this process
+    summary = RunSummary.from_attrs(_predict(out, resume=True).attrs)  # in this process
     assert summary.blocks_reused == kept and summary.blocks_computed == BLOCKS - kept
     assert out.read_bytes() == single
     client.wait_for_workers(2, timeout=120)

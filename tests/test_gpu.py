@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from canopy.models.height_model import ModelRef, load_height_model
-from canopy.prediction import predict
+from canopy.prediction import RunSummary, predict
 from canopy.runtime.inference import ChipPredictor, auto_batch_size
 from rasters import NEON
 
@@ -29,6 +29,6 @@ def test_predict_on_cuda_in_auto_precision_matches_the_cpu(tmp_path):
                   out=tmp_path / "gpu.tif")
     cpu = predict(NEON / "TEAK_043_rgb.tif", model="dinov2_vits14", weights="random", res=0.2, device="cpu",
                   precision="fp32", out=tmp_path / "cpu.tif")
-    assert gpu.attrs["summary"].chips == cpu.attrs["summary"].chips
+    assert RunSummary.from_attrs(gpu.attrs).chips == RunSummary.from_attrs(cpu.attrs).chips
     np.testing.assert_allclose(gpu.values, cpu.values, atol=0.5, equal_nan=True)
     assert auto_batch_size(torch.device("cuda"), 256) == 32

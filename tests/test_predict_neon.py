@@ -94,6 +94,8 @@ def test_tags_and_qml_sidecar(neon_run):
     assert renderer.get("type") == "singlebandpseudocolor"
     items = renderer.findall(".//colorrampshader/item")
     assert len(items) >= 5 and items[0].get("label") == "0 m" and items[-1].get("label").endswith(" m")
+    legend = renderer.find(".//colorrampshader/rampLegendSettings")
+    assert legend is not None and legend.get("suffix") == " m" and legend.get("useContinuousLegend") == "1"
     assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -10,12 +10,13 @@ import pytest
 from click.testing import CliRunner
 
 import canopy
+from canopy.choices import Device, Precision
 from canopy.cli.main import cli
 from canopy.errors import BBoxError, ChipLayoutError, DeviceError, ImageryError, OutputPathError, RequestError
 from canopy.grid import Region
 from canopy.models.height_model import ModelRef
+from canopy.prediction import RunSummary
 from canopy.request import PredictRequest
-from canopy.runtime.device import Device, Precision
 from rasters import NEON
 
 RGB = NEON / "TEAK_043_rgb.tif"
@@ -82,6 +83,6 @@ def test_keywords_request_yaml_and_cli_make_the_same_map(tmp_path):
     assert result.exit_code == 0, result.output
     expected = (tmp_path / "keywords.tif").read_bytes()
     assert (tmp_path / "request.tif").read_bytes() == expected == (tmp_path / "cli.tif").read_bytes()
-    assert by_keywords.attrs["summary"].blocks_computed == 4
+    assert RunSummary.from_attrs(by_keywords.attrs).blocks_computed == 4
     with pytest.raises(RequestError, match="takes a PredictRequest alone"):
         canopy.predict(request, out=tmp_path / "other.tif")

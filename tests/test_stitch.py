@@ -14,7 +14,7 @@ from canopy.grid import OutputGrid, snap_grid
 from canopy.imagery import GeoTiffSource, read_mosaic
 from canopy.models import get_model_spec
 from canopy.models.height_model import LoadedModel
-from canopy.prediction import predict
+from canopy.prediction import RunSummary, predict
 from canopy.stitch import BorderChips, predict_block
 from canopy.tiling import ChipLayout, iter_blocks
 from canopy.tiling.block_input import read_block
@@ -147,7 +147,7 @@ def test_every_chip_is_computed_once_whatever_the_block_size(scene, tmp_path, mo
         monkeypatch.setattr(block_worker, "load_height_model", _fake_loader(model))
         result = predict(source.path, grid.bounds, bbox_crs="EPSG:32611", model="dinov2_vits14", res=0.5,
                          chip_size=28, overlap=8, block_size=block_size, batch_size=3)
-        summary = result.attrs["summary"]
+        summary = RunSummary.from_attrs(result.attrs)
         assert model.chips == summary.chips == lattice == 4 * 5, block_size
         assert summary.block_size % layout.stride == 0 and summary.blocks_computed > (1 if block_size < 100 else 0)
         assert summary.chip_pixels_per_output_pixel == pytest.approx(lattice * 28**2 / (grid.height * grid.width))

@@ -7,10 +7,6 @@ from pathlib import Path
 
 import click
 
-from canopy.evaluation import evaluate as run_evaluate
-from canopy.evaluation import format_table, write_scatter
-from canopy.io.atomic import atomic_path
-
 
 @click.command()
 @click.argument("prediction", type=click.Path(dir_okay=False, path_type=Path))
@@ -20,6 +16,9 @@ from canopy.io.atomic import atomic_path
 @click.option("--block-size", type=click.IntRange(min=1), default=50, show_default=True, help="Block side (reference px) for block R².")
 def evaluate(prediction: Path, reference: Path, json_out: Path | None, plot: Path | None, block_size: int) -> None:
     """Compare PREDICTION with REFERENCE on the reference's grid: MAE, RMSE, bias, R², block R²."""
+    from canopy.evaluation import evaluate as run_evaluate, format_table, write_scatter
+    from canopy.io.atomic import atomic_path
+
     metrics = run_evaluate(prediction, reference, block_size=block_size)
     click.echo(format_table(metrics))
     if json_out is not None:

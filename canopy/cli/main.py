@@ -57,9 +57,10 @@ def _register_commands() -> None:
     from canopy.cli.index import index
     from canopy.cli.models import models
     from canopy.cli.predict import predict
+    from canopy.cli.stats import stats
     from canopy.cli.train import train
 
-    for command in (demo, evaluate, index, models, predict, train):
+    for command in (demo, evaluate, index, models, predict, stats, train):
         cli.add_command(command)
 
 

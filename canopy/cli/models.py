@@ -7,15 +7,12 @@ from pathlib import Path
 
 import click
 
-from canopy.models.convert import convert_to_float
-from canopy.models.model_file import read_model_file
-from canopy.models.registry import list_models
-from canopy.cache import cache_dir
-from canopy.models.weights import find_cached
 
 
 def _describe_file(path: Path) -> dict:
     """The record of a trained model file, as shown by `canopy models FILE`."""
+    from canopy.models.model_file import read_model_file
+
     trained = read_model_file(path)
     spec = trained.spec
     return {
@@ -76,6 +73,8 @@ def convert(source: Path, target: Path) -> None:
     Pass TARGET to --weights instead of SOURCE: it runs on any device and in bf16, without
     PyTorch's deprecated quantised tensors. Output maps record that the converted file was used.
     """
+    from canopy.models.convert import convert_to_float
+
     done = convert_to_float(source, target)
     click.echo(
         f"wrote {done.target} ({done.tensors} float32 tensors, {done.layers_dequantized} int8 layers dequantised) "
@@ -86,6 +85,10 @@ def convert(source: Path, target: Path) -> None:
 @click.pass_context
 def _list_or_describe(ctx: click.Context, files: tuple[Path, ...], as_json: bool) -> None:
     """List the registry, or describe trained model files."""
+    from canopy.cache import cache_dir
+    from canopy.models.registry import list_models
+    from canopy.models.weights import find_cached
+
     if files:
         described = [_describe_file(f) for f in files]
         if as_json:

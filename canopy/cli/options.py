@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from canopy.runtime.device import Device, Precision
+from canopy.choices import Device, Precision
 
 model_option = click.option(
     "--model", default=None, metavar="NAME|FILE",

@@ -17,11 +17,7 @@ from canopy.cli.options import (
     weights_option,
 )
 from canopy.cli.progress import block_progress, download_progress
-from canopy.imagery.aerial_normalization import Normalize
-from canopy.imagery.source import MosaicOrder
-from canopy.prediction import predict as run_predict
-from canopy.request import PredictRequest
-from canopy.runtime.distributed import connect
+from canopy.choices import MosaicOrder, Normalize
 
 
 class _Bands(click.ParamType):
@@ -95,6 +91,10 @@ def predict(quiet: bool, **options) -> None:
     (--scheduler, --scheduler-file), whose workers must see the imagery, the weights cache and
     the folder of --out.
     """
+    from canopy.prediction import RunSummary, predict as run_predict
+    from canopy.request import PredictRequest
+    from canopy.runtime.distributed import connect
+
     request = PredictRequest.from_options(**{**options, "imagery": list(options["imagery"]), "collections": list(options["collections"])})
     cluster = request.runtime.cluster
     with ExitStack() as stack:
@@ -105,7 +105,7 @@ def predict(quiet: bool, **options) -> None:
         on_block = stack.enter_context(block_progress(quiet))
         result = run_predict(request, client=client, progress=on_block, download_progress=on_download)
     out = request.output.path
-    summary = result.attrs["summary"]
+    summary = RunSummary.from_attrs(result.attrs)
     height, width = result.shape
     click.echo(
         f"wrote {out} ({width} x {height} px, {abs(result.rio.resolution()[0]):g} m, {result.rio.crs}); "

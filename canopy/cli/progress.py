@@ -5,9 +5,10 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-from tqdm import tqdm
+from typing import TYPE_CHECKING
 
-from canopy.prediction import Progress
+if TYPE_CHECKING:
+    from canopy.prediction import Progress
 
 
 @contextlib.contextmanager
@@ -16,6 +17,8 @@ def block_progress(quiet: bool) -> Iterator:
     if quiet:
         yield None
         return
+    from tqdm import tqdm
+
     bar = tqdm(total=0, unit="block", desc="predicting", dynamic_ncols=True)
 
     def update(p: Progress) -> None:
@@ -41,6 +44,8 @@ def download_progress(quiet: bool) -> Iterator:
     def update(done: int, total: int | None) -> None:
         nonlocal bar
         if bar is None:
+            from tqdm import tqdm
+
             bar = tqdm(total=total, unit="B", unit_scale=True, desc="downloading weights")
         bar.update(done - bar.n)
 

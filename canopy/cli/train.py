@@ -8,7 +8,6 @@ import click
 
 from canopy.cli.options import config_option, device_option, offline_option, quiet_option, weights_option
 from canopy.cli.progress import download_progress
-from canopy.training import EpochReport, TrainSettings, train as run_train
 
 
 @click.command()
@@ -30,7 +29,9 @@ from canopy.training import EpochReport, TrainSettings, train as run_train
 def train(imagery, reference, out, backbone, weights, head, epochs, val_fraction, seed, chip_size, batch_size, device, offline, quiet) -> None:
     """Train a height head on imagery paired with reference canopy height; the backbone stays frozen."""
 
-    def report(r: EpochReport) -> None:
+    from canopy.training import TrainSettings, train as run_train
+
+    def report(r) -> None:
         if not quiet:
             val = "n/a" if r.val_mae is None else f"{r.val_mae:.3f} m"
             click.echo(f"epoch {r.epoch}/{r.epochs}  loss {r.train_loss:.3f} m  val MAE {val}", err=True)

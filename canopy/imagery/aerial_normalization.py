@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from enum import StrEnum
 
 import numpy as np
 import torch
@@ -27,15 +26,6 @@ from canopy.models.weights import ProgressCallback, resolve_weights
 
 TILE = 256
 FILTERS = (8, 16, 32, 64, 64, 128)
-
-
-class Normalize(StrEnum):
-    """How imagery's radiometry is adapted before the model sees it."""
-
-    NONE = "none"
-    """As it is (8-bit / 255, or the region's percentile stretch)."""
-    AERIAL = "aerial"
-    """Stretched to the satellite radiometry of Meta's models by their normalisation network, once for the region."""
 
 
 @dataclass(frozen=True)

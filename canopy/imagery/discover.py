@@ -11,7 +11,8 @@ from canopy.grid import BBox
 from canopy.imagery import stac, tile_index
 from canopy.imagery.geotiff import GeoTiffSource
 from canopy.imagery.mosaic import merge_aligned
-from canopy.imagery.source import ImageryOptions, ImagerySource, MosaicOrder
+from canopy.choices import MosaicOrder
+from canopy.imagery.source import ImageryOptions, ImagerySource
 
 
 def _expand(spec, region: BBox | None, options: ImageryOptions) -> list[tuple[str | os.PathLike, float | None]]:

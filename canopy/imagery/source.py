@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 from rasterio.crs import CRS
 
+from canopy.choices import MosaicOrder
 from canopy.errors import ImageryError
 from canopy.grid import BBox, OutputGrid
 from canopy.imagery.radiometry import Scaling
@@ -60,17 +60,6 @@ class ImagerySource(Protocol):
     def close(self) -> None:
         """Release open files."""
         ...
-
-
-class MosaicOrder(StrEnum):
-    """Which source wins where several overlap."""
-
-    FINEST = "finest"
-    """Finest resolution first, then most recent."""
-    LATEST = "latest"
-    """Most recent first, then finest."""
-    GIVEN = "given"
-    """The order the sources were named in (files of a directory by path)."""
 
 
 @dataclass(frozen=True)

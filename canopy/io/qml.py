@@ -1,4 +1,4 @@
-"""A QGIS style sidecar (``<name>.qml``): a height colour ramp in metres, with a legend."""
+"""A QGIS style sidecar (``<name>.qml``): a height colour ramp in metres, with a legend whose labels end in `` m``."""
 
 from __future__ import annotations
 
@@ -49,6 +49,17 @@ def qml_text(vmax: float) -> str:
       <rastershader>
         <colorrampshader colorRampType="INTERPOLATED" classificationMode="2" clip="0" minimumValue="0" maximumValue="{vmax:g}" labelPrecision="0">
 {items}
+          <rampLegendSettings minimumLabel="" maximumLabel="" prefix="" suffix=" m" orientation="2" direction="0" useContinuousLegend="1">
+            <numericFormat id="basic">
+              <Option type="Map">
+                <Option name="decimals" type="int" value="1"/>
+                <Option name="rounding_type" type="int" value="0"/>
+                <Option name="show_plus" type="bool" value="false"/>
+                <Option name="show_thousand_separator" type="bool" value="false"/>
+                <Option name="show_trailing_zeros" type="bool" value="false"/>
+              </Option>
+            </numericFormat>
+          </rampLegendSettings>
         </colorrampshader>
       </rastershader>
     </rasterrenderer>

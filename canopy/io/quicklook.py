@@ -1,4 +1,4 @@
-"""A quicklook PNG of a height map, with a colour bar in metres."""
+"""A quicklook PNG of a height map, with a colour bar in metres and a scale bar."""
 
 from __future__ import annotations
 
@@ -9,13 +9,15 @@ import rasterio
 from rasterio.enums import Resampling
 
 from canopy.io.atomic import atomic_path
-from canopy.io.qml import HEIGHT_COLOURS
 
 _MAX_SIDE = 1024
 
 
 def write_quicklook(tif: Path, png: Path, vmax: float, title: str | None = None) -> None:
     """Render ``tif`` (read from an overview, at most 1024 px a side) to ``png`` atomically.
+
+    The figure is drawn off-screen without pyplot, so it never changes matplotlib's backend
+    (a notebook that predicts with a quicklook still shows its own figures).
 
     Parameters
     ----------
@@ -26,29 +28,25 @@ def write_quicklook(tif: Path, png: Path, vmax: float, title: str | None = None)
     vmax
         Top of the colour scale in metres, the same as the QGIS style's.
     title
-        Shown above the map; defaults to the file name.
+        Shown above the map (default the file name), followed by a warning when the map's tags say
+        its weights were random.
     """
-    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.colors import LinearSegmentedColormap
+    from canopy.analysis.plot import draw_heights, random_weights_note
 
     with rasterio.open(tif) as src:
         scale = max(1.0, max(src.width, src.height) / _MAX_SIDE)
         shape = (max(1, round(src.height / scale)), max(1, round(src.width / scale)))
         data = src.read(1, out_shape=shape, resampling=Resampling.average, masked=True).filled(np.nan)
         crs = src.crs.to_string() if src.crs else "no CRS"
-    cmap = LinearSegmentedColormap.from_list("canopy_height", HEIGHT_COLOURS)
-    cmap.set_bad("#ffffff", 0.0)
-    fig, ax = plt.subplots(figsize=(7, 6), dpi=100)
-    image = ax.imshow(data, cmap=cmap, vmin=0, vmax=vmax, interpolation="nearest")
-    ax.set_title(title or tif.name)
-    ax.set_xlabel(crs)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    fig.colorbar(image, ax=ax, label="canopy height (m)", shrink=0.85)
+        left, bottom, right, top = src.bounds
+        note = random_weights_note(src.tags())
+    fig = Figure(figsize=(7, 6), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    draw_heights(ax, data, (left, right, bottom, top), vmax, (title or tif.name) + note, crs)
     fig.tight_layout()
     with atomic_path(png) as tmp:
         fig.savefig(tmp, format="png")
-    plt.close(fig)

@@ -4,48 +4,12 @@ from __future__ import annotations
 
 import functools
 import warnings
-from enum import StrEnum
 from pathlib import Path
 
 import torch
 
+from canopy.choices import Device, Precision
 from canopy.errors import DeviceError, SlowPrecisionWarning
-
-class _Choice(StrEnum):
-    """A choice among names; an unknown name is refused with a :class:`DeviceError` that lists them."""
-
-    @classmethod
-    def parse(cls, name: str) -> _Choice:
-        """The member named ``name``.
-
-        Raises
-        ------
-        DeviceError
-            If ``name`` is not one of them.
-        """
-        try:
-            return cls(name)
-        except ValueError:
-            raise DeviceError(f"{cls.__name__} {name!r} is not one of {', '.join(cls)}.") from None
-
-
-class Device(_Choice):
-    """Where the model runs; ``auto`` picks CUDA, then MPS, then the CPU."""
-
-    AUTO = "auto"
-    CPU = "cpu"
-    CUDA = "cuda"
-    MPS = "mps"
-
-
-class Precision(_Choice):
-    """The floating-point precision the model runs in; ``auto`` as :func:`select_precision` decides."""
-
-    AUTO = "auto"
-    FP32 = "fp32"
-    BF16 = "bf16"
-    FP16 = "fp16"
-
 
 def select_device(name: str = "auto") -> torch.device:
     """The device for ``name``; ``auto`` picks CUDA, then MPS, then the CPU.

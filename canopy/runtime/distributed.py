@@ -26,7 +26,7 @@ from canopy.errors import BlockFailedError, CanopyError, DistributedError
 from canopy.io.partial import PartialRun
 from canopy.request import ClusterSpec
 from canopy.runtime.dask_tasks import blend_task, chips_task, describe, hold
-from canopy.runtime.device import Device, Precision
+from canopy.choices import Device, Precision
 from canopy.runtime.plan import RunPlan
 from canopy.tiling.blocks import Block
 

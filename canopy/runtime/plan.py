@@ -14,7 +14,8 @@ from rasterio.crs import CRS
 from canopy._version import __version__
 from canopy.errors import ResolutionWarning
 from canopy.grid import OutputGrid, plan_grid
-from canopy.imagery.aerial_normalization import Normalize, load_normalizer, region_affine
+from canopy.choices import Device, Normalize, Precision
+from canopy.imagery.aerial_normalization import load_normalizer, region_affine
 from canopy.imagery.discover import open_imagery
 from canopy.imagery.geotiff import GeoTiffSource, RasterRef
 from canopy.imagery.radiometry import Scaling, describe_scalings, scaling_for_region
@@ -23,7 +24,6 @@ from canopy.models.height_model import ModelRef
 from canopy.models.registry import ModelSpec
 from canopy.models.weights import ProgressCallback
 from canopy.request import PredictRequest
-from canopy.runtime.device import Device, Precision
 from canopy.tiling.blocks import Block, iter_blocks
 from canopy.tiling.chips import ChipLayout
 
