@@ -95,6 +95,7 @@ class _Sums:
             "r2": 1.0 - self.sum_sq / ss_tot if ss_tot > 0 else None,
             "r2_block": _r2(np.array(self.block_pred), np.array(self.block_ref)),
             "n": n,
+            "reference_std": math.sqrt(max(ss_tot, 0.0) / n),
             "n_blocks": len(self.block_ref),
             "by_height_bin": by_bin,
         }
@@ -206,7 +207,31 @@ def evaluate_pairs(
     if sums.n == 0:
         names = ", ".join(f"{p} vs {r}" for p, r in pairs)
         raise EvaluationError(f"{names}: no pixel is valid in both; check their nodata values and extents.")
-    return sums.metrics()
+    metrics = sums.metrics()
+    metrics["notes"] = _notes(metrics, block_size)
+    return metrics
+
+
+def _notes(metrics: dict, block_size: int) -> list[str]:
+    """What a reader of the metrics should know: too few blocks for block R², or an R² that points to a mix-up."""
+    notes = []
+    if metrics["n_blocks"] < 2:
+        suggested = max(2, int(math.sqrt(metrics["n"] / 10)))
+        notes.append(
+            f"Block R² needs at least two {block_size} x {block_size} px blocks at least half valid, and the area holds "
+            f"{metrics['n_blocks']}: lower --block-size (e.g. {suggested}) to get one."
+        )
+    if metrics["r2"] is not None and metrics["r2"] < -1:
+        spread = f"{metrics['reference_std']:.2f} m"
+        notes.append(
+            f"R² far below 0 means the map is much worse than the reference's own mean everywhere; the reference's "
+            f"heights vary by only {spread} (std): check that PREDICTION comes first and the lidar REFERENCE second, "
+            "that both are heights in metres, and which model and weights made the map."
+            if metrics["reference_std"] < 1.0 else
+            "R² far below 0 means the map is much worse than the reference's own mean everywhere: check that both are "
+            "heights in metres over the same place, and which model and weights made the map (random weights give this)."
+        )
+    return notes
 
 
 def evaluate(prediction: str | os.PathLike, reference: str | os.PathLike, block_size: int = 50, rows_per_read: int = 1000) -> dict:
@@ -231,7 +256,8 @@ def evaluate(prediction: str | os.PathLike, reference: str | os.PathLike, block_
     -------
     dict
         ``mae``, ``rmse``, ``bias``, ``r2``, ``r2_block`` (None when fewer than two blocks),
-        ``n`` (pixels compared), ``n_blocks`` and ``by_height_bin`` ({bin: {n, mae, bias}}).
+        ``n`` (pixels compared), ``reference_std``, ``n_blocks``, ``by_height_bin`` ({bin: {n, mae,
+        bias}}) and ``notes`` (sentences on too few blocks, or an R² that suggests swapped inputs).
 
     Raises
     ------
@@ -261,6 +287,7 @@ def format_table(metrics: dict) -> str:
     ]
     for name, row in metrics["by_height_bin"].items():
         lines.append(f"{name + ' m':<17} {row['n']:<10} {fmt(row['mae'], ' m'):<10} {fmt(row['bias'], ' m')}")
+    lines += [f"\nnote: {note}" for note in metrics.get("notes", [])]
     return "\n".join(lines)
 
 

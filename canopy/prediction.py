@@ -32,12 +32,17 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Progress:
-    """Where a run stands: blocks and square kilometres done of the total."""
+    """Where a run stands: blocks and square kilometres done of the total, and chips predicted.
+
+    Within a block, ``km2_done`` moves with the chips predicted (in this process; on a cluster, by
+    whole blocks), so a run of one block shows progress too.
+    """
 
     blocks_done: int
     blocks_total: int
     km2_done: float
     km2_total: float
+    chips_done: int = 0
 
 
 @dataclass(frozen=True)
@@ -196,18 +201,27 @@ def _run(plan: RunPlan, engine, target: Path, resume: bool, quicklook: bool, pro
     def km2(some: list[Block]) -> float:
         return sum(b.height * b.width for b in some) * grid.res**2 / 1e6
 
-    state = {"count": len(blocks) - len(todo), "km2": km2([b for b in blocks if b.key in done])}
-    total_km2 = km2(blocks)
+    reused_km2, todo_km2, total_km2 = km2([b for b in blocks if b.key in done]), km2(todo), km2(blocks)
+    chips_total = sum(len(layout.starts_within(b.row, b.row + b.height, grid.height))
+                      * len(layout.starts_within(b.col, b.col + b.width, grid.width)) for b in todo)
+    state = {"count": len(blocks) - len(todo), "km2": reused_km2, "chips": 0}
+
+    def report() -> None:
+        if progress is not None:
+            by_chips = reused_km2 + todo_km2 * min(1.0, state["chips"] / chips_total) if chips_total else 0.0
+            progress(Progress(state["count"], len(blocks), max(state["km2"], by_chips), total_km2, state["chips"]))
 
     def on_done(block: Block) -> None:
         state["count"] += 1
         state["km2"] += km2([block])
-        if progress is not None:
-            progress(Progress(state["count"], len(blocks), state["km2"], total_km2))
+        report()
 
-    if progress is not None:
-        progress(Progress(state["count"], len(blocks), state["km2"], total_km2))
-    chips = engine.run(partial, todo, on_done)
+    def on_chips(count: int) -> None:
+        state["chips"] += count
+        report()
+
+    report()
+    chips = engine.run(partial, todo, on_done, on_chips)
     with atomic_path(target) as tmp_tif:
         counts = assemble_cog(partial, grid, blocks, tags, tmp_tif)
         vmax = style_range(height_percentile(counts, 98))

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import torch
+import pytest
 from click.testing import CliRunner
 
 from canopy import __version__
@@ -66,3 +67,39 @@ def test_predict_config_with_an_unknown_key_is_refused(tmp_path):
     config.write_text("resolution: 1.0\n")
     result = CliRunner().invoke(cli, ["predict", "--config", str(config), "--imagery", "x.tif", "--out", "y.tif"])
     assert result.exit_code == 2 and "unknown keys ['resolution']" in result.output
+
+
+def test_help_and_version_import_no_torch_or_gdal():
+    code = ("import sys\nfrom canopy.cli.main import cli\nfor args in (['--help'], ['--version'], ['predict', '--help']):\n"
+            "    try:\n        cli.main(args, standalone_mode=False)\n    except SystemExit:\n        pass\n"
+            "print(sorted(m for m in ('torch', 'rasterio', 'geopandas', 'xarray') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_progress_moves_within_a_block_appears_only_once_running_and_the_last_lines_list_the_files(tmp_path):
+    import warnings
+
+    from rasters import NEON
+
+    import canopy
+
+    seen = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        canopy.predict(NEON / "TEAK_043_rgb.tif", model="dinov2_vits14", weights="random", res=0.25, chip_size=56,
+                       batch_size=2, progress=seen.append)  # one block of 160 x 160 px, 16 chips, 8 model calls
+    assert seen[0].km2_done == 0 and seen[-1].km2_done == pytest.approx(seen[-1].km2_total)
+    within = [p for p in seen if p.blocks_done == 0 and 0 < p.km2_done < p.km2_total]
+    assert len(within) >= 3 and [p.chips_done for p in within] == sorted(p.chips_done for p in within)
+    out = tmp_path / "map.tif"
+    args = ["predict", "--imagery", str(NEON / "TEAK_043_rgb.tif"), "--model", "dinov2_vits14", "--weights", "random",
+            "--res", "1", "--chip-size", "28", "--out", str(out), "--quicklook"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "km²" in result.output and "blocks" in result.output
+    assert result.output.rstrip().splitlines()[-2:] == [f"wrote {out.with_suffix('.qml')} (QGIS style)",
+                                                         f"wrote {out.with_suffix('.png')} (quicklook)"]
+    failed = CliRunner().invoke(cli, ["predict", "--imagery", str(tmp_path / "missing.tif"), "--out", str(out),
+                                      "--model", "dinov2_vits14", "--weights", "random"])
+    assert failed.exit_code == 1 and "predicting" not in failed.output

@@ -132,3 +132,16 @@ def test_cli_prints_a_table_and_writes_json_and_a_plot(tmp_path):
     assert out_png.read_bytes()[:4] == b"\x89PNG"
     bad = CliRunner().invoke(cli, ["evaluate", str(prediction), str(tmp_path / "nope.tif")])
     assert bad.exit_code == 1 and "is not a raster GDAL can read" in bad.output
+
+
+def test_notes_say_when_blocks_are_too_big_and_when_inputs_look_swapped(tmp_path):
+    prediction, ref = _pair(tmp_path)
+    got = evaluate(prediction, ref, block_size=50)
+    assert got["n_blocks"] == 0 and got["r2_block"] is None
+    assert any("lower --block-size" in note for note in got["notes"])
+    assert evaluate(prediction, ref, block_size=2)["notes"] == []
+    flat = write_raster(tmp_path / "flat.tif", data=np.full((1, 4, 4), 3.0, np.float32) + np.eye(4, dtype=np.float32)[None] * 0.1,
+                        width=4, height=4, count=1, dtype="float32", transform=ORIGIN, nodata=float("nan"))
+    swapped = CliRunner().invoke(cli, ["evaluate", str(ref), str(flat), "--block-size", "2"])
+    assert swapped.exit_code == 0, swapped.output
+    assert "note: R² far below 0" in swapped.output and "PREDICTION comes first" in swapped.output

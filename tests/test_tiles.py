@@ -91,9 +91,12 @@ def test_index_command_prints_a_summary(tmp_path):
 def test_files_without_crs_are_skipped_with_a_warning(tmp_path, single):
     cut_tiles(RGB, tmp_path / "tiles")
     write_raster(tmp_path / "tiles" / "nocrs.tif", crs=None)
-    with pytest.warns(SkippedImageryWarning, match=r"nocrs.tif has no CRS or geotransform; skipped"):
+    write_raster(tmp_path / "tiles" / "lidar_chm.tif", count=1, dtype="float32")
+    with pytest.warns(SkippedImageryWarning, match=r"skipped 2 of 6 rasters .*lidar_chm.tif has 1 band\(s\), not RGB; nocrs.tif has no CRS"):
         result = predict(tmp_path / "tiles", _bbox(), model="dinov2_vits14", weights="random", chip_size=112)
     np.testing.assert_array_equal(result.values, single)
+    listing = CliRunner().invoke(cli, ["index", str(tmp_path / "tiles")])
+    assert "6 files, 4 usable" in listing.output and "lidar_chm.tif: has 1 band(s), not RGB" in listing.output
 
 
 def test_bad_directories(tmp_path):

@@ -113,3 +113,6 @@ def predict(quiet: bool, **options) -> None:
         f"{summary.chips} chips, {summary.chip_pixels_per_output_pixel:.2f} chip px per output px",
         err=True,
     )
+    click.echo(f"wrote {out.with_suffix('.qml')} (QGIS style)", err=True)
+    if request.output.quicklook:
+        click.echo(f"wrote {out.with_suffix('.png')} (quicklook)", err=True)

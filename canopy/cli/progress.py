@@ -13,24 +13,29 @@ if TYPE_CHECKING:
 
 @contextlib.contextmanager
 def block_progress(quiet: bool) -> Iterator:
-    """A callback showing blocks done, area done (km²) and time left, or None when ``quiet``."""
+    """A callback showing area done (km², moving with the chips within a block), time left, blocks and chips;
+    or None when ``quiet``. The bar appears with the first report, once the run has started."""
     if quiet:
         yield None
         return
-    from tqdm import tqdm
-
-    bar = tqdm(total=0, unit="block", desc="predicting", dynamic_ncols=True)
+    bar = None
 
     def update(p: Progress) -> None:
-        bar.total = p.blocks_total
-        bar.n = p.blocks_done
-        bar.set_postfix_str(f"{p.km2_done:.3f}/{p.km2_total:.3f} km²", refresh=False)
+        nonlocal bar
+        if bar is None:
+            from tqdm import tqdm
+
+            bar = tqdm(total=p.km2_total, unit="km²", desc="predicting", dynamic_ncols=True,
+                       bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.3f}/{total:.3f} km² [{elapsed}<{remaining}{postfix}]")
+        bar.n = p.km2_done
+        bar.set_postfix_str(f"{p.blocks_done}/{p.blocks_total} blocks, {p.chips_done} chips", refresh=False)
         bar.refresh()
 
     try:
         yield update
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
 
 
 @contextlib.contextmanager

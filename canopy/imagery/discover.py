@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 from canopy.errors import BBoxError, ImageryError, ImageryReadError, SkippedImageryWarning
 from canopy.grid import BBox
@@ -24,11 +25,15 @@ def _expand(spec, region: BBox | None, options: ImageryOptions) -> list[tuple[st
         return [(a.href, a.date) for a in found]
     if tile_index.is_tile_collection(text):
         index = tile_index.build_index(text)
-        for _, row in index[index["problem"].notna()].iterrows():
-            warnings.warn(f"Imagery {row['path']} {row['problem']}; skipped.", SkippedImageryWarning, stacklevel=4)
+        skipped = index[index["problem"].notna()]
+        if len(skipped):
+            listed = "; ".join(f"{Path(p).name} {problem}" for p, problem in zip(skipped["path"][:5], skipped["problem"][:5]))
+            more = f"; and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+            warnings.warn(f"Imagery {text}: skipped {len(skipped)} of {len(index)} rasters that are not usable RGB imagery "
+                          f"({listed}{more}); `canopy index {text}` lists them.", SkippedImageryWarning, stacklevel=4)
         usable = tile_index.query(index, region)
         if index["problem"].notna().all():
-            raise ImageryError(f"No raster in {text} is usable: each has no CRS or cannot be read (see the warnings).")
+            raise ImageryError(f"No raster in {text} is usable RGB imagery: each has no CRS, fewer than 3 bands or cannot be read (see the warning).")
         if usable.empty:
             raise BBoxError(f"No raster in {text} intersects the bbox; `canopy index {text}` shows their extent.")
         return [(p, None) for p in usable["path"]]

@@ -85,7 +85,8 @@ def build_index(spec: str | os.PathLike) -> gpd.GeoDataFrame:
     Returns
     -------
     geopandas.GeoDataFrame
-        One row per file, in EPSG:4326; ``problem`` says why a file cannot be used.
+        One row per file, in EPSG:4326; ``problem`` says why a file cannot be used (unreadable,
+        no CRS, fewer than three bands, as lidar canopy height models have).
 
     Raises
     ------
@@ -112,6 +113,8 @@ def build_index(spec: str | os.PathLike) -> gpd.GeoDataFrame:
             rows.append(_scan(path, stat))
             rescanned += 1
     index = gpd.GeoDataFrame(pd.DataFrame(rows, columns=COLUMNS), geometry="geometry", crs="EPSG:4326")
+    too_few = index["problem"].isna() & (index["count"] < 3)  # also in indexes cached before this rule
+    index.loc[too_few, "problem"] = index.loc[too_few, "count"].map(lambda n: f"has {int(n)} band(s), not RGB")
     if rescanned or len(cached) != len(rows):
         cache.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(cache) as tmp:

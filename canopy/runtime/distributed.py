@@ -111,8 +111,11 @@ class DaskEngine:
         self.plan = replace(plan, device=Device(self.identity.device), precision=Precision(self.identity.precision))
         self._plan = client.submit(hold, self.plan, key=f"canopy-plan-{self._token}", pure=False)
 
-    def run(self, partial: PartialRun, todo: Sequence[Block], on_done: Callable[[Block], None]) -> int:
+    def run(self, partial: PartialRun, todo: Sequence[Block], on_done: Callable[[Block], None],
+            on_chips: Callable[[int], None] | None = None) -> int:
         """Compute ``todo`` into ``partial`` on the cluster; return how many chips were predicted.
+
+        Progress is reported by whole blocks (``on_done``); ``on_chips`` is not called.
 
         Raises
         ------

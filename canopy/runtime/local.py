@@ -34,15 +34,23 @@ class LocalEngine:
         self.worker = BlockWorker(plan, load_model(plan, download_progress))
         self.identity = self.worker.identity
 
-    def run(self, partial: PartialRun, todo: Sequence[Block], on_done: Callable[[Block], None]) -> int:
-        """Compute ``todo`` in order into ``partial``; return how many chips were predicted."""
+    def run(self, partial: PartialRun, todo: Sequence[Block], on_done: Callable[[Block], None],
+            on_chips: Callable[[int], None] | None = None) -> int:
+        """Compute ``todo`` in order into ``partial``, saying how many chips each model call did; return the chips predicted."""
         plan, worker = self.plan, self.worker
         borders = BorderChips(plan.block_size, plan.grid.shape, partial.read_border)
         before = worker.predictor.chips_done
+
+        def predict(chips):
+            heights = worker.predictor(chips)
+            if on_chips is not None:
+                on_chips(len(chips))
+            return heights
+
         run_blocks(
             todo,
             read=worker.read,
-            compute=lambda inp: predict_block(inp, plan.layout, worker.predictor, worker.batch_size, borders),
+            compute=lambda inp: predict_block(inp, plan.layout, predict, worker.batch_size, borders),
             write=lambda block, result: partial.write(block, *result, plan.grid),
             on_done=on_done,
         )
