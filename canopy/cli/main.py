@@ -54,13 +54,14 @@ def _register_commands() -> None:
     """Attach the subcommands; each lives in a module of its own."""
     from canopy.cli.demo import demo
     from canopy.cli.evaluate import evaluate
+    from canopy.cli.export import export
     from canopy.cli.index import index
     from canopy.cli.models import models
     from canopy.cli.predict import predict
     from canopy.cli.stats import stats
     from canopy.cli.train import train
 
-    for command in (demo, evaluate, index, models, predict, stats, train):
+    for command in (demo, evaluate, export, index, models, predict, stats, train):
         cli.add_command(command)
 
 

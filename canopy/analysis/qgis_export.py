@@ -1,0 +1,85 @@
+"""``canopy export qgis``: a folder with the map, its style, polygons with their statistics and a QGIS project."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.enums import Resampling
+
+from canopy.errors import OutputPathError
+from canopy.io.atomic import atomic_path
+from canopy.io.qgis_project import polygon_qml, store_default_style, write_project
+from canopy.io.qml import style_range, write_qml
+
+
+def export_qgis(
+    chm: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    polygons: str | os.PathLike | None = None,
+    layer: str | None = None,
+    cover_threshold: float = 5.0,
+) -> Path:
+    """Write ``out_dir/<name>.qgs``: the height map styled with its ramp and a legend in metres and,
+    with ``polygons``, a GeoPackage of them with their zonal statistics, labelled with mean height.
+
+    Parameters
+    ----------
+    chm
+        A canopy height map (GeoTIFF); copied into ``out_dir`` with its ``.qml`` style.
+    out_dir
+        The folder to fill; created if missing (its parent must exist). Every path in the project is
+        relative, so the folder can be zipped and sent.
+    polygons, layer
+        A vector file of polygons (and its layer), in any CRS; None for the map alone.
+    cover_threshold
+        Height in metres above which a pixel is canopy, for the ``cover`` statistic.
+
+    Returns
+    -------
+    pathlib.Path
+        The project file.
+
+    Raises
+    ------
+    OutputPathError
+        If ``out_dir``'s parent does not exist or ``out_dir`` is a file.
+    CanopyError
+        As :func:`canopy.zonal_stats` for the polygons.
+    """
+    from canopy.analysis.zonal import zonal_stats
+
+    chm, out_dir = Path(chm), Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputPathError(f"Output {out_dir} is a file; give a folder for the QGIS project.")
+    if not out_dir.parent.is_dir():
+        raise OutputPathError(f"Output folder {out_dir.parent} does not exist; create it first.")
+    out_dir.mkdir(exist_ok=True)
+    raster = out_dir / chm.name
+    if raster.resolve() != chm.resolve():
+        with atomic_path(raster) as tmp:
+            shutil.copyfile(chm, tmp)
+    with rasterio.open(raster) as src:
+        crs, bounds = src.crs, tuple(src.bounds)
+        scale = max(1.0, max(src.width, src.height) / 1024)
+        sample = src.read(1, out_shape=(max(1, round(src.height / scale)), max(1, round(src.width / scale))),
+                          resampling=Resampling.average, masked=True).compressed()
+    vmax = style_range(float(np.percentile(sample, 98)) if sample.size else 0.0)
+    write_qml(raster.with_suffix(".qml"), vmax)
+    described = None
+    if polygons is not None:
+        table = zonal_stats(raster, polygons, cover_threshold=cover_threshold, layer=layer).to_crs(crs)
+        name = Path(polygons).stem
+        gpkg = out_dir / f"{name}_stats.gpkg"
+        with atomic_path(gpkg) as tmp:
+            tmp.unlink()  # the GeoPackage driver creates its file itself
+            table.to_file(tmp, driver="GPKG", layer=name, VERSION="1.2")  # 1.2: read without warnings by older GDAL and QGIS
+            store_default_style(tmp, name, polygon_qml())
+        geometry = "Polygon" if table.geom_type.str.contains("Polygon").all() else "Unknown"
+        described = (gpkg.name, name, geometry, tuple(table.total_bounds))
+    project = out_dir / f"{chm.stem}.qgs"
+    write_project(project, raster.name, crs, bounds, vmax, described)
+    return project

@@ -1,0 +1,179 @@
+"""A QGIS project (``.qgs``) of a canopy height map, and of polygons with their statistics, that opens finished.
+
+The folder holds everything with relative paths (the map, its ``.qml``, the GeoPackage and the
+project), so it can be zipped and sent. The polygons' style is also stored as their default in the
+GeoPackage's ``layer_styles`` table, QGIS's convention, so the GeoPackage dragged into any project
+is styled too.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from xml.sax.saxutils import escape, quoteattr
+
+from rasterio.crs import CRS
+
+from canopy.io.atomic import atomic_path
+from canopy.io.qml import qml_text
+
+OUTLINE = "200,30,30,255"
+"""Colour of the polygons' outline (RGBA), red over the green ramp."""
+
+
+def polygon_qml(label_field: str = "height_mean") -> str:
+    """A QGIS style for polygons: outline only, labelled with ``label_field`` in metres (one decimal)."""
+    expression = escape(f"format_number(\"{label_field}\", 1) || ' m'", {'"': "&quot;"})
+    return f"""<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>
+<qgis version="3.22.0" styleCategories="Symbology|Labeling" labelsEnabled="1">
+{_polygon_style(expression)}
+</qgis>
+"""
+
+
+def _polygon_style(expression: str) -> str:
+    """The renderer and labeling elements of the polygon style (shared by the ``.qml`` and the project)."""
+    return f"""  <renderer-v2 type="singleSymbol" symbollevels="0" enableorderby="0" forceraster="0">
+    <symbols>
+      <symbol type="fill" name="0" alpha="1" clip_to_extent="1" force_rhr="0">
+        <layer class="SimpleFill" enabled="1" locked="0" pass="0">
+          <Option type="Map">
+            <Option name="color" type="QString" value="0,0,0,0"/>
+            <Option name="style" type="QString" value="no"/>
+            <Option name="outline_color" type="QString" value="{OUTLINE}"/>
+            <Option name="outline_style" type="QString" value="solid"/>
+            <Option name="outline_width" type="QString" value="0.6"/>
+            <Option name="outline_width_unit" type="QString" value="MM"/>
+          </Option>
+        </layer>
+      </symbol>
+    </symbols>
+  </renderer-v2>
+  <labeling type="simple">
+    <settings calloutType="simple">
+      <text-style fieldName="{expression}" isExpression="1" fontSize="10" fontSizeUnit="Point" textColor="0,0,0,255" textOpacity="1"/>
+      <text-buffer bufferDraw="1" bufferSize="1" bufferSizeUnits="MM" bufferColor="255,255,255,255" bufferOpacity="1"/>
+      <placement placement="1" centroidInside="1"/>
+      <rendering drawLabels="1" obstacle="0"/>
+    </settings>
+  </labeling>"""
+
+
+def store_default_style(gpkg: Path, layer: str, qml: str) -> None:
+    """Store ``qml`` as the default style of ``layer`` in the GeoPackage's ``layer_styles`` table (QGIS's convention).
+
+    QGIS finds it by table and geometry column name, so the column is read from the GeoPackage itself.
+    """
+    with sqlite3.connect(gpkg) as db:
+        (geometry_column,) = db.execute("SELECT column_name FROM gpkg_geometry_columns WHERE table_name = ?", (layer,)).fetchone()
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS layer_styles (id INTEGER PRIMARY KEY AUTOINCREMENT, f_table_catalog TEXT, "
+            "f_table_schema TEXT, f_table_name TEXT, f_geometry_column TEXT, styleName TEXT, styleQML TEXT, styleSLD TEXT, "
+            "useAsDefault BOOLEAN, description TEXT, owner TEXT, ui TEXT, update_time DATETIME DEFAULT CURRENT_TIMESTAMP)"
+        )
+        db.execute("UPDATE layer_styles SET useAsDefault = 0 WHERE f_table_name = ?", (layer,))
+        db.execute(
+            "INSERT INTO layer_styles (f_table_catalog, f_table_schema, f_table_name, f_geometry_column, styleName, styleQML, "
+            "styleSLD, useAsDefault, description, owner, update_time) VALUES ('', '', ?, ?, ?, ?, '', 1, ?, '', ?)",
+            (layer, geometry_column, f"{layer} (canopy)", qml, "mean canopy height label, written by canopy export qgis",
+             datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")),
+        )
+
+
+def _srs(crs: CRS) -> str:
+    """A ``spatialrefsys`` element for ``crs``."""
+    epsg = crs.to_epsg()
+    authid = f"EPSG:{epsg}" if epsg else ""
+    return (f"<spatialrefsys><wkt>{escape(crs.to_wkt())}</wkt><proj4>{escape(crs.to_proj4())}</proj4>"
+            f"<authid>{authid}</authid><description>{escape(crs.to_string())}</description></spatialrefsys>")
+
+
+def _extent(bounds: tuple[float, float, float, float]) -> str:
+    """An ``extent`` element."""
+    left, bottom, right, top = bounds
+    return f"<extent><xmin>{left!r}</xmin><ymin>{bottom!r}</ymin><xmax>{right!r}</xmax><ymax>{top!r}</ymax></extent>"
+
+
+def write_project(
+    path: Path,
+    raster: str,
+    crs: CRS,
+    bounds: tuple[float, float, float, float],
+    vmax: float,
+    polygons: tuple[str, str, str, tuple[float, float, float, float]] | None = None,
+) -> None:
+    """Write a QGIS project with the height map (and polygons) atomically, paths relative to its folder.
+
+    Parameters
+    ----------
+    path
+        The ``.qgs`` file.
+    raster
+        The height map's file name, in the project's folder.
+    crs, bounds
+        The map's CRS and (left, bottom, right, top), also the project's CRS and extent.
+    vmax
+        Top of the colour ramp in metres.
+    polygons
+        (GeoPackage file name, layer name, geometry type, bounds in ``crs``) of the polygons, or None.
+    """
+    raster_id = f"canopy_height_{uuid.uuid4().hex[:8]}"
+    pipe = qml_text(vmax).split("<pipe>", 1)[1].split("</pipe>", 1)[0]
+    layers = [
+        f"""    <maplayer type="raster" hasScaleBasedVisibilityFlag="0" styleCategories="AllStyleCategories">
+      {_extent(bounds)}
+      <id>{raster_id}</id>
+      <datasource>./{escape(raster)}</datasource>
+      <layername>canopy height (m)</layername>
+      <srs>{_srs(crs)}</srs>
+      <provider>gdal</provider>
+      <pipe>{pipe}</pipe>
+      <blendMode>0</blendMode>
+    </maplayer>"""
+    ]
+    tree = [f'    <layer-tree-layer id="{raster_id}" name="canopy height (m)" source="./{escape(raster)}" providerKey="gdal" checked="Qt::Checked" expanded="1"/>']
+    if polygons is not None:
+        gpkg, layer, geometry, polygon_bounds = polygons
+        vector_id = f"{layer}_{uuid.uuid4().hex[:8]}"
+        source = f"./{gpkg}|layername={layer}"
+        expression = escape("format_number(\"height_mean\", 1) || ' m'", {'"': "&quot;"})
+        layers.insert(0, f"""    <maplayer type="vector" geometry={quoteattr(geometry)} labelsEnabled="1" hasScaleBasedVisibilityFlag="0" styleCategories="AllStyleCategories">
+      {_extent(polygon_bounds)}
+      <id>{vector_id}</id>
+      <datasource>{escape(source)}</datasource>
+      <layername>{escape(layer)}</layername>
+      <srs>{_srs(crs)}</srs>
+      <provider encoding="UTF-8">ogr</provider>
+{_polygon_style(expression)}
+      <blendMode>0</blendMode>
+    </maplayer>""")
+        tree.insert(0, f'    <layer-tree-layer id="{vector_id}" name={quoteattr(layer)} source={quoteattr(source)} providerKey="ogr" checked="Qt::Checked" expanded="1"/>')
+    created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    text = f"""<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>
+<qgis projectname="canopy height" version="3.22.0">
+  <homePath path=""/>
+  <title>canopy height: {escape(raster)}</title>
+  <projectCrs>{_srs(crs)}</projectCrs>
+  <layer-tree-group>
+{chr(10).join(tree)}
+  </layer-tree-group>
+  <mapcanvas name="theMapCanvas" annotationsVisible="1">
+    <units>meters</units>
+    {_extent(bounds)}
+    <rotation>0</rotation>
+    <destinationsrs>{_srs(crs)}</destinationsrs>
+  </mapcanvas>
+  <projectlayers>
+{chr(10).join(layers)}
+  </projectlayers>
+  <properties>
+    <Paths><Absolute type="bool">false</Absolute></Paths>
+    <SpatialRefSys><ProjectionsEnabled type="int">1</ProjectionsEnabled></SpatialRefSys>
+  </properties>
+  <projectMetadata><title>canopy height: {escape(raster)}</title><creation>{created}</creation></projectMetadata>
+</qgis>
+"""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)

@@ -1,0 +1,94 @@
+"""canopy export qgis: a folder that opens finished in QGIS, checked by parsing it and, where PyQGIS is
+installed (the distribution's python3-qgis), by opening and rendering it in a real, headless QGIS."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import rasterio
+from click.testing import CliRunner
+from shapely.geometry import box
+
+import canopy
+from canopy.cli.main import cli
+from rasters import NEON
+
+CHM = NEON / "TEAK_049_chm_1m.tif"  # NEON's lidar canopy height: real heights to style
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+def _stands(tmp_path: Path) -> Path:
+    """Four quarter-plot stands in lon/lat, as a GeoPackage."""
+    with rasterio.open(CHM) as src:
+        left, bottom, right, top = src.bounds
+        crs = src.crs
+    cx, cy = (left + right) / 2, (bottom + top) / 2
+    quarters = [box(left, cy, cx, top), box(cx, cy, right, top), box(left, bottom, cx, cy), box(cx, bottom, right, cy)]
+    path = tmp_path / "stands.gpkg"
+    gpd.GeoDataFrame({"stand": ["NW", "NE", "SW", "SE"]}, geometry=quarters, crs=crs).to_crs(4326).to_file(path, driver="GPKG")
+    return path
+
+
+@pytest.fixture()
+def exported(tmp_path):
+    out = tmp_path / "project"
+    result = CliRunner().invoke(cli, ["export", "qgis", str(CHM), "--polygons", str(_stands(tmp_path)), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_the_folder_holds_the_map_its_style_the_statistics_and_a_relative_project(exported, tmp_path):
+    names = sorted(p.name for p in exported.iterdir())
+    assert names == ["TEAK_049_chm_1m.qgs", "TEAK_049_chm_1m.qml", "TEAK_049_chm_1m.tif", "stands_stats.gpkg"]
+    project = ET.parse(exported / "TEAK_049_chm_1m.qgs").getroot()
+    assert project.find("./properties/Paths/Absolute").text == "false"
+    sources = [e.text for e in project.iter("datasource")]
+    assert sources == ["./stands_stats.gpkg|layername=stands", "./TEAK_049_chm_1m.tif"]
+    legend = project.find(".//maplayer[@type='raster']//rampLegendSettings")
+    assert legend.get("suffix") == " m"
+    table = gpd.read_file(exported / "stands_stats.gpkg", layer="stands")
+    expected = canopy.zonal_stats(CHM, _stands(tmp_path)).to_crs(table.crs)
+    np.testing.assert_allclose(table["height_mean"], expected["height_mean"])
+    assert list(table["stand"]) == ["NW", "NE", "SW", "SE"] and table.crs == rasterio.open(CHM).crs
+    with sqlite3.connect(exported / "stands_stats.gpkg") as db:
+        (name, column, default, qml), = db.execute("SELECT f_table_name, f_geometry_column, useAsDefault, styleQML FROM layer_styles")
+    assert (name, column, default) == ("stands", "geom", 1) and "height_mean" in qml and "singleSymbol" in qml
+
+
+def _has_pyqgis() -> bool:
+    if not os.path.exists(SYSTEM_PYTHON):
+        return False
+    return subprocess.run([SYSTEM_PYTHON, "-c", "import qgis.core"], capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(not _has_pyqgis(), reason="PyQGIS is not installed (apt-get install python3-qgis); .ci/run installs it")
+def test_the_project_opens_styled_in_a_real_qgis_after_the_folder_is_moved(exported, tmp_path):
+    moved = tmp_path / "sent" / "elsewhere"
+    shutil.copytree(exported, moved)  # as zipped and sent: only relative paths may work
+    shutil.rmtree(exported)
+    png = tmp_path / "render.png"
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "XDG_RUNTIME_DIR": str(tmp_path)}
+    done = subprocess.run([SYSTEM_PYTHON, str(Path(__file__).with_name("qgis_check.py")), str(moved / "TEAK_049_chm_1m.qgs"), str(png)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["read"] and report["project_crs"] == "EPSG:32611"
+    raster, = [layer for layer in report["layers"] if layer["name"] == "canopy height (m)"]
+    stands, = [layer for layer in report["layers"] if layer["name"] == "stands"]
+    for layer in (raster, stands):
+        assert layer["valid"] and layer["crs"] == "EPSG:32611" and str(moved) in layer["source"]
+    with rasterio.open(moved / "TEAK_049_chm_1m.tif") as src:
+        np.testing.assert_allclose(raster["extent"], list(src.bounds), atol=1e-6)
+    assert raster["renderer"] == "singlebandpseudocolor" and raster["legend"] and all(label.endswith(" m") for label in raster["legend"])
+    assert {"height_mean", "cover", "area_ha"} <= set(stands["fields"]) and stands["features"] == 4 and stands["labels"]
+    assert stands["default_style_outline"] == "#c81e1e"  # the GeoPackage's own default style, without the project
+    assert report["greenish_pixels"] > 0.3 * report["sampled_pixels"]  # canopy drawn in the ramp's greens
