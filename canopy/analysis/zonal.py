@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Sequence
+from contextlib import contextmanager
 
 import geopandas as gpd
 import numpy as np
@@ -79,12 +80,12 @@ def zonal_stats(
     if unknown:
         raise EvaluationError(f"Statistics {unknown} are not among {', '.join(STATS)}.")
     table = _read_polygons(polygons, layer)
-    source, crs, bounds, pixel_area = _raster(chm)
-    if crs is None or not crs.is_projected:
-        raise EvaluationError("The map must be in a projected CRS (metres) for areas and cover; reproject it first.")
-    shapes = table.geometry.to_crs(crs)
+    with _raster(chm) as (source, crs, bounds, pixel_area):
+        if crs is None or not crs.is_projected:
+            raise EvaluationError("The map must be in a projected CRS (metres) for areas and cover; reproject it first.")
+        shapes = table.geometry.to_crs(crs)
+        found = exact_extract(source, gpd.GeoDataFrame(geometry=shapes.values, crs=crs), ["values", "coverage"], output="pandas")
     extent = box(*bounds)
-    found = exact_extract(source, gpd.GeoDataFrame(geometry=shapes.values, crs=crs), ["values", "coverage"], output="pandas")
     rows = []
     for shape, values, coverage in zip(shapes, found["values"], found["coverage"]):
         values, coverage = np.asarray(values, np.float64), np.asarray(coverage, np.float64)
@@ -142,15 +143,17 @@ def _read_polygons(polygons, layer: str | None) -> gpd.GeoDataFrame:
     return polygons
 
 
+@contextmanager
 def _raster(chm):
-    """An exactextract source for a map, with its CRS, bounds and pixel area."""
+    """An exactextract source for a map, with its CRS, bounds and pixel area: its file, read by windows, where it has one."""
     import rasterio
     from exactextract.raster import RasterioRasterSource, XArrayRasterSource
 
     path = chm.encoding.get("source") if isinstance(chm, xr.DataArray) else chm
-    if path is not None:
-        dataset = rasterio.open(path)
+    if path is None:
+        res = chm.rio.resolution()
+        yield XArrayRasterSource(chm), chm.rio.crs, tuple(chm.rio.bounds()), abs(res[0] * res[1])
+        return
+    with rasterio.open(path) as dataset:
         res = dataset.res
-        return RasterioRasterSource(dataset, 1), dataset.crs, tuple(dataset.bounds), abs(res[0] * res[1])
-    res = chm.rio.resolution()
-    return XArrayRasterSource(chm), chm.rio.crs, tuple(chm.rio.bounds()), abs(res[0] * res[1])
+        yield RasterioRasterSource(dataset, 1), dataset.crs, tuple(dataset.bounds), abs(res[0] * res[1])
