@@ -132,3 +132,12 @@ class DistributedError(CanopyError, RuntimeError):
 
 class BlockFailedError(DistributedError):
     """A block whose task killed its Dask workers as many times as the cluster allows."""
+
+
+class DamagedPartialWarning(CanopyWarning):
+    """Blocks of a partial run that could not be read back on ``--resume``; they are computed again."""
+
+
+class LargeRegionWarning(CanopyWarning):
+    """A region large enough that the run will be long; said before it starts."""
+

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, fields
@@ -14,10 +15,11 @@ from typing import Any
 import xarray as xr
 
 from canopy.analysis.maps import open_map
-from canopy.errors import RequestError
+from canopy.errors import LargeRegionWarning, RequestError
 from canopy.imagery import ImagerySource
 from canopy.io.atomic import atomic_path
 from canopy.io.cog import assemble_cog, height_percentile
+from canopy.io.output_lock import output_lock
 from canopy.io.partial import PartialRun
 from canopy.io.qml import style_range, write_qml
 from canopy.io.quicklook import write_quicklook
@@ -155,6 +157,7 @@ def predict(
     else:
         request = PredictRequest.from_options(imagery, bbox, **options)
     plan = make_plan(request, download_progress)
+    _warn_if_large(plan)
     with ExitStack() as stack:
         if client is None and request.runtime.cluster.distributed:
             from canopy.runtime.distributed import connect
@@ -175,6 +178,26 @@ def predict(
     return result
 
 
+LARGE_KM2 = 25.0
+"""Regions larger than this are announced before the run starts."""
+
+
+def _warn_if_large(plan: RunPlan) -> None:
+    """Say before starting that a region is large: its area, grid and blocks, and where the time estimate shows."""
+    grid = plan.grid
+    km2 = grid.width * grid.height * grid.res**2 / 1e6
+    if km2 <= LARGE_KM2:
+        return
+    blocks = len(plan.blocks())
+    warnings.warn(
+        f"The region is {km2:,.1f} km² ({grid.width:,} x {grid.height:,} px of {grid.res:g} m, {blocks:,} blocks): a long run; "
+        "the progress bar shows the time left once the first blocks are done. Limit it with --bbox if that is not what "
+        "you meant; areas without imagery cost no model time.",
+        LargeRegionWarning,
+        stacklevel=3,
+    )
+
+
 def _engine(plan: RunPlan, client: Any, download_progress: ProgressCallback | None):
     """Where blocks are computed: on the Dask cluster of ``client``, or in this process."""
     if client is None:
@@ -191,6 +214,12 @@ def _scratch(client: Any) -> str | None:
 
 def _run(plan: RunPlan, engine, target: Path, resume: bool, quicklook: bool, progress: Callable[[Progress], None] | None) -> RunSummary:
     """Compute every block not already done, then assemble the COG and its sidecars atomically."""
+    with output_lock(target):
+        return _run_locked(plan, engine, target, resume, quicklook, progress)
+
+
+def _run_locked(plan: RunPlan, engine, target: Path, resume: bool, quicklook: bool, progress: Callable[[Progress], None] | None) -> RunSummary:
+    """:func:`_run` while this process holds the output's lock."""
     grid, layout = plan.grid, plan.layout
     tags = plan.tags(engine.identity)
     partial = PartialRun(target, plan.fingerprint(engine.identity), resume)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 
 import pytest
 import torch
@@ -56,7 +57,7 @@ def test_file_that_is_not_a_raster(tmp_path):
     path = tmp_path / "notes.tif"
     path.write_text("this is not an image")
     result, out = _run(tmp_path, imagery=path)
-    _assert_refused(result, out, "is not a raster GDAL can read")
+    _assert_refused(result, out, "is not a GeoTIFF GDAL can read")
 
 
 def test_truncated_raster(tmp_path):
@@ -64,7 +65,7 @@ def test_truncated_raster(tmp_path):
     cut = tmp_path / "cut.tif"
     cut.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     result, out = _run(tmp_path, imagery=cut)
-    _assert_refused(result, out, "cannot be read to its end; it may be truncated")
+    _assert_refused(result, out, "cannot be read to its end; it may be truncated (GDAL: ")
 
 
 def test_missing_imagery(tmp_path):
@@ -155,3 +156,34 @@ def test_unavailable_device(tmp_path):
         pytest.skip("this machine has CUDA")
     result, out = _run(tmp_path, "--device", "cuda")
     _assert_refused(result, out, "PyTorch sees no CUDA GPU here")
+
+
+def test_a_large_sparse_region_is_announced_before_the_run_starts(tmp_path):
+    import warnings
+
+    import rasterio
+    from affine import Affine
+
+    import canopy
+    from canopy.errors import LargeRegionWarning
+
+    sparse = tmp_path / "sparse.tif"
+    with rasterio.open(sparse, "w", driver="GTiff", width=200_000, height=200_000, count=3, dtype="uint8", crs="EPSG:32611",
+                       transform=Affine(0.3, 0, 300000, 0, -0.3, 4100000), tiled=True, blockxsize=512, blockysize=512,
+                       sparse_ok=True, compress="deflate"):
+        pass
+    assert sparse.stat().st_size < 5_000_000  # 120 GB of pixels declared, none written
+
+    class Stop(Exception):
+        pass
+
+    def stop(progress):
+        raise Stop
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(Stop):
+            canopy.predict(sparse, model="dinov2_vits14", weights="random", res=0.3, out=tmp_path / "big.tif", progress=stop)
+    large = [w for w in caught if issubclass(w.category, LargeRegionWarning)]
+    assert len(large) == 1 and re.search(r"3,600.0 km² \(200,000 x 200,00\d px of 0.3 m, [\d,]+ blocks\)", str(large[0].message))
+    assert not (tmp_path / "big.tif").exists()

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from rio_cogeo.cogeo import cog_validate
 
 from rasters import NEON
@@ -65,3 +66,56 @@ def test_resume_with_other_settings_is_refused(tmp_path):
     assert proc.returncode == 1
     assert "was made with other settings" in err and "without --resume" in err
     assert "Traceback" not in err and not out.exists()
+
+
+def test_a_damaged_block_is_recomputed_on_resume_and_the_result_is_the_same(tmp_path, monkeypatch):
+    import warnings
+
+    import canopy
+    from canopy.errors import DamagedPartialWarning
+    from canopy.io.partial import PartialRun
+
+    options = dict(model="dinov2_vits14", weights="random", res=1.0, chip_size=28, block_size=16, device="cpu", precision="fp32")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        canopy.predict(RGB, out=tmp_path / "fresh.tif", **options)
+    # an interrupted run: every block kept, then two of them damaged (cut in half, garbled chips)
+    out = tmp_path / "map.tif"
+    with monkeypatch.context() as patch, warnings.catch_warnings():
+        patch.setattr(PartialRun, "remove", lambda self: None)
+        warnings.simplefilter("ignore")
+        canopy.predict(RGB, out=out, **options)
+    out.unlink()
+    partial = tmp_path / ".map.tif.partial"
+    blocks = sorted(partial.glob("r*_c*.tif"))
+    cut = blocks[0].read_bytes()
+    blocks[0].write_bytes(cut[: len(cut) // 2])
+    blocks[1].with_suffix(".border.npz").write_bytes(b"not a zip")
+    with pytest.warns(DamagedPartialWarning, match=r"held 2 damaged block\(s\)"):
+        summary = canopy.RunSummary.from_attrs(canopy.predict(RGB, out=out, resume=True, **options).attrs)
+    assert summary.blocks_computed == 2 and summary.blocks_reused == len(blocks) - 2
+    assert out.read_bytes() == (tmp_path / "fresh.tif").read_bytes()
+
+
+def test_temporaries_left_by_killed_runs_are_removed_and_a_live_run_keeps_others_out(tmp_path):
+    import fcntl
+    import warnings
+
+    import canopy
+    from canopy.errors import OutputPathError
+
+    out = tmp_path / "map.tif"
+    stale = [tmp_path / ".map.tif.abc123.tmp.tif", tmp_path / ".map.qml.x9.tmp.qml", tmp_path / ".map.png.q1.tmp.png"]
+    other = tmp_path / ".other.tif.abc123.tmp.tif"
+    for path in (*stale, other):
+        path.write_bytes(b"half")
+    options = dict(model="dinov2_vits14", weights="random", res=1.0, chip_size=28, block_size=64, out=out)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        canopy.predict(RGB, **options)
+        assert not any(p.exists() for p in stale) and other.exists()  # another output's file is left alone
+        assert sorted(p.name for p in tmp_path.iterdir()) == [".other.tif.abc123.tmp.tif", "map.qml", "map.tif"]
+        with open(tmp_path / ".map.tif.lock", "a") as held:  # a live run of the same output
+            fcntl.flock(held, fcntl.LOCK_EX)
+            with pytest.raises(OutputPathError, match="Another canopy run is writing .*map.tif now"):
+                canopy.predict(RGB, **options)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 import numpy as np
 import rasterio
@@ -26,6 +29,8 @@ from canopy.imagery.source import Patch
 # Output pixels this many times coarser than the source are averaged; finer ratios are bilinear.
 _AVERAGE_FROM = 1.5
 _REMOTE_PREFIXES = ("http://", "https://", "s3://", "gs://", "/vsi")
+# A block (tile or strip) larger than this is refused rather than read: GDAL would allocate it whole.
+_MAX_BLOCK_PIXELS = 64 * 2**20
 # GDAL settings for remote rasters: no directory listing on open, retries on transient HTTP errors.
 _REMOTE_GDAL = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR", "GDAL_HTTP_MAX_RETRY": "3", "GDAL_HTTP_RETRY_DELAY": "1"}
 
@@ -51,6 +56,75 @@ class RasterRef:
     scaling: Scaling | None
     nodata_rule: str
     identity: tuple
+
+
+def gdal_message(exc: BaseException) -> str:
+    """GDAL's own words for a failure: rasterio's "Read failed. See previous exception" hides them in the chain."""
+    messages, seen = [], exc
+    while seen is not None and len(messages) < 8:
+        text = str(seen).strip()
+        if text and "See previous exception" not in text and text not in messages:
+            messages.append(text)
+        seen = seen.__cause__ or seen.__context__
+    return "; ".join(messages[-2:]) if messages else type(exc).__name__
+
+
+def _local_path(path: str | os.PathLike) -> str | os.PathLike:
+    """A ``file://`` URL as the local path it names; anything else as it is."""
+    text = str(path)
+    if not text.startswith("file://"):
+        return path
+    return url2pathname(urlparse(text).path)
+
+
+def _driver_for(path: str | Path) -> str:
+    """The one GDAL driver user imagery may be opened with, from its name: GeoTIFF, or VRT for a ``.vrt`` the user named.
+
+    Raises
+    ------
+    ImageryError
+        For a GDAL virtual path (remote imagery must be given as a URL) or a file that is neither.
+    """
+    text = str(path)
+    if text.startswith(("http://", "https://", "s3://", "gs://")):
+        return "GTiff"
+    if text.startswith("/vsi"):
+        raise ImageryError(f"Imagery {text} is a GDAL virtual path; give remote imagery as its URL (https://, s3://, gs://).")
+    suffix = Path(text).suffix.lower()
+    if suffix in (".tif", ".tiff"):
+        return "GTiff"
+    if suffix == ".vrt":
+        return "VRT"
+    raise ImageryError(f"Imagery {text} is neither a GeoTIFF (.tif, .tiff) nor a VRT mosaic (.vrt); convert it with gdal_translate.")
+
+
+def _check_vrt_sources(vrt: Path) -> None:
+    """Refuse a VRT whose sources are not GeoTIFFs named as such, or remote other than by /vsicurl/ http(s) URLs.
+
+    Raises
+    ------
+    ImageryError, ImageryReadError
+        Naming the VRT and the source.
+    """
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.parse(vrt).getroot()
+    except ET.ParseError as exc:
+        raise ImageryReadError(f"Imagery {vrt} is not a VRT document ({exc}).") from None
+    for element in root.iter("SourceFilename"):
+        name = (element.text or "").strip()
+        if name.startswith(("/vsicurl/http://", "/vsicurl/https://")):
+            continue
+        source = vrt.parent / name if element.get("relativeToVRT") == "1" else Path(name)
+        if name.startswith("/vsi") or source.suffix.lower() not in (".tif", ".tiff"):
+            raise ImageryError(f"Imagery {vrt} has source {name}, which is not a GeoTIFF (.tif) or an http(s) URL; canopy reads only those.")
+        if not source.is_file():
+            raise ImageryReadError(f"Imagery {vrt} has source {name}, which does not exist; check the VRT.")
+        try:
+            rasterio.open(source, driver="GTiff").close()
+        except RasterioIOError:
+            raise ImageryError(f"Imagery {vrt} has source {name}, which is not a GeoTIFF although named so.") from None
 
 
 class GeoTiffSource:
@@ -90,10 +164,12 @@ class GeoTiffSource:
         nodata_rule: str | None = None,
         members: Sequence = (),
     ) -> None:
+        path = _local_path(path)
         virtual = str(path).startswith("<VRTDataset")
         self.remote = is_remote(path)
         self.path: str | Path = str(path) if self.remote or virtual else Path(path)
         self.name = name or str(path).rstrip("/").rsplit("/", 1)[-1]
+        driver = "VRT" if virtual else _driver_for(self.path)
         if self.remote or virtual:
             for key, value in _REMOTE_GDAL.items():
                 os.environ.setdefault(key, value)
@@ -101,14 +177,18 @@ class GeoTiffSource:
             raise ImageryReadError(f"Imagery {self.path} does not exist; check the path.")
         else:
             self.path = self.path.resolve()  # absolute, as other processes (Dask workers, VRT mosaics) need it
+            if driver == "VRT":
+                _check_vrt_sources(self.path)
         try:
             with warnings.catch_warnings():
                 # canopy says so itself, in one sentence, if the file is not georeferenced
                 warnings.simplefilter("ignore", NotGeoreferencedWarning)
-                self._ds = rasterio.open(self.path)
-        except RasterioIOError:
-            hint = "check the URL and that the server answers range requests" if self.remote else "pass a GeoTIFF"
-            raise ImageryReadError(f"Imagery {self.path} is not a raster GDAL can read; {hint}.") from None
+                self._ds = rasterio.open(self.path, driver=driver)  # only that driver: a VRT named .tif is refused
+        except RasterioIOError as exc:
+            hint = ("check the URL and that the server answers range requests" if self.remote else
+                    f"canopy opens this file only as a {'VRT' if driver == 'VRT' else 'GeoTIFF'}, as its name says")
+            kind = "VRT" if driver == "VRT" else "GeoTIFF"
+            raise ImageryReadError(f"Imagery {self.path} is not a {kind} GDAL can read ({exc}); {hint}.") from exc
         try:
             self._check()
             self.bands = self._select_bands(bands)
@@ -165,12 +245,31 @@ class GeoTiffSource:
             raise ImageryError(f"Imagery {self.path} has {what}; georeference it north-up (e.g. gdalwarp) first.")
         if ds.count < 3:
             raise ImageryError(f"Imagery {self.path} has {ds.count} band(s); canopy needs RGB imagery with at least 3 bands.")
+        if not (ds.crs.is_projected or ds.crs.is_geographic):
+            raise ImageryError(
+                f"Imagery {self.path} is in a local (engineering) CRS that cannot be placed on the Earth; "
+                "assign its real CRS (e.g. gdal_edit.py -a_srs EPSG:32611)."
+            )
         try:
-            block_rows, block_cols = ds.block_shapes[0]
+            lonlat = to_crs(tuple(ds.bounds), ds.crs, CRS.from_epsg(4326))
+        except Exception:  # PROJ's failures come as GDAL's CPLE errors, which are no RasterioError
+            lonlat = (math.inf,) * 4
+        if not all(math.isfinite(v) for v in lonlat):
+            raise ImageryError(
+                f"Imagery {self.path} has a CRS or extent that cannot be placed in longitude and latitude; "
+                "check its georeferencing (gdalinfo) and assign a standard CRS."
+            )
+        block_rows, block_cols = ds.block_shapes[0]
+        if block_rows * block_cols > _MAX_BLOCK_PIXELS:
+            raise ImageryError(
+                f"Imagery {self.path} is stored in blocks of {block_cols} x {block_rows} px, too large to read by windows; "
+                "rewrite it tiled (gdal_translate -co TILED=YES)."
+            )
+        try:
             last = Window(0, max(0, ds.height - block_rows), min(ds.width, block_cols), min(ds.height, block_rows))
             ds.read(1, window=last)
-        except RasterioError:
-            raise ImageryReadError(f"Imagery {self.path} cannot be read to its end; it may be truncated.") from None
+        except RasterioError as exc:
+            raise ImageryReadError(f"Imagery {self.path} cannot be read to its end; it may be truncated (GDAL: {gdal_message(exc)}).") from exc
 
     def _select_bands(self, bands: Sequence[int] | None) -> list[int]:
         """Band indexes of red, green and blue: as given, else by colour interpretation, else the first three."""
@@ -199,7 +298,10 @@ class GeoTiffSource:
         if ds.nodata is None or ds.nodata != 255 or self.dtype != "uint8":
             return "plain"
         rows = [Window(0, 0, ds.width, 1), Window(0, ds.height - 1, ds.width, 1)]
-        edges = np.concatenate([ds.read(self.bands, window=w).reshape(3, -1) for w in rows], axis=1)
+        try:
+            edges = np.concatenate([ds.read(self.bands, window=w).reshape(3, -1) for w in rows], axis=1)
+        except RasterioError as exc:
+            raise ImageryReadError(f"Imagery {self.path} cannot be read to its end; it may be truncated (GDAL: {gdal_message(exc)}).") from exc
         if (edges == 255).all(axis=0).mean() >= 0.5:
             warnings.warn(
                 f"Imagery {self.name} declares nodata=255, which is also a saturated pixel value, and has a collar of "
@@ -246,7 +348,13 @@ class GeoTiffSource:
             try:
                 return vrt.read(indexes=[*self.bands, alpha])
             except RasterioError as exc:
-                raise ImageryReadError(f"Reading imagery {self.path} failed ({exc}); the file may be damaged or unreachable.") from None
+                left, bottom, right, top = to_crs(grid.bounds, grid.crs, self.crs)
+                window = self._ds.window(left, bottom, right, top).round_offsets().round_lengths()
+                raise ImageryReadError(
+                    f"Reading imagery {self.path} failed at its pixels columns {window.col_off}-{window.col_off + window.width - 1}, "
+                    f"rows {window.row_off}-{window.row_off + window.height - 1} (GDAL: {gdal_message(exc)}); "
+                    "the file may be damaged or unreachable."
+                ) from exc
 
     def read_raw(self, grid: OutputGrid) -> tuple[np.ndarray, np.ndarray]:
         """Band values (3, H, W) in the source's units, as float32, and validity (H, W) on ``grid``.

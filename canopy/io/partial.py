@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
-from canopy.errors import ResumeError
+from canopy.errors import DamagedPartialWarning, ResumeError
 from canopy.grid import OutputGrid
 from canopy.io.atomic import atomic_path
 from canopy.stitch import Chips
@@ -61,6 +62,14 @@ class PartialRun:
                     f"The partial run in {self.dir} was made with other settings ({', '.join(changed)}); "
                     "run again without --resume to start afresh."
                 )
+            damaged = self._drop_damaged()
+            if damaged:
+                warnings.warn(
+                    f"The partial run in {self.dir} held {damaged} damaged block(s) (unreadable or cut short); "
+                    "they are computed again.",
+                    DamagedPartialWarning,
+                    stacklevel=3,
+                )
             log.info("resuming: %d blocks already done in %s", len(self.done()), self.dir)
             return
         if self.dir.exists():
@@ -85,6 +94,20 @@ class PartialRun:
 
     def _inner_path(self, key: str) -> Path:
         return self.dir / f"{key}.inner.npz"
+
+    def _drop_damaged(self) -> int:
+        """Read every kept block and its handed-on chips in full; delete those that fail, and say how many."""
+        damaged = 0
+        for key in sorted(self.done()):
+            try:
+                with rasterio.open(self.dir / f"{key}.tif") as src:
+                    src.read(1)
+                self.read_border(key)
+            except Exception:  # GDAL, numpy and zipfile each raise their own kind for a cut or garbled file
+                (self.dir / f"{key}.tif").unlink(missing_ok=True)
+                self._border_path(key).unlink(missing_ok=True)
+                damaged += 1
+        return damaged
 
     def done(self) -> set[str]:
         """Keys of the blocks already written, with the chips they hand on."""

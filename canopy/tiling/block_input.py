@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from canopy.errors import ImageryReadError
 from canopy.grid import OutputGrid
 from canopy.imagery.mosaic import read_mosaic
 from canopy.imagery.source import ImagerySource
@@ -69,7 +70,13 @@ def read_block(
     cols = reflect_index(np.arange(block.col, col_end), grid.width)
     r_lo, c_lo = int(rows.min()), int(cols.min())
     window = grid.subgrid(r_lo, c_lo, int(rows.max()) + 1 - r_lo, int(cols.max()) + 1 - c_lo)
-    patch = read_mosaic(sources, window)
+    try:
+        patch = read_mosaic(sources, window)
+    except ImageryReadError as exc:
+        raise ImageryReadError(
+            f"{str(exc).rstrip('.')} (for output block {block.key}: rows {block.row}-{block.row + block.height - 1}, "
+            f"columns {block.col}-{block.col + block.width - 1})."
+        ) from exc
     rgb = patch.rgb[:, rows - r_lo][:, :, cols - c_lo]
     valid = patch.valid[rows - r_lo][:, cols - c_lo]
     rgb[:, ~valid] = fill[:, None]
