@@ -206,3 +206,46 @@ def test_a_seeded_loop_of_random_tiffs_is_read_or_refused_by_name(tmp_path):
     finally:
         signal.signal(signal.SIGALRM, previous)
     assert outcomes["read"] > 10 and outcomes["refused"] > 100, outcomes
+
+
+# ---- kill points during the final write --------------------------------------------------------
+
+_SLOW_FINAL_WRITE = """
+import sys, time, warnings
+warnings.simplefilter("ignore")
+import canopy.prediction as prediction
+real = prediction.assemble_cog
+
+def slow(*args, **kwargs):  # a big map's final write, made long enough to be killed at chosen points
+    result = real(*args, **kwargs)
+    time.sleep(3)
+    return result
+
+prediction.assemble_cog = slow
+import canopy
+canopy.predict(sys.argv[1], model="dinov2_vits14", weights="random", res=1.0, chip_size=28, block_size=64, out=sys.argv[2],
+               quicklook=True)
+"""
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.5, 1.5, 2.5])
+def test_a_kill_during_the_final_write_leaves_the_previous_file_and_the_next_run_cleans_up(tmp_path, delay):
+    import os
+    import time
+
+    out = tmp_path / "map.tif"
+    out.write_bytes(b"the previous map")
+    child = subprocess.Popen([sys.executable, "-c", _SLOW_FINAL_WRITE, str(RGB), str(out)], stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list(tmp_path.glob(".map.tif.*.tmp.tif")):
+        assert child.poll() is None, child.stderr.read()[-2000:]
+        time.sleep(0.01)
+    time.sleep(delay)
+    child.kill()
+    child.wait()
+    assert out.read_bytes() == b"the previous map"  # never part of a new one
+    assert list(tmp_path.glob(".map.tif.*.tmp.tif"))  # what the killed run left
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        canopy.predict(RGB, model="dinov2_vits14", weights="random", res=1.0, chip_size=28, block_size=64, out=out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["map.qml", "map.tif"], os.listdir(tmp_path)
