@@ -56,7 +56,8 @@ def _write(path: Path, data: np.ndarray, **profile) -> Path:
 def test_a_neon_like_geotiff_cut_by_one_byte_is_refused_in_one_sentence(tmp_path):
     cut = tmp_path / "cut.tif"
     cut.write_bytes(RGB.read_bytes()[:-1])
-    _refused(["--imagery", str(cut)], tmp_path / "out.tif", str(cut), "may be truncated", "GDAL:")
+    error = _refused(["--imagery", str(cut)], tmp_path / "out.tif", str(cut), "may be truncated", "GDAL:")
+    assert error.startswith(f"Error: Imagery {cut} cannot be read to its end")
 
 
 def test_a_damaged_tile_mid_run_names_the_file_its_window_and_the_block_and_keeps_the_cause(tmp_path):
@@ -81,7 +82,8 @@ def test_a_damaged_tile_mid_run_names_the_file_its_window_and_the_block_and_keep
 def test_a_local_engineering_crs_is_refused_by_name(tmp_path):
     data = np.full((3, 32, 32), 100, np.uint8)
     local = _write(tmp_path / "local.tif", data, crs=rasterio.crs.CRS.from_wkt('LOCAL_CS["local grid",UNIT["metre",1]]'))
-    _refused(["--imagery", str(local)], tmp_path / "out.tif", str(local), "local (engineering) CRS")
+    error = _refused(["--imagery", str(local)], tmp_path / "out.tif", str(local), "local (engineering) CRS")
+    assert error.endswith("assign its real CRS (e.g. gdal_edit.py -a_srs EPSG:32611).")
 
 
 def test_a_declared_size_is_not_allocated_before_it_is_refused(tmp_path):

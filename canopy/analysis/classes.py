@@ -70,8 +70,3 @@ def height_classes(chm: xr.DataArray, bins: Sequence[float] = (0, 2, 5, 10, 20, 
         "labels": "; ".join(labels),
     }
     return result
-
-
-def class_labels(classes: xr.DataArray) -> list[str]:
-    """The labels of a :func:`height_classes` map, by class index."""
-    return classes.attrs["labels"].split("; ")

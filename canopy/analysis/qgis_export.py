@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
-from rasterio.enums import Resampling
 
 from canopy.errors import OutputPathError
 from canopy.io.atomic import atomic_path
 from canopy.io.qgis_project import polygon_qml, store_default_style, write_project
 from canopy.io.qml import style_range, write_qml
+from canopy.io.quicklook import read_decimated
 
 
 def export_qgis(
@@ -64,9 +64,7 @@ def export_qgis(
             shutil.copyfile(chm, tmp)
     with rasterio.open(raster) as src:
         crs, bounds = src.crs, tuple(src.bounds)
-        scale = max(1.0, max(src.width, src.height) / 1024)
-        sample = src.read(1, out_shape=(max(1, round(src.height / scale)), max(1, round(src.width / scale))),
-                          resampling=Resampling.average, masked=True).compressed()
+        sample = read_decimated(src).compressed()
     vmax = style_range(float(np.percentile(sample, 98)) if sample.size else 0.0)
     write_qml(raster.with_suffix(".qml"), vmax)
     described = None

@@ -28,7 +28,7 @@ from canopy.imagery.source import Patch
 
 # Output pixels this many times coarser than the source are averaged; finer ratios are bilinear.
 _AVERAGE_FROM = 1.5
-_REMOTE_PREFIXES = ("http://", "https://", "s3://", "gs://", "/vsi")
+_REMOTE_PREFIXES = ("http://", "https://", "s3://", "gs://")  # GDAL's /vsi paths are refused: remote means a URL
 # A block (tile or strip) larger than this is refused rather than read: GDAL would allocate it whole.
 _MAX_BLOCK_PIXELS = 64 * 2**20
 # GDAL settings for remote rasters: no directory listing on open, retries on transient HTTP errors.
@@ -36,7 +36,7 @@ _REMOTE_GDAL = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR", "GDAL_HTTP_MAX_RETR
 
 
 def is_remote(path: str | os.PathLike) -> bool:
-    """Whether a path is a URL or a GDAL virtual file system path, read by ranges rather than from disk."""
+    """Whether a path is a URL, read by ranges rather than from disk."""
     return str(path).startswith(_REMOTE_PREFIXES)
 
 
@@ -86,7 +86,7 @@ def _driver_for(path: str | Path) -> str:
         For a GDAL virtual path (remote imagery must be given as a URL) or a file that is neither.
     """
     text = str(path)
-    if text.startswith(("http://", "https://", "s3://", "gs://")):
+    if is_remote(text):
         return "GTiff"
     if text.startswith("/vsi"):
         raise ImageryError(f"Imagery {text} is a GDAL virtual path; give remote imagery as its URL (https://, s3://, gs://).")
@@ -169,7 +169,7 @@ class GeoTiffSource:
         self.remote = is_remote(path)
         self.path: str | Path = str(path) if self.remote or virtual else Path(path)
         self.name = name or str(path).rstrip("/").rsplit("/", 1)[-1]
-        driver = "VRT" if virtual else _driver_for(self.path)
+        driver = "VRT" if virtual else _driver_for(str(path))
         if self.remote or virtual:
             for key, value in _REMOTE_GDAL.items():
                 os.environ.setdefault(key, value)
@@ -269,7 +269,11 @@ class GeoTiffSource:
             last = Window(0, max(0, ds.height - block_rows), min(ds.width, block_cols), min(ds.height, block_rows))
             ds.read(1, window=last)
         except RasterioError as exc:
-            raise ImageryReadError(f"Imagery {self.path} cannot be read to its end; it may be truncated (GDAL: {gdal_message(exc)}).") from exc
+            raise self._truncated(exc) from exc
+
+    def _truncated(self, exc: BaseException) -> ImageryReadError:
+        """The error for a file whose reads fail near its start or end, with GDAL's words."""
+        return ImageryReadError(f"Imagery {self.path} cannot be read to its end; it may be truncated (GDAL: {gdal_message(exc)}).")
 
     def _select_bands(self, bands: Sequence[int] | None) -> list[int]:
         """Band indexes of red, green and blue: as given, else by colour interpretation, else the first three."""
@@ -301,7 +305,7 @@ class GeoTiffSource:
         try:
             edges = np.concatenate([ds.read(self.bands, window=w).reshape(3, -1) for w in rows], axis=1)
         except RasterioError as exc:
-            raise ImageryReadError(f"Imagery {self.path} cannot be read to its end; it may be truncated (GDAL: {gdal_message(exc)}).") from exc
+            raise self._truncated(exc) from exc
         if (edges == 255).all(axis=0).mean() >= 0.5:
             warnings.warn(
                 f"Imagery {self.name} declares nodata=255, which is also a saturated pixel value, and has a collar of "

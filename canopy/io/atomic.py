@@ -9,6 +9,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+def temporaries(target: Path) -> list[Path]:
+    """The temporary files :func:`atomic_path` makes for ``target`` that are still there (left by killed processes,
+    unless one is writing now)."""
+    return sorted(target.parent.glob(f".{target.name}.*.tmp{target.suffix}"))
+
+
 @contextlib.contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; on success rename it onto ``target``, on failure delete it.
@@ -16,7 +22,7 @@ def atomic_path(target: Path) -> Iterator[Path]:
     The temporary file is in the same directory, so the rename is atomic: ``target`` either does
     not exist or is complete. It gets the permissions a newly created file would (mkstemp's are private).
     """
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp" + target.suffix, dir=target.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{target.suffix}", dir=target.parent)
     os.close(fd)
     tmp = Path(name)
     umask = os.umask(0)

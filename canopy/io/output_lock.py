@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from canopy.errors import OutputPathError
+from canopy.io.atomic import temporaries
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ def output_lock(out: Path) -> Iterator[None]:
         raise OutputPathError(f"Another canopy run is writing {out} now; wait for it to finish or choose another --out.") from None
     try:
         for target in (out, *(out.with_suffix(s) for s in SIDECARS)):
-            for stale in out.parent.glob(f".{target.name}.*.tmp{target.suffix}"):
+            for stale in temporaries(target):
                 log.info("removing %s, left by a run that was stopped", stale)
                 stale.unlink(missing_ok=True)
         yield

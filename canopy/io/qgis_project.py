@@ -21,19 +21,20 @@ from canopy.io.qml import qml_text
 
 OUTLINE = "200,30,30,255"
 """Colour of the polygons' outline (RGBA), red over the green ramp."""
+_LABEL = escape("format_number(\"height_mean\", 1) || ' m'", {'"': "&quot;"})
+"""The polygons' label, mean height in metres with one decimal, as an XML attribute value."""
 
 
-def polygon_qml(label_field: str = "height_mean") -> str:
-    """A QGIS style for polygons: outline only, labelled with ``label_field`` in metres (one decimal)."""
-    expression = escape(f"format_number(\"{label_field}\", 1) || ' m'", {'"': "&quot;"})
+def polygon_qml() -> str:
+    """A QGIS style for polygons: outline only, labelled with their mean height in metres (one decimal)."""
     return f"""<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>
 <qgis version="3.22.0" styleCategories="Symbology|Labeling" labelsEnabled="1">
-{_polygon_style(expression)}
+{_polygon_style()}
 </qgis>
 """
 
 
-def _polygon_style(expression: str) -> str:
+def _polygon_style() -> str:
     """The renderer and labeling elements of the polygon style (shared by the ``.qml`` and the project)."""
     return f"""  <renderer-v2 type="singleSymbol" symbollevels="0" enableorderby="0" forceraster="0">
     <symbols>
@@ -53,7 +54,7 @@ def _polygon_style(expression: str) -> str:
   </renderer-v2>
   <labeling type="simple">
     <settings calloutType="simple">
-      <text-style fieldName="{expression}" isExpression="1" fontSize="10" fontSizeUnit="Point" textColor="0,0,0,255" textOpacity="1"/>
+      <text-style fieldName="{_LABEL}" isExpression="1" fontSize="10" fontSizeUnit="Point" textColor="0,0,0,255" textOpacity="1"/>
       <text-buffer bufferDraw="1" bufferSize="1" bufferSizeUnits="MM" bufferColor="255,255,255,255" bufferOpacity="1"/>
       <placement placement="1" centroidInside="1"/>
       <rendering drawLabels="1" obstacle="0"/>
@@ -138,7 +139,6 @@ def write_project(
         gpkg, layer, geometry, polygon_bounds = polygons
         vector_id = f"{layer}_{uuid.uuid4().hex[:8]}"
         source = f"./{gpkg}|layername={layer}"
-        expression = escape("format_number(\"height_mean\", 1) || ' m'", {'"': "&quot;"})
         layers.insert(0, f"""    <maplayer type="vector" geometry={quoteattr(geometry)} labelsEnabled="1" hasScaleBasedVisibilityFlag="0" styleCategories="AllStyleCategories">
       {_extent(polygon_bounds)}
       <id>{vector_id}</id>
@@ -146,7 +146,7 @@ def write_project(
       <layername>{escape(layer)}</layername>
       <srs>{_srs(crs)}</srs>
       <provider encoding="UTF-8">ogr</provider>
-{_polygon_style(expression)}
+{_polygon_style()}
       <blendMode>0</blendMode>
     </maplayer>""")
         tree.insert(0, f'    <layer-tree-layer id="{vector_id}" name={quoteattr(layer)} source={quoteattr(source)} providerKey="ogr" checked="Qt::Checked" expanded="1"/>')

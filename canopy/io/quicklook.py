@@ -13,6 +13,13 @@ from canopy.io.atomic import atomic_path
 _MAX_SIDE = 1024
 
 
+def read_decimated(src: rasterio.io.DatasetReader, max_side: int = _MAX_SIDE) -> np.ma.MaskedArray:
+    """Band 1 averaged down to at most ``max_side`` px a side (from overviews where the file has them), masked where nodata."""
+    scale = max(1.0, max(src.width, src.height) / max_side)
+    shape = (max(1, round(src.height / scale)), max(1, round(src.width / scale)))
+    return src.read(1, out_shape=shape, resampling=Resampling.average, masked=True)
+
+
 def write_quicklook(tif: Path, png: Path, vmax: float, title: str | None = None) -> None:
     """Render ``tif`` (read from an overview, at most 1024 px a side) to ``png`` atomically.
 
@@ -37,9 +44,7 @@ def write_quicklook(tif: Path, png: Path, vmax: float, title: str | None = None)
     from canopy.analysis.plot import draw_heights, random_weights_note
 
     with rasterio.open(tif) as src:
-        scale = max(1.0, max(src.width, src.height) / _MAX_SIDE)
-        shape = (max(1, round(src.height / scale)), max(1, round(src.width / scale)))
-        data = src.read(1, out_shape=shape, resampling=Resampling.average, masked=True).filled(np.nan)
+        data = read_decimated(src).filled(np.nan)
         crs = src.crs.to_string() if src.crs else "no CRS"
         left, bottom, right, top = src.bounds
         note = random_weights_note(src.tags())

@@ -63,11 +63,11 @@ def block_worker(plan: RunPlan) -> BlockWorker:
     Only the latest model and plan are kept, so a long-lived worker serving many runs holds one of each.
     """
     global _LOADS
-    model_key = pickle.dumps((plan.model, select_device(plan.device).type, plan.offline, plan.input_affine))
     with _LOCK:
         cached = _WORKER.get(id(plan))
         if cached is not None and cached[0] is plan:  # the plan is held here, so its id is not reused
             return cached[1]
+        model_key = pickle.dumps((plan.model, select_device(plan.device).type, plan.offline, plan.input_affine))
         if model_key not in _MODEL:
             _MODEL.clear()
             _undo_nanny_malloc_trim()
