@@ -68,3 +68,92 @@ def hf_to_meta_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     for key, parts in swiglu.items():
         out[key] = torch.cat([parts["gate_proj"], parts["up_proj"]])
     return out
+
+
+def dinov3_hf_to_meta_keys(state: dict[str, torch.Tensor], head_dim: int, base: float = 100.0) -> dict[str, torch.Tensor]:
+    """Re-key a transformers DINOv3 backbone state dict (``layer.N`` or ``model.layer.N``) into Meta's layout.
+
+    As Meta's files have them: the RoPE periods stored, ``qkv`` fused with a key bias that is not
+    zero but masked off by ``bias_mask``, and the SAT model's training-only ``local_cls_norm``.
+    Written independently of canopy's converter so each checks the other.
+    """
+    out: dict[str, torch.Tensor] = {}
+    qkv: dict[str, dict[str, torch.Tensor]] = {}
+    simple = {
+        "embeddings.cls_token": "cls_token",
+        "embeddings.register_tokens": "storage_tokens",
+        "embeddings.patch_embeddings.weight": "patch_embed.proj.weight",
+        "embeddings.patch_embeddings.bias": "patch_embed.proj.bias",
+        "norm.weight": "norm.weight",
+        "norm.bias": "norm.bias",
+    }
+    for key, value in state.items():
+        if key == "embeddings.mask_token":
+            out["mask_token"] = value.reshape(1, -1)
+            continue
+        if key in simple:
+            out[simple[key]] = value
+            continue
+        n, rest = re.match(r"(?:model\.)?layer\.(\d+)\.(.*)", key).groups()
+        m = re.match(r"attention\.([qkv])_proj\.(weight|bias)", rest)
+        if m:
+            qkv.setdefault(f"blocks.{n}.attn.qkv.{m.group(2)}", {})[m.group(1)] = value
+            continue
+        rest = (
+            rest.replace("attention.o_proj", "attn.proj")
+            .replace("layer_scale1.lambda1", "ls1.gamma")
+            .replace("layer_scale2.lambda1", "ls2.gamma")
+            .replace("mlp.up_proj", "mlp.fc1")
+            .replace("mlp.down_proj", "mlp.fc2")
+        )
+        out[f"blocks.{n}.{rest}"] = value
+    for key, parts in qkv.items():
+        if key.endswith("bias"):
+            parts.setdefault("k", torch.full_like(parts["q"], 0.3))  # a stored key bias that the mask must cancel
+            dim = parts["q"].shape[0]
+            out[key.replace("bias", "bias_mask")] = torch.cat([torch.ones(dim), torch.zeros(dim), torch.ones(dim)])
+        out[key] = torch.cat([parts["q"], parts["k"], parts["v"]])
+    out["rope_embed.periods"] = base ** (2 * torch.arange(head_dim // 4, dtype=torch.float32) / (head_dim // 2))
+    dim = out["cls_token"].shape[-1]
+    out["local_cls_norm.weight"], out["local_cls_norm.bias"] = torch.ones(dim), torch.zeros(dim)
+    return out
+
+
+def chmv2_hf_head_to_meta_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Re-key the ``head.*`` part of a transformers CHMv2 state dict into the names of Meta's head file."""
+    out = {}
+    for key, value in state.items():
+        key = key[len("head.") :]
+        key = re.sub(r"^reassemble_stage\.layers\.(\d)\.projection\.", r"reassemble_blocks.projects.\1.conv.", key)
+        key = re.sub(r"^reassemble_stage\.layers\.(\d)\.resize\.", r"reassemble_blocks.resize_layers.\1.", key)
+        key = key.replace("reassemble_stage.readout_projects.", "reassemble_blocks.readout_projects.")
+        key = re.sub(r"^convs\.(\d)\.", r"convs.\1.conv.", key)
+        key = re.sub(r"^fusion_layers\.(\d)\.projection\.", r"fusion_blocks.\1.project.conv.", key)
+        key = re.sub(r"^fusion_layers\.(\d)\.residual_layer(\d)\.convolution(\d)\.", r"fusion_blocks.\1.res_conv_unit\2.conv\3.conv.", key)
+        out[key] = value
+    return out
+
+
+CHMV2_META_HEAD = "dinov3_vitl16_chmv2_dpt_head-3703d643.pth"
+CHMV2_META_BACKBONE = "dinov3_vitl16_pretrain_sat493m-eadcf0ff.pth"
+
+
+def save_chmv2_layouts(hf_model: torch.nn.Module, folder) -> dict[str, object]:
+    """Save a transformers CHMv2 model as Hugging Face publishes it (``folder/hf``) and as Meta does
+    (``folder/meta``: head file and SAT backbone file under their published names).
+
+    transformers applies its stored key bias, so Meta's copy keeps it with a mask of ones.
+    """
+    hf_model.save_pretrained(folder / "hf")
+    state = {k: v.contiguous() for k, v in hf_model.state_dict().items()}
+    backbone = {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
+    config = hf_model.config.backbone_config
+    meta = dinov3_hf_to_meta_keys(backbone, config.hidden_size // config.num_attention_heads, config.rope_theta)
+    for key in [k for k in meta if k.endswith("qkv.bias")]:
+        layer = key.split(".")[1]
+        meta[key] = torch.cat([backbone[f"model.layer.{layer}.attention.{p}_proj.bias"] for p in "qkv"])
+        meta[key.replace(".bias", ".bias_mask")] = torch.ones_like(meta[key])
+    (folder / "meta").mkdir()
+    torch.save(meta, folder / "meta" / CHMV2_META_BACKBONE)
+    torch.save(chmv2_hf_head_to_meta_keys({k: v for k, v in state.items() if k.startswith("head.")}), folder / "meta" / CHMV2_META_HEAD)
+    return {"hf": folder / "hf", "meta": folder / "meta"}

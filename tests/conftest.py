@@ -30,9 +30,10 @@ def isolated_cache(tmp_path, monkeypatch):
 
 class LocalServer:
     """An HTTP server on 127.0.0.1 serving a directory with byte ranges (as COG readers need), and
-    optionally a STAC API search endpoint (POST /search) over a list of item dicts."""
+    optionally a STAC API search endpoint (POST /search) over a list of item dicts; with ``token``,
+    GETs without ``Authorization: Bearer <token>`` are refused (401), as the Hub does for gated files."""
 
-    def __init__(self, directory, stac_items=None, flaky=None):
+    def __init__(self, directory, stac_items=None, flaky=None, token=None):
         import functools
         import http.server
         import json
@@ -56,6 +57,9 @@ class LocalServer:
                 if server_state.flaky.get(self.path, 0) > 0:
                     server_state.flaky[self.path] -= 1
                     self.send_error(503, "try again")
+                    return
+                if token is not None and self.headers.get("Authorization") != f"Bearer {token}":
+                    self.send_error(401, "gated")
                     return
                 ranged = self.headers.get("Range")
                 path = self.translate_path(self.path)
@@ -118,8 +122,8 @@ def local_server():
     """Start LocalServer instances on 127.0.0.1 for the test and stop them after it."""
     servers = []
 
-    def start(directory, stac_items=None, flaky=None) -> LocalServer:
-        server = LocalServer(directory, stac_items, flaky)
+    def start(directory, stac_items=None, flaky=None, token=None) -> LocalServer:
+        server = LocalServer(directory, stac_items, flaky, token)
         servers.append(server)
         return server
 

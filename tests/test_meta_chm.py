@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from canopy.errors import ResolutionWarning, WeightsMismatchError
 from canopy.models import get_model_spec
 from canopy.models.heads import build_head
-from canopy.models.heads.dpt import bins_to_height
+from canopy.models.heads.dpt import HeightBins, bins_to_height
 from canopy.models.height_model import ModelRef, load_height_model
 from canopy.models.vision_transformer import DinoVisionTransformer
 from canopy.prediction import predict
@@ -64,7 +64,7 @@ def test_binned_head_arithmetic_by_hand():
     centres = [0.001, 0.001 + 9.999 / 3, 0.001 + 2 * 9.999 / 3, 10.0]
     weights = [2.1, 0.1, 0.1, 0.6]
     expected = 10 * sum(w * c for w, c in zip(weights, centres)) / sum(weights)
-    assert bins_to_height(logits, 0.001, 10.0, 10.0).item() == pytest.approx(expected, rel=1e-6)
+    assert bins_to_height(logits, HeightBins(4, 0.001, 10.0, 10.0)).item() == pytest.approx(expected, rel=1e-6)
 
 
 def test_position_embeddings_interpolate_by_size_with_aligned_corners():
@@ -188,7 +188,8 @@ def test_default_model_is_meta_huge_once_cached_and_says_how_to_get_it_otherwise
 
     result = CliRunner().invoke(cli, ["predict", "--imagery", str(NEON / "TEAK_043_rgb.tif"), "--out", str(tmp_path / "m.tif")])
     assert result.exit_code == 1
-    assert "No --model given, and the default meta-chm-v1-huge is not in the weights cache: download https://" in result.output
+    assert "No --model given, and no default model is in the weights cache: download https://" in result.output
+    assert "put CHMv2's gated files in" in result.output
     assert "or pass --model NAME" in result.output and not (tmp_path / "m.tif").exists()
     compressed = get_model_spec("meta-chm-v1-huge-compressed")
     target = cached_path(compressed, compressed.weights[0])

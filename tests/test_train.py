@@ -110,6 +110,11 @@ def test_unpaired_inputs_are_refused(tmp_path):
     result = CliRunner().invoke(cli, ["train", "--imagery", str(NEON / "TEAK_044_rgb.tif"), "--out", str(tmp_path / "h.safetensors"),
                                       "--reference", str(NEON / "TEAK_044_chm_1m.tif"), "--reference", str(NEON / "TEAK_045_chm_1m.tif")])
     assert result.exit_code == 1 and "pass one --reference per --imagery" in result.output
+    missing = tmp_path / "TEAK_044_chm_1m.tif"
+    result = CliRunner().invoke(cli, ["train", "--imagery", str(NEON / "TEAK_044_rgb.tif"), "--out", str(tmp_path / "h.safetensors"),
+                                      "--reference", str(missing), "--weights", "random"])
+    assert result.exit_code == 1 and f"Training input {missing} does not exist" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "h.safetensors").exists()
 
 
 def test_a_file_that_is_not_a_model_is_refused(tmp_path):

@@ -15,7 +15,7 @@ from canopy.cli.progress import download_progress
 @click.option("--imagery", multiple=True, required=True, metavar="SRC", help="RGB GeoTIFF; repeat, paired in order with --reference.")
 @click.option("--reference", multiple=True, required=True, metavar="CHM", help="Canopy height (m) over the matching --imagery.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Model file to write (.safetensors).")
-@click.option("--backbone", default="dinov2_vits14", show_default=True, help="DINOv2 backbone from `canopy models`.")
+@click.option("--backbone", default="dinov2_vits14", show_default=True, help="DINOv2 or DINOv3 backbone from `canopy models` (dinov3_vitl16_sat for satellite imagery).")
 @weights_option
 @click.option("--head", type=click.Choice(["dpt", "linear"]), default="dpt", show_default=True)
 @click.option("--epochs", type=click.IntRange(min=1), default=30, show_default=True)

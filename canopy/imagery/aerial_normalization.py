@@ -39,6 +39,8 @@ class NormalizerSpec:
             "aerial_normalization_quantiles_predictor.ckpt"
         ),
     )
+    meta_files: tuple[str, ...] = ()
+    obtain: str | None = None
 
 
 def _conv_block(cin: int, cout: int) -> nn.Sequential:

@@ -1,4 +1,4 @@
-"""Building DINOv2 backbones and filling them with weights."""
+"""Building DINOv2 and DINOv3 backbones and filling them with weights."""
 
 from __future__ import annotations
 
@@ -8,14 +8,15 @@ import warnings
 
 from canopy.errors import RandomWeightsWarning
 from canopy.models.checkpoint import StateDict, load_into, read_state_dict, to_meta_layout
+from canopy.models.dinov3_checkpoint import dinov3_to_meta_layout
 from canopy.models.registry import ModelSpec, get_model_spec
-from canopy.models.vision_transformer import DinoVisionTransformer
+from canopy.models.vision_transformer import VisionTransformer, build_vision_transformer
 from canopy.models.weights import ProgressCallback, ResolvedWeights, resolve_weights
 
 log = logging.getLogger(__name__)
 
 
-def build_backbone(spec: ModelSpec, resolved: ResolvedWeights, state: StateDict | None = None) -> DinoVisionTransformer:
+def build_backbone(spec: ModelSpec, resolved: ResolvedWeights, state: StateDict | None = None) -> VisionTransformer:
     """Build a model's backbone and fill it from resolved weights, in eval mode.
 
     Parameters
@@ -29,14 +30,14 @@ def build_backbone(spec: ModelSpec, resolved: ResolvedWeights, state: StateDict 
 
     Returns
     -------
-    DinoVisionTransformer
+    VisionTransformer
 
     Raises
     ------
     WeightsMismatchError, CheckpointFormatError, UnsafeCheckpointError
         If the file is not a checkpoint for this backbone, or could only be read unsafely.
     """
-    model = DinoVisionTransformer(spec.backbone)
+    model = build_vision_transformer(spec.backbone)
     if resolved.is_random:
         warnings.warn(
             f"{spec.name} uses RANDOM weights ({resolved.identity}): the heights it gives mean nothing; "
@@ -46,9 +47,14 @@ def build_backbone(spec: ModelSpec, resolved: ResolvedWeights, state: StateDict 
         )
         model.init_random(resolved.seed or 0)
     else:
-        state = to_meta_layout(state if state is not None else read_state_dict(resolved.path))
-        load_into(model, state, expected=_variant_label(spec), source=str(resolved.path))
-        log.info("loaded %s backbone from %s (sha256 %s)", spec.name, resolved.path, resolved.identity)
+        path = resolved.backbone_path or resolved.path
+        state = state if state is not None else read_state_dict(path)
+        if spec.backbone.family == "dinov3":
+            state = dinov3_to_meta_layout(state, spec.backbone)
+        else:
+            state = to_meta_layout(state)
+        load_into(model, state, expected=_variant_label(spec), source=str(path))
+        log.info("loaded %s backbone from %s (sha256 %s)", spec.name, path, resolved.backbone_identity)
     return model.eval()
 
 
@@ -65,15 +71,16 @@ def load_backbone(
     *,
     offline: bool | None = None,
     progress: ProgressCallback | None = None,
-) -> DinoVisionTransformer:
-    """Load a DINOv2 backbone by its registry name.
+) -> VisionTransformer:
+    """Load a DINOv2 or DINOv3 backbone by its registry name.
 
     Parameters
     ----------
     name
-        A registry name, e.g. ``dinov2_vits14`` or ``dinov2_vitg14_reg``.
+        A registry name, e.g. ``dinov2_vits14``, ``dinov2_vitg14_reg`` or ``dinov3_vitl16_sat``.
     weights
-        A checkpoint path (Meta ``.pth`` or Hugging Face safetensors, detected from the keys);
+        A checkpoint path (Meta ``.pth`` or Hugging Face safetensors, or a folder holding one;
+        the layout is detected from the keys);
         ``"random"`` or ``"random(seed=N)"`` for a seeded random initialisation, which warns; or
         None for the cache, then a verified download.
     offline
@@ -83,7 +90,7 @@ def load_backbone(
 
     Returns
     -------
-    DinoVisionTransformer
+    VisionTransformer
         In eval mode, with DINOv2's ``forward_features`` and ``get_intermediate_layers``.
 
     Raises

@@ -1,4 +1,4 @@
-"""Reading DINOv2 checkpoints safely, in any of their published key layouts, and loading them strictly.
+"""Reading checkpoints safely, DINOv2's in any of their published key layouts, and loading them strictly.
 
 Layouts understood:
 
@@ -9,7 +9,8 @@ Layouts understood:
 - ``hf-proj``: files saved by current ``transformers`` releases, whose attention projections are
   ``attention.q_proj|k_proj|v_proj|o_proj``.
 
-Everything is converted to the ``meta`` layout, which is what :class:`DinoVisionTransformer` uses.
+Everything is converted to the ``meta`` layout, which is what :class:`DinoVisionTransformer` uses;
+DINOv3 backbones and CHMv2 heads have their own layouts (:mod:`canopy.models.dinov3_checkpoint`).
 """
 
 from __future__ import annotations
@@ -200,8 +201,18 @@ def _unwrap(obj: object, path: Path) -> dict[str, object]:
     return entries
 
 
-def _strip_prefix(state: StateDict) -> StateDict:
-    """Drop a prefix shared by every key, such as ``module.`` or ``dinov2.``."""
+def strip_prefix(state: StateDict) -> StateDict:
+    """Drop a prefix shared by every key, such as ``module.`` or ``dinov2.``.
+
+    Parameters
+    ----------
+    state
+        A state dict.
+
+    Returns
+    -------
+    dict of str to Tensor
+    """
     for prefix in _PREFIXES:
         if all(k.startswith(prefix) for k in state):
             return {k[len(prefix) :]: v for k, v in state.items()}
@@ -250,7 +261,7 @@ def to_meta_layout(state: Mapping[str, torch.Tensor]) -> StateDict:
     dict of str to Tensor
         The same tensors under Meta's names, with separate query/key/value fused into ``qkv``.
     """
-    state = _strip_prefix(dict(state))
+    state = strip_prefix(dict(state))
     if detect_layout(state) == "meta":
         return state
     converted: StateDict = {}
@@ -335,7 +346,8 @@ def load_into(model: nn.Module, state: Mapping[str, torch.Tensor], expected: str
 
 
 def split_model_checkpoint(state: Mapping[str, torch.Tensor], source: str) -> tuple[StateDict, StateDict]:
-    """Split a whole-model checkpoint into its backbone (``backbone.*``) and head (``decode_head.*``) parts.
+    """Split a whole-model checkpoint into its backbone (``backbone.*``) and head (``decode_head.*``
+    in Meta's files, ``head.*`` in Hugging Face's) parts.
 
     A prefix shared by every key (such as ``chm_module_.``) is dropped first.
 
@@ -346,10 +358,10 @@ def split_model_checkpoint(state: Mapping[str, torch.Tensor], source: str) -> tu
     """
     keys = list(state)
     common = keys[0].split(".", 1)[0] + "." if keys else ""
-    if common not in ("backbone.", "decode_head.") and all(k.startswith(common) for k in keys):
+    if common not in ("backbone.", "decode_head.", "head.") and all(k.startswith(common) for k in keys):
         state = {k[len(common) :]: v for k, v in state.items()}
     backbone = {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
-    head = {k[len("decode_head.") :]: v for k, v in state.items() if k.startswith("decode_head.")}
+    head = {k.split(".", 1)[1]: v for k, v in state.items() if k.startswith(("decode_head.", "head."))}
     if not backbone or not head:
         missing = "backbone.*" if not backbone else "decode_head.*"
         raise WeightsMismatchError(

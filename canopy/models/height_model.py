@@ -17,8 +17,9 @@ from canopy.models.backbone import build_backbone
 from canopy.models.heads import build_head
 from canopy.models.model_file import looks_like_model_file, read_model_file
 from canopy.models.registry import ModelSpec, get_model_spec
-from canopy.models.vision_transformer import DinoVisionTransformer
+from canopy.models.vision_transformer import VisionTransformer, build_vision_transformer
 from canopy.models.checkpoint import dequantize, is_dynamically_quantized, load_into, read_checkpoint, split_model_checkpoint
+from canopy.models.dinov3_checkpoint import chmv2_head_to_meta_layout
 from canopy.models.convert import converted_from
 from canopy.models.weights import ProgressCallback, ResolvedWeights, parse_random, resolve_weights, sha256_of
 
@@ -38,7 +39,7 @@ class HeightModel(nn.Module):
         The height head; built from ``spec.head`` when omitted.
     """
 
-    def __init__(self, spec: ModelSpec, backbone: DinoVisionTransformer, head: nn.Module | None = None) -> None:
+    def __init__(self, spec: ModelSpec, backbone: VisionTransformer, head: nn.Module | None = None) -> None:
         super().__init__()
         self.spec = spec
         self.backbone = backbone.requires_grad_(False).eval()
@@ -194,16 +195,21 @@ def load_height_model(
 
 
 def _load_whole_checkpoint(spec: ModelSpec, resolved: ResolvedWeights, device: torch.device | None) -> LoadedModel:
-    """A published checkpoint holding both backbone and head, loaded strictly into both.
+    """A published model's backbone and head, loaded strictly into both: from one checkpoint holding
+    both (Meta v1, Hugging Face), or from Meta's head file and the backbone file beside it (CHMv2).
 
     A dynamically quantised (int8, "compressed") checkpoint runs as quantised modules on the CPU,
     exactly as published; on other devices, where PyTorch has no quantised kernels, its weights
     are dequantised to float.
     """
-    raw = read_checkpoint(resolved.path)
-    backbone_raw, head_raw = split_model_checkpoint(raw, str(resolved.path))
+    if resolved.backbone_path is not None:
+        raw = head_raw = read_checkpoint(resolved.path)
+        backbone_raw = read_checkpoint(resolved.backbone_path)
+    else:
+        raw = read_checkpoint(resolved.path)
+        backbone_raw, head_raw = split_model_checkpoint(raw, str(resolved.path))
     if is_dynamically_quantized(raw) and (device is None or device.type == "cpu"):
-        model = HeightModel(spec, DinoVisionTransformer(spec.backbone))
+        model = HeightModel(spec, build_vision_transformer(spec.backbone))
         model = torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
         state = {**{f"backbone.{k}": v for k, v in backbone_raw.items()}, **{f"head.{k}": v for k, v in head_raw.items()}}
         own = model.state_dict()
@@ -224,12 +230,13 @@ def _load_whole_checkpoint(spec: ModelSpec, resolved: ResolvedWeights, device: t
         log.info("loaded %s as int8 dynamically quantised modules", spec.name)
     else:
         model = HeightModel(spec, build_backbone(spec, resolved, dequantize(backbone_raw)))
-        load_into(model.head, dequantize(head_raw), expected=f"{spec.name} head ({spec.head.type})", source=str(resolved.path))
+        head_state = chmv2_head_to_meta_layout(dequantize(head_raw))
+        load_into(model.head, head_state, expected=f"{spec.name} head ({spec.head.type})", source=str(resolved.path))
     identity = resolved.identity
     original = converted_from(resolved.path)
     if original is not None:
         identity = f"{identity} (float conversion of int8 file {original})"
-    return LoadedModel(model.eval(), spec, identity, identity)
+    return LoadedModel(model.eval(), spec, resolved.backbone_sha256 or identity, identity)
 
 
 def _load_model_file(path: Path, weights, offline, progress) -> LoadedModel:

@@ -21,7 +21,7 @@ from canopy.errors import ModelConfigError, UnknownModelError
 
 @dataclass(frozen=True)
 class BackboneSpec:
-    """Architecture of a DINOv2-style vision transformer."""
+    """Architecture of a DINOv2- or DINOv3-style vision transformer."""
 
     embed_dim: int
     depth: int
@@ -38,8 +38,21 @@ class BackboneSpec:
     attention: str = "sdpa"
     """``sdpa``: PyTorch's fused kernel (DINOv2's and ``transformers``' arithmetic); ``explicit``:
     ``softmax((q * scale) @ kᵀ) @ v`` step by step, as Meta's canopy-height code computes it."""
+    family: str = "dinov2"
+    """``dinov2``: learned position embeddings, interpolated to the chip; ``dinov3``: rotary position
+    embeddings (RoPE) on the patch tokens' queries and keys, nothing added to the tokens."""
+    norm_eps: float = 1e-6
+    """LayerNorm epsilon: DINOv2's 1e-6; Meta's DINOv3 code uses 1e-5 (its ``layernormbf16``)."""
+    rope_base: float = 100.0
+    """DINOv3: the RoPE base the periods are made from when a file does not store them."""
+    mask_k_bias: bool = False
+    """DINOv3: the attention's ``qkv`` bias is multiplied by a stored ``bias_mask`` (zero for the keys)."""
 
     def __post_init__(self) -> None:
+        if self.family not in ("dinov2", "dinov3"):
+            raise ModelConfigError(f"backbone family must be 'dinov2' or 'dinov3', not {self.family!r}.")
+        if self.family == "dinov3" and (self.embed_dim // self.num_heads) % 4:
+            raise ModelConfigError(f"a DINOv3 backbone's head size {self.embed_dim // self.num_heads} must be a multiple of 4 (RoPE).")
         if self.ffn not in ("mlp", "swiglu"):
             raise ModelConfigError(f"backbone ffn must be 'mlp' or 'swiglu', not {self.ffn!r}.")
         if self.attention not in ("sdpa", "explicit"):
@@ -69,8 +82,27 @@ class HeadSpec:
     out_channels: tuple[int, ...] | None = None
     readout: str = "project"
     norm_layers: bool = True
+    bins: int = 256
+    """Binned heads (``dpt-bins``): number of height bins."""
+    bins_range: tuple[float, float] = (0.001, 10.0)
+    """Binned heads: the first and last bin centre, before ``bins_scale``."""
+    bins_scale: float = 10.0
+    """Binned heads: metres per unit of the bin centres."""
+    bins_strategy: str = "linear"
+    """Binned heads: ``linear`` (Meta v1: linear centres, weights ReLU + 0.1) or ``chmv2_mixlog``
+    (Meta v2: centres blended from log to linear spacing, weights ReLU + 1e-8)."""
+    unit_bias: bool = False
+    """Whether the fusion blocks' residual 3x3 convolutions have a bias (CHMv2's do)."""
+    project_after_fusion: bool = True
+    """Whether a 3x3 convolution with ReLU (``project``) follows the fusion (CHMv2 has none)."""
+    hidden_channels: int = 32
+    """Channels of the depth head's last hidden layer (``conv_depth.head.2``): 32, CHMv2 128."""
 
     def __post_init__(self) -> None:
+        if self.bins_strategy not in ("linear", "chmv2_mixlog"):
+            raise ModelConfigError(f"head bins_strategy must be 'linear' or 'chmv2_mixlog', not {self.bins_strategy!r}.")
+        if not 0 < self.bins_range[0] < self.bins_range[1]:
+            raise ModelConfigError(f"head bins_range must be two increasing positive numbers, not {list(self.bins_range)}.")
         if self.type not in ("dpt", "linear", "dpt-bins"):
             raise ModelConfigError(f"head type must be 'dpt', 'dpt-bins' or 'linear', not {self.type!r}.")
         if self.type in ("dpt", "dpt-bins") and len(self.layers) != 4:
@@ -97,6 +129,8 @@ class WeightSource:
 
     url: str
     sha256: str | None = None
+    token_env: str | None = None
+    """An environment variable whose value, when set, is sent as a bearer token (``HF_TOKEN`` for gated Hub files)."""
 
     @property
     def filename(self) -> str:
@@ -120,6 +154,11 @@ class ModelSpec:
     head_in_checkpoint: bool = False
     resolution_range: tuple[float, float] | None = None
     backbone_model: str | None = None
+    meta_files: tuple[str, ...] = ()
+    """Name patterns of the files Meta publishes for this model when they are more than the one
+    downloaded: the head's first, then the backbone's, found side by side in a folder or the cache."""
+    obtain: str | None = None
+    """How a user obtains gated weights, said in every error about missing weights."""
     source_file: Path | None = field(default=None, compare=False)
 
     @property
@@ -134,6 +173,8 @@ class ModelSpec:
             raise ModelConfigError(
                 f"model {self.name}: chip_size {self.chip_size} is not a multiple of the patch size {self.backbone.patch_size}."
             )
+        if len(self.meta_files) not in (0, 2):
+            raise ModelConfigError(f"model {self.name}: meta_files lists the head's file pattern, then the backbone's.")
         bad = [i for i in self.head.layers if not 0 <= i < self.backbone.depth]
         if bad:
             raise ModelConfigError(

@@ -203,7 +203,7 @@ def train(
     out
         The model file to write (``.safetensors``), usable as ``canopy predict --model``.
     backbone
-        Registry name of the DINOv2 backbone.
+        Registry name of the DINOv2 or DINOv3 backbone.
     weights
         Backbone weights, resolved as for ``predict`` (``random`` for tests).
     settings
@@ -225,7 +225,7 @@ def train(
     Raises
     ------
     TrainingError
-        If the lists are unpaired or empty, an image has no valid reference, or validation cannot be held out.
+        If the lists are unpaired or empty, a local file does not exist, an image has no valid reference, or validation cannot be held out.
     OutputPathError
         If ``out``'s directory does not exist.
     """
@@ -233,6 +233,9 @@ def train(
         raise TrainingError(
             f"Got {len(imagery)} imagery file(s) and {len(references)} reference(s); pass one --reference per --imagery, in the same order."
         )
+    missing = [str(p) for p in (*imagery, *references) if "://" not in str(p) and not Path(p).is_file()]
+    if missing:
+        raise TrainingError(f"Training input {missing[0]} does not exist; check the --imagery and --reference paths.")
     out = Path(out)
     if not out.parent.is_dir():
         raise OutputPathError(f"Output directory {out.parent} does not exist; create it first.")

@@ -1,16 +1,15 @@
 """The DPT head (Ranftl et al. 2021) as DINOv2's depth heads and Meta's canopy-height models publish it,
 with one of two outputs: a height in metres per pixel (regression, the head ``canopy train`` fits) or
-256 height bins (Meta's canopy-height models, Tolan et al. 2024).
+256 height bins (Meta's canopy-height models: v1, Tolan et al. 2024; CHMv2, Brandt et al. 2026).
 
 Structure, as published: reassemble (class-token readout projected into the patch features, 1x1
 projection, resize by 4, 2, 1, 1/2), 3x3 convs to the fusion width, four fusion blocks of
-pre-activation residual units from coarse to fine, a 3x3 projection with ReLU, then a depth head
-(3x3 conv, bilinear upsampling to the input's size, x2 for the published patch-16 models, 3x3 conv
-to 32, ReLU, 1x1 conv to the outputs). Module names
-are the published ones (``reassemble_blocks``, ``convs``, ``fusion_blocks``, ``project``,
-``conv_depth``; convolutions wrapped as ``.conv``), so Meta's ``decode_head.*`` weights load as
-they are. Binned logits become weights by ReLU + 0.1 and normalisation; heights are the weighted
-sum of the bin centres, spaced linearly from ``low`` to ``high``, times ``scale``.
+pre-activation residual units from coarse to fine, a 3x3 projection with ReLU (not in CHMv2), then a
+depth head (3x3 conv, bilinear upsampling to the input's size, x2 for the published patch-16 models,
+3x3 conv to 32 channels (CHMv2: 128), ReLU, 1x1 conv to the outputs). Module names are the published
+ones (``reassemble_blocks``, ``convs``, ``fusion_blocks``, ``project``, ``conv_depth``; convolutions
+wrapped as ``.conv``), so Meta's ``decode_head.*`` weights and CHMv2 head files load as they are.
+Binned logits become weights and heights as :func:`bins_to_height` says.
 """
 
 from __future__ import annotations
@@ -31,12 +30,16 @@ Features = Sequence[tuple[torch.Tensor, torch.Tensor]]
 
 @dataclass(frozen=True)
 class HeightBins:
-    """Height bins of a binned output: ``count`` centres spaced linearly from ``low`` to ``high``, times ``scale`` metres."""
+    """Height bins of a binned output: ``count`` centres from ``low`` to ``high``, times ``scale`` metres.
+
+    ``strategy`` is ``linear`` (Meta v1) or ``chmv2_mixlog`` (CHMv2); see :func:`bins_to_height`.
+    """
 
     count: int = 256
     low: float = 0.001
     high: float = 10.0
     scale: float = 10.0
+    strategy: str = "linear"
 
 
 class _Conv(nn.Module):
@@ -55,10 +58,10 @@ class _Conv(nn.Module):
 class _PreActUnit(nn.Module):
     """Two ReLU-then-3x3-conv layers plus the input."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, bias: bool) -> None:
         super().__init__()
-        self.conv1 = _Conv(channels, channels, 3, bias=False)
-        self.conv2 = _Conv(channels, channels, 3, bias=False)
+        self.conv1 = _Conv(channels, channels, 3, bias=bias)
+        self.conv2 = _Conv(channels, channels, 3, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.conv2(F.relu(self.conv1(F.relu(x))))
@@ -67,10 +70,10 @@ class _PreActUnit(nn.Module):
 class _Fusion(nn.Module):
     """Add the skip (resized to the path if needed) through a unit, refine, upsample x2, project."""
 
-    def __init__(self, channels: int, with_skip: bool) -> None:
+    def __init__(self, channels: int, with_skip: bool, unit_bias: bool) -> None:
         super().__init__()
-        self.res_conv_unit1 = _PreActUnit(channels) if with_skip else None
-        self.res_conv_unit2 = _PreActUnit(channels)
+        self.res_conv_unit1 = _PreActUnit(channels, unit_bias) if with_skip else None
+        self.res_conv_unit2 = _PreActUnit(channels, unit_bias)
         self.project = _Conv(channels, channels, 1, bias=True)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
@@ -121,21 +124,21 @@ class _Reassemble(nn.Module):
 
 
 class _DepthHead(nn.Module):
-    """3x3 conv, upsampling to the input's size, 3x3 conv to 32, ReLU, 1x1 conv to the outputs (``conv_depth.head.N``).
+    """3x3 conv, upsampling to the input's size, 3x3 conv to ``hidden`` channels, ReLU, 1x1 conv to the outputs (``conv_depth.head.N``).
 
     The published head upsamples x2 (``head.1``), which is the input's size for patch-16 backbones;
     with align_corners the two give the same bits then. For patch-14 backbones, going straight to
     the input's size spares the last convolutions 30 % of their pixels and a resampling after them.
     """
 
-    def __init__(self, channels: int, outputs: int) -> None:
+    def __init__(self, channels: int, outputs: int, hidden: int) -> None:
         super().__init__()
         self.head = nn.Sequential(
             nn.Conv2d(channels, channels // 2, 3, padding=1),
             nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True),
-            nn.Conv2d(channels // 2, 32, 3, padding=1),
+            nn.Conv2d(channels // 2, hidden, 3, padding=1),
             nn.ReLU(),
-            PointwiseConv2d(32, outputs),
+            PointwiseConv2d(hidden, outputs),
         )
 
     def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -158,9 +161,16 @@ class DPTHead(nn.Module):
         How the class token enters the patch features: ``project`` (published), ``add`` or ``ignore``.
     bins
         None for a regression output (``scale * softplus`` of one channel, in metres), or the
-        height bins of a binned output (Meta's: 256 from 0.001 to 10, times 10).
+        height bins of a binned output (Meta v1: 256 from 0.001 to 10, times 10).
     scale
         Metres per unit of the regression output's softplus, so its last layer works on numbers near 1.
+    unit_bias
+        Whether the fusion blocks' residual convolutions have a bias (CHMv2).
+    project_after_fusion
+        Whether the fused map goes through a 3x3 convolution with ReLU (``project``) before the depth
+        head (DINOv2's and Meta v1's heads; not CHMv2's).
+    hidden
+        Channels of the depth head's last hidden layer (32; CHMv2 128).
     """
 
     def __init__(
@@ -171,15 +181,18 @@ class DPTHead(nn.Module):
         readout: str = "project",
         bins: HeightBins | None = None,
         scale: float = 10.0,
+        unit_bias: bool = False,
+        project_after_fusion: bool = True,
+        hidden: int = 32,
     ) -> None:
         super().__init__()
         channels = list(out_channels or [embed_dim // 8, embed_dim // 4, embed_dim // 2, embed_dim])
         self.bins, self.scale = bins, scale
         self.reassemble_blocks = _Reassemble(embed_dim, channels, readout)
         self.convs = nn.ModuleList(_Conv(c, features, 3, bias=False) for c in channels)
-        self.fusion_blocks = nn.ModuleList(_Fusion(features, with_skip=i > 0) for i in range(4))
-        self.project = _Conv(features, features, 3, bias=True, relu_after=True)
-        self.conv_depth = _DepthHead(features, 1 if bins is None else bins.count)
+        self.fusion_blocks = nn.ModuleList(_Fusion(features, i > 0, unit_bias) for i in range(4))
+        self.project = _Conv(features, features, 3, bias=True, relu_after=True) if project_after_fusion else None
+        self.conv_depth = _DepthHead(features, 1 if bins is None else bins.count, hidden)
 
     def forward(self, layers: Features, size: tuple[int, int]) -> torch.Tensor:
         """Height in metres (B, 1, H, W) for an input of ``size`` = (H, W)."""
@@ -187,28 +200,52 @@ class DPTHead(nn.Module):
         out = self.fusion_blocks[0](maps[-1])
         for i in range(1, 4):
             out = self.fusion_blocks[i](out, maps[-(i + 1)])
-        raw = self.conv_depth(self.project(out), size)
+        if self.project is not None:
+            out = self.project(out)
+        raw = self.conv_depth(out, size)
         if self.bins is None:
             return softplus_metres(raw, self.scale)
-        return bins_to_height(raw, self.bins.low, self.bins.high, self.bins.scale)
+        return bins_to_height(raw, self.bins)
 
     def set_output_bias(self, metres: float) -> None:
         """Start a regression head near a typical height (e.g. the training mean): training then fits the variation."""
         set_softplus_bias(self.conv_depth.head[-1], metres / self.scale)
 
 
-def bins_to_height(logits: torch.Tensor, low: float, high: float, scale: float) -> torch.Tensor:
-    """Heights (B, 1, H, W) from bin logits (B, K, H, W): weights ReLU(logit) + 0.1, normalised,
-    summed against K bin centres spaced linearly from ``low`` to ``high``, times ``scale``.
+def bin_centres(bins: HeightBins, device: torch.device | None = None) -> torch.Tensor:
+    """The K bin centres before ``scale``: linear from ``low`` to ``high`` (v1), or for ``chmv2_mixlog``
+    a blend whose weight moves from log spacing at the first bin to linear spacing at the last."""
+    linear = torch.linspace(bins.low, bins.high, bins.count, device=device, dtype=torch.float32)
+    if bins.strategy == "linear":
+        return linear
+    log = torch.exp(torch.linspace(math.log(bins.low), math.log(bins.high), bins.count, device=device, dtype=torch.float32))
+    t = torch.linspace(1.0, 0.0, bins.count, device=device, dtype=torch.float32)
+    return t * log + (1.0 - t) * linear
 
-    Always in float32, also under bf16/fp16 autocast: a bf16 height of 50 m is rounded to 0.25 m.
+
+_MIXLOG_SHIFT = 1e-8  # CHMv2 adds this to the ReLU'd logits before normalising
+_MIXLOG_EPS = 1e-12  # and floors sums and centres at this
+
+
+def bins_to_height(logits: torch.Tensor, bins: HeightBins) -> torch.Tensor:
+    """Heights (B, 1, H, W) from bin logits (B, K, H, W): weights from the logits, normalised, summed
+    against the bin centres (:func:`bin_centres`), times ``bins.scale``.
+
+    Weights are ReLU(logit) + 0.1 for ``linear`` bins (Meta v1), ReLU(logit) + 1e-8 for
+    ``chmv2_mixlog`` (CHMv2, whose sums and centres are also floored at 1e-12). Always in float32,
+    also under bf16/fp16 autocast: a bf16 height of 50 m is rounded to 0.25 m.
     """
     with torch.autocast(logits.device.type, enabled=False):
         logits = logits.float()
-        centres = torch.linspace(low, high, logits.shape[1], device=logits.device, dtype=torch.float32)
-        weights = F.relu(logits) + 0.1
-        weights = weights / weights.sum(dim=1, keepdim=True)
-        return scale * torch.einsum("bkhw,k->bhw", weights, centres)[:, None]
+        centres = bin_centres(bins, logits.device)
+        if bins.strategy == "linear":
+            weights = F.relu(logits) + 0.1
+            weights = weights / weights.sum(dim=1, keepdim=True)
+            return bins.scale * torch.einsum("bkhw,k->bhw", weights, centres)[:, None]
+        weights = F.relu(logits) + _MIXLOG_SHIFT
+        weights = weights / weights.sum(dim=1, keepdim=True).clamp_min(_MIXLOG_EPS)
+        height = (weights * centres.clamp_min(_MIXLOG_EPS).view(1, -1, 1, 1)).sum(dim=1, keepdim=True)
+        return bins.scale * height.clamp_min(_MIXLOG_EPS)
 
 
 def softplus_metres(x: torch.Tensor, scale: float) -> torch.Tensor:
