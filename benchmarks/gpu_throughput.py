@@ -2,7 +2,7 @@
 the model's share of wall time, peak GPU memory, and the backbone's achieved TFLOP/s against the card's
 dense bf16 peak. Prints JSON.
 
-    python benchmarks/gpu_throughput.py [--models dinov2_vits14 dinov2_vitl14 meta-chm-v1-huge] [--size 2048]
+    python benchmarks/gpu_throughput.py [--models dinov2_vits14 dinov2_vitl14 meta-chm-v1-huge meta-chm-v2] [--size 2048]
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def measure(name: str, precision: str, chip: int, batch: int, seconds: float, sc
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=["dinov2_vits14", "dinov2_vitl14", "meta-chm-v1-huge"])
+    parser.add_argument("--models", nargs="+", default=["dinov2_vits14", "dinov2_vitl14", "meta-chm-v1-huge", "meta-chm-v2"])
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"])
     parser.add_argument("--size", type=int, default=2048, help="side of the end-to-end region in px")
     parser.add_argument("--batch", type=int, default=32)

@@ -98,7 +98,9 @@ def test_a_poison_block_is_named_and_a_single_process_resume_finishes_the_run(cl
     kept = len(list(partial.glob("r*_c*.tif")))
     assert not out.exists() and 0 < kept < BLOCKS
     summary = RunSummary.from_attrs(_predict(out, resume=True).attrs)  # in this process
-    assert summary.blocks_reused == kept and summary.blocks_computed == BLOCKS - kept
+    # a block that was running when the run failed cannot be interrupted: it may still land (atomically) after the
+    # error was raised, and the resume then reuses it too
+    assert summary.blocks_reused >= kept and summary.blocks_reused + summary.blocks_computed == BLOCKS
     assert out.read_bytes() == single
     client.wait_for_workers(2, timeout=120)
 
