@@ -315,3 +315,27 @@ def test_train_fits_a_head_on_the_dinov3_satellite_backbone_and_models_lists_it(
     for name in ("dinov3_vits16", "dinov3_vitb16", "dinov3_vitl16", "dinov3_vitl16_sat", "meta-chm-v2"):
         assert rows[name]["licence"] == "DINOv3 License" and rows[name]["cached"] is False, name
     assert rows["meta-chm-v2"]["patch_size"] == 16
+
+
+def test_registry_refuses_unknown_families_bin_strategies_and_half_a_file_pair():
+    from canopy.errors import ModelConfigError
+    from canopy.models.registry import parse_model
+
+    record = {
+        "name": "x", "description": "x", "licence": "x", "ground_resolution": 0.6, "chip_size": 32,
+        "backbone": {"embed_dim": 64, "depth": 2, "num_heads": 4, "patch_size": 16, "img_size": 32, "family": "dinov3"},
+        "head": {"type": "dpt-bins", "layers": [0, 0, 1, 1], "bins_strategy": "chmv2_mixlog"},
+        "normalization": {"mean": [0.5, 0.5, 0.5], "std": [0.2, 0.2, 0.2]},
+    }
+    assert parse_model(record).backbone.family == "dinov3"
+    for part, key, value, message in [
+        ("backbone", "family", "dinov4", "family must be 'dinov2' or 'dinov3'"),
+        ("backbone", "num_heads", 32, "head size 2 must be a multiple of 4"),
+        ("head", "bins_strategy", "log", "bins_strategy must be 'linear' or 'chmv2_mixlog'"),
+        ("head", "bins_range", [12.0, 0.001], "two increasing positive numbers"),
+    ]:
+        bad = {**record, part: {**record[part], key: value}}
+        with pytest.raises(ModelConfigError, match=message):
+            parse_model(bad)
+    with pytest.raises(ModelConfigError, match="meta_files lists the head's file pattern, then the backbone's"):
+        parse_model({**record, "meta_files": ["head*.pth"]})
