@@ -21,25 +21,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from checkpoints import randomize_, save_chmv2_layouts  # noqa: E402
+from checkpoints import chmv2_hf_model, save_chmv2_layouts  # noqa: E402
 
 from canopy.models.height_model import ModelRef, load_height_model  # noqa: E402
 from canopy.models.registry import get_model_spec  # noqa: E402
-
-
-def _hf_model(spec):
-    import transformers
-
-    b, h = spec.backbone, spec.head
-    backbone = transformers.DINOv3ViTConfig(
-        hidden_size=b.embed_dim, intermediate_size=4 * b.embed_dim, num_hidden_layers=b.depth,
-        num_attention_heads=b.num_heads, patch_size=16, image_size=b.img_size, num_register_tokens=4,
-        layer_norm_eps=b.norm_eps, rope_theta=b.rope_base, layerscale_value=1.0, key_bias=True,
-        out_indices=[i + 1 for i in h.layers], reshape_hidden_states=True, apply_layernorm=True, return_class_token=True,
-    )
-    config = transformers.CHMv2Config(backbone_config=backbone, post_process_channels=list(h.out_channels),
-                                      fusion_hidden_size=h.features, head_hidden_size=h.hidden_channels)
-    return randomize_(transformers.CHMv2ForDepthEstimation(config), seed=1).eval()
 
 
 def _time(model, x, dtype, rounds: int) -> float:
@@ -66,7 +51,7 @@ def main() -> None:
     device = torch.device(args.device)
     print(f"device: {torch.cuda.get_device_name(0) if device.type == 'cuda' else 'cpu'}, torch {torch.__version__}")
     spec = get_model_spec("meta-chm-v2")
-    hf = _hf_model(spec)
+    hf = chmv2_hf_model(spec)
     rgb = torch.rand(args.batch, 3, args.chip, args.chip, generator=torch.Generator().manual_seed(0)).to(device)
     mean = torch.tensor(spec.normalization.mean, device=device).view(1, 3, 1, 1)
     std = torch.tensor(spec.normalization.std, device=device).view(1, 3, 1, 1)

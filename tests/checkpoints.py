@@ -157,3 +157,47 @@ def save_chmv2_layouts(hf_model: torch.nn.Module, folder) -> dict[str, object]:
     torch.save(meta, folder / "meta" / CHMV2_META_BACKBONE)
     torch.save(chmv2_hf_head_to_meta_keys({k: v for k, v in state.items() if k.startswith("head.")}), folder / "meta" / CHMV2_META_HEAD)
     return {"hf": folder / "hf", "meta": folder / "meta"}
+
+
+def dinov3_hf_config(spec, **extra):
+    """A transformers ``DINOv3ViTConfig`` with the architecture of a canopy ``ModelSpec``.
+
+    LayerNorm eps is the spec's (Meta's 1e-5): the reference is Meta's code, where the Hub config says 1e-6.
+    """
+    import transformers
+
+    b = spec.backbone
+    return transformers.DINOv3ViTConfig(
+        hidden_size=b.embed_dim,
+        intermediate_size=int(b.embed_dim * b.mlp_ratio),
+        num_hidden_layers=b.depth,
+        num_attention_heads=b.num_heads,
+        patch_size=b.patch_size,
+        image_size=b.img_size,
+        num_register_tokens=b.num_register_tokens,
+        layer_norm_eps=b.norm_eps,
+        rope_theta=b.rope_base,
+        layerscale_value=1.0,
+        **extra,
+    )
+
+
+def chmv2_hf_model(spec, seed: int = 1) -> torch.nn.Module:
+    """A transformers ``CHMv2ForDepthEstimation`` with the architecture of a canopy CHMv2 ``ModelSpec``, randomly filled."""
+    import transformers
+
+    backbone = dinov3_hf_config(
+        spec,
+        key_bias=True,
+        out_indices=[i + 1 for i in spec.head.layers],
+        reshape_hidden_states=True,
+        apply_layernorm=True,
+        return_class_token=True,
+    )
+    config = transformers.CHMv2Config(
+        backbone_config=backbone,
+        post_process_channels=list(spec.head.out_channels),
+        fusion_hidden_size=spec.head.features,
+        head_hidden_size=spec.head.hidden_channels,
+    )
+    return randomize_(transformers.CHMv2ForDepthEstimation(config), seed=seed).eval()

@@ -22,7 +22,7 @@ from canopy.models.weights import cached_path, find_cached, resolve_weights
 from canopy.prediction import predict
 from checkpoints import CHMV2_META_BACKBONE as SAT_BACKBONE
 from checkpoints import CHMV2_META_HEAD as SAT_HEAD
-from checkpoints import dinov3_hf_to_meta_keys, randomize_, save_chmv2_layouts
+from checkpoints import chmv2_hf_model, dinov3_hf_config, dinov3_hf_to_meta_keys, randomize_, save_chmv2_layouts
 from rasters import NEON
 
 transformers = pytest.importorskip("transformers")
@@ -35,23 +35,6 @@ def _reduced(spec: ModelSpec, depth: int, layers: tuple[int, ...] | None = None,
         spec,
         backbone=dataclasses.replace(spec.backbone, depth=depth, **backbone),
         head=dataclasses.replace(spec.head, layers=layers),
-    )
-
-
-def _hf_config(spec: ModelSpec, **extra):
-    b = spec.backbone
-    return transformers.DINOv3ViTConfig(
-        hidden_size=b.embed_dim,
-        intermediate_size=int(b.embed_dim * b.mlp_ratio),
-        num_hidden_layers=b.depth,
-        num_attention_heads=b.num_heads,
-        patch_size=b.patch_size,
-        image_size=b.img_size,
-        num_register_tokens=b.num_register_tokens,
-        layer_norm_eps=b.norm_eps,  # Meta's 1e-5: the reference is Meta's code (the Hub config says 1e-6)
-        rope_theta=b.rope_base,
-        layerscale_value=1.0,
-        **extra,
     )
 
 
@@ -80,7 +63,7 @@ def test_backbone_parity_with_transformers_in_both_layouts(name, depth, size, tm
     spec = get_model_spec(name)
     if depth is not None:
         spec = _reduced(spec, depth)
-    hf_model = randomize_(transformers.DINOv3ViTModel(_hf_config(spec)), seed=1).eval()
+    hf_model = randomize_(transformers.DINOv3ViTModel(dinov3_hf_config(spec)), seed=1).eval()
     x = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         reference = hf_model(pixel_values=x).last_hidden_state
@@ -97,7 +80,7 @@ def test_backbone_parity_with_transformers_in_both_layouts(name, depth, size, tm
 
 def test_the_rope_periods_are_read_from_meta_files_not_recomputed(tmp_path):
     spec = _reduced(get_model_spec("dinov3_vits16"), 1)
-    hf_model = randomize_(transformers.DINOv3ViTModel(_hf_config(spec)), seed=3).eval()
+    hf_model = randomize_(transformers.DINOv3ViTModel(dinov3_hf_config(spec)), seed=3).eval()
     state = dinov3_hf_to_meta_keys(hf_model.state_dict(), 64)
     state["rope_embed.periods"] = state["rope_embed.periods"] * 1.5
     torch.save(state, tmp_path / "meta.pth")
@@ -150,24 +133,6 @@ def _chmv2_spec() -> ModelSpec:
     return dataclasses.replace(spec, head=head)
 
 
-def _hf_chmv2(spec: ModelSpec, seed: int = 1):
-    backbone = _hf_config(
-        spec,
-        key_bias=True,
-        out_indices=[i + 1 for i in spec.head.layers],
-        reshape_hidden_states=True,
-        apply_layernorm=True,
-        return_class_token=True,
-    )
-    config = transformers.CHMv2Config(
-        backbone_config=backbone,
-        post_process_channels=list(spec.head.out_channels),
-        fusion_hidden_size=spec.head.features,
-        head_hidden_size=spec.head.hidden_channels,
-    )
-    return randomize_(transformers.CHMv2ForDepthEstimation(config), seed=seed).eval()
-
-
 def _chmv2_layouts(hf_model, tmp_path) -> dict[str, object]:
     """Hugging Face's folder and its model.safetensors; Meta's two files as a folder, and the head file alone."""
     saved = save_chmv2_layouts(hf_model, tmp_path)
@@ -181,7 +146,7 @@ def _chmv2_layouts(hf_model, tmp_path) -> dict[str, object]:
 
 def test_chmv2_parity_with_transformers_in_both_layouts(tmp_path):
     spec = _chmv2_spec()
-    hf_model = _hf_chmv2(spec)
+    hf_model = chmv2_hf_model(spec)
     rgb = torch.rand(2, 3, 128, 96, generator=torch.Generator().manual_seed(4))
     mean = torch.tensor(spec.normalization.mean).view(1, 3, 1, 1)
     std = torch.tensor(spec.normalization.std).view(1, 3, 1, 1)
@@ -212,7 +177,7 @@ def test_chmv2_bins_are_the_published_mixed_log_linear_centres():
 
 def test_chmv2_files_that_do_not_belong_together_or_alone_are_refused(tmp_path):
     spec = _chmv2_spec()
-    layouts = _chmv2_layouts(_hf_chmv2(spec), tmp_path)
+    layouts = _chmv2_layouts(chmv2_hf_model(spec), tmp_path)
     lonely = tmp_path / "lonely"
     lonely.mkdir()
     (layouts["meta head file"]).rename(lonely / SAT_HEAD)
@@ -227,7 +192,7 @@ def test_chmv2_files_that_do_not_belong_together_or_alone_are_refused(tmp_path):
 
 def test_gated_download_sends_hf_token_and_says_how_to_get_access(tmp_path, local_server, monkeypatch):
     spec = _chmv2_spec()
-    layouts = _chmv2_layouts(_hf_chmv2(spec), tmp_path)
+    layouts = _chmv2_layouts(chmv2_hf_model(spec), tmp_path)
     server = local_server(layouts["hf folder"], token="hf_secret")
     spec = dataclasses.replace(spec, weights=(dataclasses.replace(spec.weights[0], url=f"{server.url}/model.safetensors"),))
     monkeypatch.delenv("HF_TOKEN", raising=False)
@@ -245,7 +210,7 @@ def test_meta_files_in_the_cache_are_found_and_offline_errors_say_both_routes(tm
     spec = _chmv2_spec()
     with pytest.raises(OfflineError, match=r"model.safetensors or Meta's dinov3_vitl16_chmv2_dpt_head\*\.pth with .*HF_TOKEN.*ai.meta.com"):
         resolve_weights(spec, offline=True)
-    layouts = _chmv2_layouts(_hf_chmv2(spec), tmp_path)
+    layouts = _chmv2_layouts(chmv2_hf_model(spec), tmp_path)
     folder = isolated_cache / "weights" / "meta-chm-v2"
     folder.mkdir(parents=True)
     (layouts["meta folder"] / SAT_HEAD).rename(folder / SAT_HEAD)
@@ -273,7 +238,7 @@ def test_default_model_is_v2_when_its_weights_are_cached_beside_v1(isolated_cach
 def chmv2_files(tmp_path_factory):
     """A reduced CHMv2 in every published layout, made once for the prediction tests."""
     spec = _chmv2_spec()
-    return spec, _chmv2_layouts(_hf_chmv2(spec, seed=5), tmp_path_factory.mktemp("chmv2"))
+    return spec, _chmv2_layouts(chmv2_hf_model(spec, seed=5), tmp_path_factory.mktemp("chmv2"))
 
 
 @pytest.mark.parametrize("layout", ["hf folder", "meta folder", "meta head file"])

@@ -25,7 +25,7 @@ import torch
 
 from canopy.errors import CheckpointFormatError
 from canopy.models.checkpoint import StateDict, strip_prefix
-from canopy.models.layers.rope import RopePositionEmbedding
+from canopy.models.layers.rope import rope_periods
 from canopy.models.registry import BackboneSpec
 
 _LAYER = r"^(?:model\.)?layer\.(\d+)\."
@@ -114,7 +114,7 @@ def dinov3_to_meta_layout(state: Mapping[str, torch.Tensor], spec: BackboneSpec)
         out[name] = torch.cat([got["q"], got["k"], got["v"]])
         if name.endswith(".bias") and spec.mask_k_bias:
             out[name.replace(".bias", ".bias_mask")] = torch.ones_like(out[name])
-    out["rope_embed.periods"] = RopePositionEmbedding(spec.embed_dim // spec.num_heads, spec.rope_base).periods
+    out["rope_embed.periods"] = rope_periods(spec.embed_dim // spec.num_heads, spec.rope_base)
     return out
 
 

@@ -8,6 +8,7 @@ DINOv3 adds nothing and rotates the patch tokens' queries and keys in every bloc
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
 import torch
@@ -20,7 +21,7 @@ from canopy.models.layers.rope import RopePositionEmbedding
 from canopy.models.registry import BackboneSpec
 
 
-class VisionTransformer(nn.Module):
+class VisionTransformer(nn.Module, ABC):
     """What DINOv2 and DINOv3 backbones share: patch embedding, class token, blocks, final norm.
 
     Parameters
@@ -75,9 +76,9 @@ class VisionTransformer(nn.Module):
                 else:
                     param.normal_(0.0, 0.02, generator=generator).clamp_(-0.04, 0.04)
 
+    @abstractmethod
     def prepare_tokens(self, x: torch.Tensor) -> torch.Tensor:
         """Patch-embed an image batch and add the class and register tokens (and positions, where added)."""
-        raise NotImplementedError
 
     def rope(self, x: torch.Tensor) -> Rope | None:
         """The rotary positions the blocks apply for images like ``x``; None where positions are added to the tokens."""

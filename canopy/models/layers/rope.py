@@ -8,6 +8,11 @@ import torch
 from torch import nn
 
 
+def rope_periods(head_dim: int, base: float = 100.0) -> torch.Tensor:
+    """DINOv3's RoPE periods for a head of ``head_dim``: ``base ** (2i / (head_dim / 2))`` for i < head_dim / 4, float32."""
+    return base ** (2 * torch.arange(head_dim // 4, dtype=torch.float32) / (head_dim // 2))
+
+
 class RopePositionEmbedding(nn.Module):
     """Sines and cosines of each patch's position, axis by axis, for rotating queries and keys.
 
@@ -26,8 +31,7 @@ class RopePositionEmbedding(nn.Module):
 
     def __init__(self, head_dim: int, base: float = 100.0) -> None:
         super().__init__()
-        quarter = head_dim // 4
-        self.register_buffer("periods", base ** (2 * torch.arange(quarter, dtype=torch.float32) / (head_dim // 2)))
+        self.register_buffer("periods", rope_periods(head_dim, base))
 
     def forward(self, rows: int, cols: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Return (sin, cos), each (rows * cols, head_dim) in float32, for a row-major patch grid."""
