@@ -138,6 +138,11 @@ class DamagedPartialWarning(CanopyWarning):
     """Blocks of a partial run that could not be read back on ``--resume``; they are computed again."""
 
 
+class ResumeNumericsWarning(CanopyWarning):
+    """A ``--resume`` in another configuration (threads, batch size, machine, PyTorch build) than the run it continues:
+    the blocks of the two agree within the stated bound, not byte for byte."""
+
+
 class LargeRegionWarning(CanopyWarning):
     """A region large enough that the run will be long; said before it starts."""
 

@@ -26,6 +26,7 @@ from canopy.io.quicklook import write_quicklook
 from canopy.models.weights import ProgressCallback
 from canopy.request import PredictRequest
 from canopy.runtime.local import LocalEngine
+from canopy.runtime.numerics import AGREEMENT_BOUND_M
 from canopy.runtime.plan import RunPlan, make_plan
 from canopy.tiling import Block
 
@@ -222,7 +223,7 @@ def _run_locked(plan: RunPlan, engine, target: Path, resume: bool, quicklook: bo
     """:func:`_run` while this process holds the output's lock."""
     grid, layout = plan.grid, plan.layout
     tags = plan.tags(engine.identity)
-    partial = PartialRun(target, plan.fingerprint(engine.identity), resume)
+    partial = PartialRun(target, plan.fingerprint(engine.identity), resume, AGREEMENT_BOUND_M[engine.identity.precision])
     blocks = plan.blocks()
     done = partial.done()
     todo = [b for b in blocks if b.key not in done]

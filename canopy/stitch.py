@@ -3,8 +3,9 @@
 A block computes the chips whose origins lie in it (:func:`predict_chips`) and blends every chip
 that covers its pixels (:func:`blend`): its own, and those of the blocks above and to the left
 whose chips reach into it (:func:`border_chips` picks them out, to be handed on). Chips are blended
-in lattice order whichever block computed them, so a pixel's value does not depend on how the grid
-was cut into blocks.
+in lattice order whichever block computed them, so a pixel gets the same chips, with the same inputs,
+however the grid was cut into blocks (the kernels' rounding of a chip may still depend on its batch
+mates, within the bound of :mod:`canopy.runtime.numerics`).
 """
 
 from __future__ import annotations

@@ -86,3 +86,28 @@ def test_keywords_request_yaml_and_cli_make_the_same_map(tmp_path):
     assert RunSummary.from_attrs(by_keywords.attrs).blocks_computed == 4
     with pytest.raises(RequestError, match="takes a PredictRequest alone"):
         canopy.predict(request, out=tmp_path / "other.tif")
+
+
+def test_every_file_in_configs_is_read_and_the_example_request_states_the_real_defaults():
+    import inspect
+
+    import yaml
+
+    from canopy.models.registry import config_dir, list_models
+
+    configs = config_dir()
+    found = sorted(p.relative_to(configs).as_posix() for p in configs.rglob("*") if p.is_file())
+    assert found == ["models/dinov2.yaml", "models/dinov3.yaml", "models/meta_chm_v1.yaml", "models/meta_chm_v2.yaml",
+                     "predict.yaml"], "a new file in configs/ needs a test that reads it"
+    names = {spec.name for spec in list_models()}
+    for path in sorted((configs / "models").glob("*.yaml")):
+        entries = yaml.safe_load(path.read_text())
+        listed = entries if isinstance(entries, list) else entries.get("models", entries)
+        keys = [e["name"] for e in listed] if isinstance(listed, list) else list(listed)
+        assert keys and set(keys) <= names, path.name
+    example = configs / "predict.yaml"
+    stated = yaml.safe_load(example.read_text())
+    defaults = inspect.signature(PredictRequest.from_options).parameters
+    assert stated and all(stated[key] == defaults[key].default for key in stated), stated
+    request = PredictRequest.from_yaml(example, imagery=[RGB], model="dinov2_vits14", weights="random")
+    assert request == PredictRequest.from_options(RGB, model="dinov2_vits14", weights="random")

@@ -31,6 +31,9 @@ _AVERAGE_FROM = 1.5
 _REMOTE_PREFIXES = ("http://", "https://", "s3://", "gs://")  # GDAL's /vsi paths are refused: remote means a URL
 # A block (tile or strip) larger than this is refused rather than read: GDAL would allocate it whole.
 _MAX_BLOCK_PIXELS = 64 * 2**20
+_FRAME_MARGIN = 2
+"""Pixels of the output lattice added around a raster's footprint in its frame (see ``GeoTiffSource._frame``)."""
+_OPEN_FRAMES = 4  # warped views kept open per raster: nearest and smooth for the run's grid, and the sample grid's
 # GDAL settings for remote rasters: no directory listing on open, retries on transient HTTP errors.
 _REMOTE_GDAL = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR", "GDAL_HTTP_MAX_RETRY": "3", "GDAL_HTTP_RETRY_DELAY": "1"}
 
@@ -67,6 +70,16 @@ def gdal_message(exc: BaseException) -> str:
             messages.append(text)
         seen = seen.__cause__ or seen.__context__
     return "; ".join(messages[-2:]) if messages else type(exc).__name__
+
+
+def _phase(coordinate: float, res: float) -> float:
+    """Where a lattice of pixel size ``res`` through ``coordinate`` crosses zero: 0 for target-aligned grids.
+
+    Rounding noise (a coordinate that is a whole multiple of ``res`` up to the last bits) counts as 0,
+    so every window of an aligned grid gets the same phase.
+    """
+    phase = math.remainder(coordinate, res)
+    return 0.0 if abs(phase) < 1e-6 * res else phase
 
 
 def _local_path(path: str | os.PathLike) -> str | os.PathLike:
@@ -205,6 +218,7 @@ class GeoTiffSource:
         self.scaling: Scaling | None = scaling or (Scaling.for_uint8() if self.dtype == "uint8" else None)
         self._footprints: dict[str, BBox] = {}
         self._reading = threading.Lock()
+        self._vrts: dict[tuple, WarpedVRT] = {}
         self.nodata_rule = nodata_rule or self._nodata_rule()
         self.members = list(members)  # identities of the tiles of a mosaic
 
@@ -329,28 +343,64 @@ class GeoTiffSource:
             self._footprints[key] = to_crs(self.bounds, self.crs, crs)
         return self._footprints[key]
 
+    def _frame(self, grid: OutputGrid) -> tuple[OutputGrid, int, int]:
+        """The source's own frame on ``grid``'s pixel lattice, and where ``grid`` starts in it (row, column).
+
+        The frame covers the raster's footprint with a margin, and its origin is computed from the
+        footprint, the resolution and the lattice's phase alone, never from ``grid``'s position; so
+        every window of the lattice is warped with the same origin and a pixel gets the same value
+        whatever window (block, chip, engine) asks for it.
+        """
+        res = grid.res
+        phase_x, phase_y = _phase(grid.left, res), _phase(grid.top, res)
+        left, bottom, right, top = self.footprint(grid.crs)
+        col0 = math.floor((left - phase_x) / res) - _FRAME_MARGIN
+        row0 = math.ceil((top - phase_y) / res) + _FRAME_MARGIN  # counted upwards, in pixels from the phase
+        width = math.ceil((right - phase_x) / res) + _FRAME_MARGIN - col0
+        height = row0 - (math.floor((bottom - phase_y) / res) - _FRAME_MARGIN)
+        frame = OutputGrid(grid.crs, res, phase_x + col0 * res, phase_y + row0 * res, width, height)
+        return frame, round((frame.top - grid.top) / res), round((grid.left - frame.left) / res)
+
+    def _warped(self, frame: OutputGrid, resampling: Resampling) -> WarpedVRT:
+        """The raster warped onto ``frame``, kept open (the latest few), so GDAL's cache of warped blocks serves neighbouring windows."""
+        key = (frame.crs.to_wkt(), frame.res, frame.left, frame.top, frame.width, frame.height, resampling)
+        if key not in self._vrts:
+            while len(self._vrts) >= _OPEN_FRAMES:
+                self._vrts.pop(next(iter(self._vrts))).close()
+            own_alpha = ColorInterp.alpha in self._ds.colorinterp
+            self._vrts[key] = WarpedVRT(
+                self._ds,
+                crs=frame.crs,
+                transform=frame.transform,
+                width=frame.width,
+                height=frame.height,
+                resampling=resampling,
+                add_alpha=not own_alpha,
+                **({"src_nodata": -1} if self.nodata_rule == "data" else {}),
+            )
+        return self._vrts[key]
+
     def _warp(self, grid: OutputGrid, resampling: Resampling) -> np.ndarray:
         """The RGB bands and an alpha band (0 = no data) warped onto ``grid``, in the source's data type.
 
         A raster with its own alpha band keeps it; others get one from their nodata value or mask.
-        One read at a time: a GDAL dataset must not be read from two threads at once (a Dask
-        worker runs several blocks' tasks in threads).
+        ``grid`` is read as a window of the source's frame (:meth:`_frame`), so its pixels do not
+        depend on where the window starts. One read at a time: a GDAL dataset must not be read from
+        two threads at once (a Dask worker runs several blocks' tasks in threads).
         """
         interp = list(self._ds.colorinterp)
-        own_alpha = ColorInterp.alpha in interp
-        alpha = interp.index(ColorInterp.alpha) + 1 if own_alpha else self._ds.count + 1
-        with self._reading, WarpedVRT(
-            self._ds,
-            crs=grid.crs,
-            transform=grid.transform,
-            width=grid.width,
-            height=grid.height,
-            resampling=resampling,
-            add_alpha=not own_alpha,
-            **({"src_nodata": -1} if self.nodata_rule == "data" else {}),
-        ) as vrt:
+        alpha = interp.index(ColorInterp.alpha) + 1 if ColorInterp.alpha in interp else self._ds.count + 1
+        frame, row, col = self._frame(grid)
+        out = np.zeros((4, grid.height, grid.width), self.dtype)
+        r0, c0 = max(row, 0), max(col, 0)
+        r1, c1 = min(row + grid.height, frame.height), min(col + grid.width, frame.width)
+        if r1 <= r0 or c1 <= c0:
+            return out
+        with self._reading:
             try:
-                return vrt.read(indexes=[*self.bands, alpha])
+                out[:, r0 - row : r1 - row, c0 - col : c1 - col] = self._warped(frame, resampling).read(
+                    indexes=[*self.bands, alpha], window=Window(c0, r0, c1 - c0, r1 - r0)
+                )
             except RasterioError as exc:
                 left, bottom, right, top = to_crs(grid.bounds, grid.crs, self.crs)
                 window = self._ds.window(left, bottom, right, top).round_offsets().round_lengths()
@@ -359,6 +409,7 @@ class GeoTiffSource:
                     f"rows {window.row_off}-{window.row_off + window.height - 1} (GDAL: {gdal_message(exc)}); "
                     "the file may be damaged or unreachable."
                 ) from exc
+        return out
 
     def read_raw(self, grid: OutputGrid) -> tuple[np.ndarray, np.ndarray]:
         """Band values (3, H, W) in the source's units, as float32, and validity (H, W) on ``grid``.
@@ -401,7 +452,10 @@ class GeoTiffSource:
         return values[:, valid]
 
     def close(self) -> None:
-        """Close the raster."""
+        """Close the raster and its warped views."""
+        for vrt in self._vrts.values():
+            vrt.close()
+        self._vrts.clear()
         self._ds.close()
 
     def __enter__(self) -> GeoTiffSource:

@@ -21,7 +21,7 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
-from canopy.errors import DamagedPartialWarning, ResumeError
+from canopy.errors import DamagedPartialWarning, ResumeError, ResumeNumericsWarning
 from canopy.grid import OutputGrid
 from canopy.io.atomic import atomic_path
 from canopy.stitch import Chips
@@ -29,6 +29,7 @@ from canopy.tiling.blocks import Block
 
 log = logging.getLogger(__name__)
 
+_NUMERICS = "canopy_numerics"  # the one fingerprint entry a resume may change (with a warning)
 _BLOCK_PROFILE = {"driver": "GTiff", "dtype": "float32", "count": 1, "nodata": float("nan"), "compress": "deflate", "predictor": 3, "zlevel": 1}
 
 
@@ -40,9 +41,13 @@ class PartialRun:
     out
         The final output path; the folder is ``.<name>.partial`` beside it.
     fingerprint
-        Everything that decides the output's pixels; a resumed run must match it.
+        Everything that decides the output's pixels; a resumed run must match it, except in
+        ``canopy_numerics`` (the configuration: threads, batch size, machine), which it may change.
     resume
         Keep the blocks of an earlier run with the same fingerprint; otherwise start afresh.
+    bound_m
+        How far heights computed in two configurations may differ, for the warning a resume in
+        another configuration gives.
 
     Raises
     ------
@@ -50,14 +55,21 @@ class PartialRun:
         If ``resume`` is set and the earlier run had other settings.
     """
 
-    def __init__(self, out: Path, fingerprint: dict[str, Any], resume: bool) -> None:
+    def __init__(self, out: Path, fingerprint: dict[str, Any], resume: bool, bound_m: float = 0.0) -> None:
         self.dir = out.parent / f".{out.name}.partial"
         manifest = self.dir / "manifest.json"
         fingerprint = json.loads(json.dumps(fingerprint))
         if resume and manifest.is_file():
             earlier = json.loads(manifest.read_text())
-            if earlier != fingerprint:
-                changed = sorted(k for k in set(earlier) | set(fingerprint) if earlier.get(k) != fingerprint.get(k))
+            changed = sorted(k for k in set(earlier) | set(fingerprint) if earlier.get(k) != fingerprint.get(k))
+            if changed == [_NUMERICS]:
+                warnings.warn(
+                    f"The partial run in {self.dir} was computed in another configuration ({earlier[_NUMERICS]}) than this "
+                    f"one ({fingerprint[_NUMERICS]}): the blocks of the two agree within {bound_m:g} m, not byte for byte.",
+                    ResumeNumericsWarning,
+                    stacklevel=3,
+                )
+            elif changed:
                 raise ResumeError(
                     f"The partial run in {self.dir} was made with other settings ({', '.join(changed)}); "
                     "run again without --resume to start afresh."

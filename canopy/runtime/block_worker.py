@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from canopy.models.height_model import LoadedModel, is_quantized, load_height_model
 from canopy.models.weights import ProgressCallback
 from canopy.runtime.device import precision_name, select_device, select_precision
 from canopy.runtime.inference import ChipPredictor, auto_batch_size
+from canopy.runtime.numerics import numerics_tag
 from canopy.runtime.plan import ModelIdentity, RunPlan, open_source
 from canopy.stitch import Chips, predict_chips
 from canopy.tiling.block_input import BlockInput, read_block
@@ -49,9 +51,10 @@ class BlockWorker:
         self.plan = plan
         device = select_device(plan.device)
         autocast = select_precision(device, plan.precision, quantized=is_quantized(loaded.model))
-        self.identity = ModelIdentity(loaded.backbone_weights, loaded.head_weights, precision_name(autocast), device.type)
         self.predictor = ChipPredictor(loaded.model, device, autocast)
         self.batch_size = plan.batch_size or auto_batch_size(device, plan.layout.size)
+        self.identity = ModelIdentity(loaded.backbone_weights, loaded.head_weights, precision_name(autocast), device.type,
+                                      numerics_tag(device, torch.get_num_threads(), self.batch_size))
         self._fill = np.asarray(plan.model.spec.normalization.mean, np.float32)
         self.sources = []
         try:

@@ -33,6 +33,8 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
 _LOCK = threading.Lock()
 _MODEL_CALLS = threading.Lock()  # one model call at a time per process, on all its threads
 _MODEL: dict[bytes, LoadedModel] = {}
+_MODEL_WARNINGS: list[tuple[str, type]] = []
+"""What loading the model in ``_MODEL`` warned (random weights, ...): said again on every run that uses it."""
 _WORKER: dict[int, tuple[RunPlan, BlockWorker]] = {}
 _LOADS = 0
 
@@ -71,7 +73,11 @@ def block_worker(plan: RunPlan) -> BlockWorker:
         if model_key not in _MODEL:
             _MODEL.clear()
             _undo_nanny_malloc_trim()
-            _MODEL[model_key] = load_model(plan)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                loaded = load_model(plan)
+            _MODEL[model_key] = loaded
+            _MODEL_WARNINGS[:] = [(str(w.message), w.category) for w in caught]
             _LOADS += 1
         for _, old in _WORKER.values():
             old.close()
@@ -116,11 +122,16 @@ def _address() -> str:
 
 
 def describe(plan: RunPlan) -> tuple[ModelIdentity, list[tuple[str, type]]]:
-    """Load the model on a worker (kept for its blocks) and say what ran, with the warnings it gave."""
+    """Load the model on a worker (kept for its blocks) and say what ran, with the warnings it gave.
+
+    The model's own warnings (random weights, an untrained head) come back on every run, also when
+    this process loaded the model for an earlier one.
+    """
+    torch.set_num_threads(_threads())  # as the blocks' tasks run, so the identity names the threads they use
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        identity = block_worker(plan).identity
-    return identity, [(str(w.message), w.category) for w in caught]
+        worker = block_worker(plan)
+    return worker.identity, [*_MODEL_WARNINGS, *((str(w.message), w.category) for w in caught)]
 
 
 def chips_task(plan: RunPlan, directory: str, block: Block) -> int:

@@ -13,14 +13,17 @@ them, weights never do; each worker process loads the model once.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import socket
 import uuid
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import CancelledError
 from contextlib import contextmanager
 from dataclasses import replace
+from urllib.parse import urlparse
 
 from canopy.errors import BlockFailedError, CanopyError, DistributedError
 from canopy.io.partial import PartialRun
@@ -62,15 +65,21 @@ def connect(cluster: ClusterSpec, on_start: Callable[[str], None] | None = None)
 
     if cluster.workers is not None:
         threads = cluster.threads_per_worker or max(1, (os.cpu_count() or 1) // cluster.workers)
-        with LocalCluster(n_workers=cluster.workers, threads_per_worker=threads, processes=True, host="127.0.0.1",
-                          dashboard_address="127.0.0.1:8787") as local, Client(local) as client:
-            if on_start is not None:
-                on_start(client.dashboard_link)
-            log.info("local Dask cluster of %d workers x %d threads, dashboard %s", cluster.workers, threads, client.dashboard_link)
-            yield client
+        caller = dict(os.environ)
+        try:
+            with LocalCluster(n_workers=cluster.workers, threads_per_worker=threads, processes=True, host="127.0.0.1",
+                              dashboard_address="127.0.0.1:8787") as local, Client(local) as client:
+                restore_environment(caller)
+                if on_start is not None:
+                    on_start(client.dashboard_link)
+                log.info("local Dask cluster of %d workers x %d threads, dashboard %s", cluster.workers, threads, client.dashboard_link)
+                yield client
+        finally:
+            restore_environment(caller)
         return
     where = cluster.scheduler or cluster.scheduler_file
     timeout = dask.config.get("distributed.comm.timeouts.connect")
+    _refuse_if_nothing_listens(cluster.scheduler or _address_in(cluster.scheduler_file), where)
     try:
         client = (Client(cluster.scheduler, timeout=timeout) if cluster.scheduler
                   else Client(scheduler_file=cluster.scheduler_file, timeout=timeout))
@@ -80,6 +89,46 @@ def connect(cluster: ClusterSpec, on_start: Callable[[str], None] | None = None)
         ) from exc
     with client:
         yield client
+
+
+def restore_environment(saved: dict[str, str]) -> None:
+    """Make ``os.environ`` what it was: a Dask nanny writes its workers' settings into the process that starts it
+    (``OMP_NUM_THREADS=1``, ``MALLOC_TRIM_THRESHOLD_``, ...), and every process started afterwards would inherit them."""
+    for key in set(os.environ) - set(saved):
+        del os.environ[key]
+    for key, value in saved.items():
+        if os.environ.get(key) != value:
+            os.environ[key] = value
+
+
+def _address_in(scheduler_file: str | None) -> str | None:
+    """The address a scheduler file names, or None if it cannot be read (Dask then waits for it and says why)."""
+    try:
+        return json.loads(open(scheduler_file).read())["address"] if scheduler_file else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _refuse_if_nothing_listens(address: str | None, where: str) -> None:
+    """Fail at once when a scheduler's TCP port refuses connections, instead of retrying for Dask's whole connect timeout.
+
+    Raises
+    ------
+    DistributedError
+        If the connection is refused; other failures (a host that does not answer) are left to Dask.
+    """
+    parsed = urlparse(address or "")
+    if parsed.scheme != "tcp" or not parsed.hostname or parsed.port is None:
+        return
+    try:
+        socket.create_connection((parsed.hostname, parsed.port), timeout=5).close()
+    except ConnectionRefusedError:
+        raise DistributedError(
+            f"Cannot reach the Dask scheduler at {where}: nothing listens at {address}; start one (`dask scheduler`) "
+            "or check the address."
+        ) from None
+    except OSError:
+        return
 
 
 class DaskEngine:
@@ -181,19 +230,21 @@ class DaskEngine:
             raise self._killer(exc, block, partial) from exc
         except OSError as exc:  # TimeoutError included
             if future.status != "error":  # not raised by the task: the connection to the cluster failed
-                raise self._lost(exc) from exc
+                raise self._lost() from exc
             raise DistributedError(
                 f"A Dask worker could not read or write a file of the run ({exc}); the folder of --out (CANOPY_SCRATCH "
                 "for a run without one), the imagery and the weights cache must be visible to every worker at the same path."
             ) from exc
         except CancelledError as exc:
-            raise self._lost(exc) from exc
+            raise self._lost() from exc
 
-    @staticmethod
-    def _lost(exc: BaseException) -> DistributedError:
-        """The error for a run whose scheduler went away."""
-        reason = getattr(exc, "reason", None) or (str(exc).splitlines() or [type(exc).__name__])[0]
-        return DistributedError(f"Lost the Dask scheduler ({reason}); the blocks already finished are kept: run again with --resume.")
+    def _lost(self) -> DistributedError:
+        """The error for a run whose scheduler went away, in one plain sentence (Dask's own words stay in the chain)."""
+        address = getattr(getattr(self.client, "scheduler", None), "address", None) or "the cluster"
+        return DistributedError(
+            f"Lost the Dask scheduler at {address} (the connection closed); the blocks already finished are kept: "
+            "run again with --resume once it is back."
+        )
 
     def _killer(self, exc, block: Block | None, partial: PartialRun | None) -> BlockFailedError:
         """The error for tasks that killed their workers, naming the block that did.

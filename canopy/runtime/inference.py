@@ -6,6 +6,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from canopy.models.height_model import is_quantized
+
 
 def auto_batch_size(device: torch.device, chip_size: int) -> int:
     """Chips per model call when none is asked for: the fastest measured per device (``docs/benchmarks.md``).
@@ -24,6 +26,11 @@ class ChipPredictor:
     On CUDA, chips go to the GPU from pinned host memory without blocking and heights come back
     into pinned memory, so copies overlap the GPU's work.
 
+    An int8 (dynamically quantised) model runs one chip per call: its layers scale their input by
+    the largest value in the whole tensor, so in a batch a chip's heights would depend on which
+    chips share it (by up to 1.4 m). Alone, each chip gets its own scale, exactly as when Meta's code
+    runs that chip, and a batch gives the same bits as its chips one by one.
+
     Parameters
     ----------
     model
@@ -39,6 +46,7 @@ class ChipPredictor:
         self.device = device
         self.autocast = autocast
         self.chips_done = 0
+        self._chip_by_chip = is_quantized(model)
 
     def __call__(self, chips: np.ndarray) -> np.ndarray:
         """Heights for a batch of chips."""
@@ -48,7 +56,10 @@ class ChipPredictor:
         with torch.inference_mode(), torch.autocast(
             self.device.type, dtype=self.autocast or torch.float32, enabled=self.autocast is not None
         ):
-            y = self.model(x)[:, 0].float()
+            if self._chip_by_chip:
+                y = torch.cat([self.model(x[i : i + 1]) for i in range(len(x))])[:, 0].float()
+            else:
+                y = self.model(x)[:, 0].float()
         self.chips_done += len(chips)
         if not cuda:
             return y.cpu().numpy()

@@ -35,12 +35,17 @@ SourceRef = RasterRef | ImagerySource
 
 @dataclass(frozen=True)
 class ModelIdentity:
-    """Which weights ran, in what precision on what kind of device: what a map's tags record."""
+    """Which weights ran, in what precision on what kind of device, with what numerics: what a map's tags record.
+
+    ``numerics`` (:func:`~canopy.runtime.numerics.numerics_tag`) is what the last bits depend on
+    beyond the request: maps that differ in it agree within a bound, not byte for byte.
+    """
 
     backbone_weights: str
     head_weights: str
     precision: str
     device: str
+    numerics: str
 
 
 @dataclass(frozen=True)
@@ -81,13 +86,14 @@ class RunPlan:
             "canopy_overlap": str(self.layout.overlap),
             "canopy_normalization": f"mean={list(spec.normalization.mean)} std={list(spec.normalization.std)} on RGB/255",
             "canopy_precision": identity.precision,
+            "canopy_numerics": identity.numerics,
             "canopy_radiometry": self.radiometry,
             "canopy_imagery": listed,
             "units": "m",
         }
 
     def fingerprint(self, identity: ModelIdentity) -> dict:
-        """The tags plus what else a resumed run must share with the one it continues."""
+        """The tags plus what else a resumed run must share with the one it continues (``canopy_numerics`` may differ, with a warning)."""
         grid = self.grid
         return {
             **self.tags(identity),

@@ -22,7 +22,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from canopy.models.layers.pointwise import PointwiseConv2d
 
 Features = Sequence[tuple[torch.Tensor, torch.Tensor]]
 """Per layer: patch features (B, C, h, w) and class token (B, C)."""
@@ -47,7 +46,7 @@ class _Conv(nn.Module):
 
     def __init__(self, cin: int, cout: int, kernel: int, bias: bool, relu_after: bool = False) -> None:
         super().__init__()
-        self.conv = PointwiseConv2d(cin, cout, bias) if kernel == 1 else nn.Conv2d(cin, cout, kernel, padding=kernel // 2, bias=bias)
+        self.conv = nn.Conv2d(cin, cout, kernel, padding=kernel // 2, bias=bias)
         self.relu_after = relu_after
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -138,7 +137,7 @@ class _DepthHead(nn.Module):
             nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True),
             nn.Conv2d(channels // 2, hidden, 3, padding=1),
             nn.ReLU(),
-            PointwiseConv2d(hidden, outputs),
+            nn.Conv2d(hidden, outputs, 1),
         )
 
     def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -8,8 +8,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from canopy.models.layers.pointwise import PointwiseConv2d
-
 from canopy.models.heads.dpt import set_softplus_bias, softplus_metres
 
 
@@ -24,7 +22,7 @@ class LinearHead(nn.Module):
         super().__init__()
         self.scale = scale
         self.norm = nn.BatchNorm2d(2 * embed_dim * n_layers)
-        self.proj = PointwiseConv2d(2 * embed_dim * n_layers, 1)
+        self.proj = nn.Conv2d(2 * embed_dim * n_layers, 1, 1)
 
     def forward(self, layers: Sequence[tuple[torch.Tensor, torch.Tensor]], size: tuple[int, int]) -> torch.Tensor:
         """Height in metres (B, 1, H, W) for an input of ``size`` = (H, W)."""

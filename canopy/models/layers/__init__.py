@@ -5,6 +5,5 @@ from canopy.models.layers.block import Block
 from canopy.models.layers.layer_scale import LayerScale
 from canopy.models.layers.mlp import Mlp, SwiGLUFFN
 from canopy.models.layers.patch_embed import PatchEmbed
-from canopy.models.layers.pointwise import PointwiseConv2d
 
-__all__ = ["Attention", "Block", "LayerScale", "Mlp", "PatchEmbed", "PointwiseConv2d", "SwiGLUFFN"]
+__all__ = ["Attention", "Block", "LayerScale", "Mlp", "PatchEmbed", "SwiGLUFFN"]
