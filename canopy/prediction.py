@@ -18,7 +18,7 @@ from canopy.analysis.maps import open_map
 from canopy.errors import LargeRegionWarning, RequestError
 from canopy.imagery import ImagerySource
 from canopy.io.atomic import atomic_path
-from canopy.io.cog import assemble_cog, height_percentile
+from canopy.io.cog import StreamingCog, height_percentile
 from canopy.io.output_lock import output_lock
 from canopy.io.partial import PartialRun
 from canopy.io.qml import style_range, write_qml
@@ -244,20 +244,25 @@ def _run_locked(plan: RunPlan, engine, target: Path, resume: bool, quicklook: bo
     def on_done(block: Block) -> None:
         state["count"] += 1
         state["km2"] += km2([block])
+        cog.block_done(block)
         report()
 
     def on_chips(count: int) -> None:
         state["chips"] += count
         report()
 
-    report()
-    chips = engine.run(partial, todo, on_done, on_chips)
-    with atomic_path(target) as tmp_tif:
-        counts = assemble_cog(partial, grid, blocks, tags, tmp_tif)
-        vmax = style_range(height_percentile(counts, 98))
-        write_qml(target.with_suffix(".qml"), vmax)
-        if quicklook:
-            write_quicklook(tmp_tif, target.with_suffix(".png"), vmax, title=f"{target.name} ({plan.model.spec.name})")
+    with StreamingCog(grid, blocks, plan.block_size, partial.view, partial.dir) as cog:
+        for block in blocks:
+            if block.key in done:
+                cog.block_done(block)
+        report()
+        chips = engine.run(partial, todo, on_done, on_chips)
+        with atomic_path(target) as tmp_tif:
+            counts = cog.finish(tmp_tif, tags)
+            vmax = style_range(height_percentile(counts, 98))
+            write_qml(target.with_suffix(".qml"), vmax)
+            if quicklook:
+                write_quicklook(tmp_tif, target.with_suffix(".png"), vmax, title=f"{target.name} ({plan.model.spec.name})")
     partial.remove()
     area = sum(b.height * b.width for b in todo)
     per_pixel = chips * layout.size**2 / area if area else 0.0

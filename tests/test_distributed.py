@@ -129,7 +129,7 @@ def test_a_poison_block_is_named_and_a_single_process_resume_finishes_the_run(cl
     finally:
         client.poison.unlink()
     partial = tmp_path / ".poisoned.tif.partial"
-    kept = len(list(partial.glob("r*_c*.tif")))
+    kept = len(list(partial.glob("r*_c*.npy")))
     assert not out.exists() and 0 < kept < BLOCKS
     summary = RunSummary.from_attrs(_in_this_process(out, model, resume=True).attrs)
     # a block that was running when the run failed cannot be interrupted: it may still land (atomically) after the
@@ -150,12 +150,12 @@ def test_cli_workers_resume_a_killed_single_process_run_within_the_bound(single,
     first = subprocess.Popen([*args, "--out", str(out)], stderr=subprocess.PIPE, text=True, env=env)
     partial = tmp_path / ".map.tif.partial"
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and first.poll() is None and len(list(partial.glob("r*_c*.tif"))) < 5:
+    while time.monotonic() < deadline and first.poll() is None and len(list(partial.glob("r*_c*.npy"))) < 5:
         time.sleep(0.05)
     assert first.poll() is None, f"run ended before it could be killed: {first.communicate()}"
     first.send_signal(signal.SIGKILL)
     first.wait()
-    done = len(list(partial.glob("r*_c*.tif")))
+    done = len(list(partial.glob("r*_c*.npy")))
     resumed = subprocess.run([*args, "--out", str(out), "--resume", "--workers", "1", "--threads-per-worker", "2"],
                              stderr=subprocess.PIPE, text=True, env=env, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
@@ -187,7 +187,7 @@ def test_a_lost_scheduler_stops_the_run_with_a_resume_hint_and_an_unreachable_on
         out = tmp_path / "map.tif"
         run = subprocess.Popen([*args, "--out", str(out)], stderr=subprocess.PIPE, text=True, env=env)
         partial = tmp_path / ".map.tif.partial"
-        while time.monotonic() < deadline + 240 and run.poll() is None and len(list(partial.glob("r*_c*.tif"))) < 3:
+        while time.monotonic() < deadline + 240 and run.poll() is None and len(list(partial.glob("r*_c*.npy"))) < 3:
             time.sleep(0.05)
         assert run.poll() is None, f"run ended before the scheduler could be stopped: {run.communicate()}"
         scheduler.send_signal(signal.SIGKILL)

@@ -127,7 +127,7 @@ def test_a_resume_in_another_configuration_warns_with_the_bound_and_agrees_withi
     with pytest.raises(KeyboardInterrupt), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         canopy.predict(RGB, model=model, out=out, progress=stop_after_three, **{**OPTIONS, "block_size": STRIDE})
-    assert len(list((tmp_path / ".map.tif.partial").glob("r*_c*.tif"))) >= 3
+    assert len(list((tmp_path / ".map.tif.partial").glob("r*_c*.npy"))) >= 3
     with pytest.warns(ResumeNumericsWarning, match=r"batch 4\).*\(.*batch 1\): the blocks of the two agree within 0.0001 m"):
         resumed = canopy.predict(RGB, model=model, out=out, resume=True, **{**OPTIONS, "block_size": STRIDE, "batch_size": 1})
     _assert_agree(resumed.values, _predict(model, block_size=STRIDE), "a resume with batches of 1")

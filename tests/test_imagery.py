@@ -107,3 +107,70 @@ def test_uint16_tiles_share_one_scaling_computed_for_the_region(tmp_path):
 def test_uint8_scaling_is_division_by_255():
     values = np.array([[[0.0, 51.0, 255.0]]] * 3, np.float32)
     np.testing.assert_allclose(Scaling.for_uint8().apply(values)[0, 0], [0.0, 0.2, 1.0])
+
+
+def _mask_kinds(tmp_path):
+    """Rasters whose missing pixels are marked each way GDAL knows: nodata value, alpha band, internal mask, a collar."""
+    data = smooth_rgb(50, 70)
+    data[:, :6, :] = 0
+    data[1, 20:24, 30:34] = 0  # one band at nodata: the pixel still has data
+    yield write_raster(tmp_path / "nodata0.tif", data=data, width=70, height=50, nodata=0, transform=ORIGIN)
+    rgba = np.concatenate([smooth_rgb(50, 70), np.full((1, 50, 70), 255, np.uint8)])
+    rgba[3, :, :9] = 0
+    path = tmp_path / "rgba.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=70, height=50, count=4, dtype="uint8", crs="EPSG:32611", transform=ORIGIN) as dst:
+        dst.write(rgba)
+        dst.colorinterp = [rasterio.enums.ColorInterp.red, rasterio.enums.ColorInterp.green,
+                           rasterio.enums.ColorInterp.blue, rasterio.enums.ColorInterp.alpha]
+    yield path
+    path = tmp_path / "mask.tif"
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(
+        path, "w", driver="GTiff", width=70, height=50, count=3, dtype="uint8", crs="EPSG:32611", transform=ORIGIN
+    ) as dst:
+        dst.write(smooth_rgb(50, 70))
+        mask = np.full((50, 70), 255, np.uint8)
+        mask[40:, :] = 0
+        dst.write_mask(mask)
+    yield path
+    collar = smooth_rgb(50, 70)
+    collar[:, :7, :] = 255
+    collar[:, 20:23, 40:43] = 255
+    yield write_raster(tmp_path / "collar.tif", data=collar, width=70, height=50, nodata=255, transform=ORIGIN)
+
+
+def test_a_grid_that_is_the_rasters_own_is_read_as_warping_would_give_it(tmp_path, monkeypatch):
+    """The direct read of an aligned grid gives the warped read's values and validity, whatever marks missing pixels."""
+    for path in _mask_kinds(tmp_path):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            source = GeoTiffSource(path)
+        with source:
+            grid = snap_grid(source.bounds, source.crs, 0.5)
+            window = replace(grid, left=grid.left - 2.0, top=grid.top - 1.5, width=grid.width + 3, height=grid.height + 2)
+            assert source._aligned(source._frame(window)[0]) is not None
+            direct = source.read_raw(window)
+            with monkeypatch.context() as patch:
+                patch.setattr(GeoTiffSource, "_aligned", lambda self, frame: None)
+                warped = source.read_raw(window)
+        assert np.array_equal(direct[1], warped[1]), f"{path.name}: validity"
+        assert np.array_equal(direct[0][:, direct[1]], warped[0][:, warped[1]]), f"{path.name}: values"
+        assert not direct[1].all() and direct[1].any(), path.name
+
+
+def test_saturated_pixels_connected_to_the_collar_elsewhere_are_masked_in_every_window(tmp_path):
+    """Whether 255s are enclosed is decided over the whole raster, not within the window read."""
+    data = smooth_rgb(60, 60)
+    data[:, :8, :] = 255  # the collar
+    data[:, 8:40, 30] = 255  # a channel of 255s down from the collar ...
+    data[:, 38:42, 28:34] = 255  # ... into a pool: masked
+    data[:, 28:33, 10:14] = 255  # saturated pixels really enclosed, cut by the window's edge at row 30
+    path = write_raster(tmp_path / "collar.tif", data=data, width=60, height=60, nodata=255, transform=ORIGIN)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        source = GeoTiffSource(path)
+    with source:
+        grid = snap_grid(source.bounds, source.crs, 0.5)
+        whole = source.read(grid).valid
+        lower = source.read(replace(grid, top=grid.top - 30 * 0.5, height=30)).valid
+    assert not whole[38:42, 28:34].any() and whole[28:33, 10:14].all()
+    assert np.array_equal(lower, whole[30:])  # read alone, the lower window sees the saturated pixels touch its edge

@@ -215,15 +215,15 @@ def test_a_seeded_loop_of_random_tiffs_is_read_or_refused_by_name(tmp_path):
 _SLOW_FINAL_WRITE = """
 import sys, time, warnings
 warnings.simplefilter("ignore")
-import canopy.prediction as prediction
-real = prediction.assemble_cog
+from canopy.io.cog import StreamingCog
+real = StreamingCog.finish
 
 def slow(*args, **kwargs):  # a big map's final write, made long enough to be killed at chosen points
     result = real(*args, **kwargs)
     time.sleep(3)
     return result
 
-prediction.assemble_cog = slow
+StreamingCog.finish = slow
 import canopy
 canopy.predict(sys.argv[1], model="dinov2_vits14", weights="random", res=1.0, chip_size=28, block_size=64, out=sys.argv[2],
                quicklook=True)

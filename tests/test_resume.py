@@ -31,14 +31,14 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
     proc = _canopy(*ARGS, "--out", str(out))
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None:
-        if partial.is_dir() and len(list(partial.glob("r*_c*.tif"))) >= 5:
+        if partial.is_dir() and len(list(partial.glob("r*_c*.npy"))) >= 5:
             break
         time.sleep(0.05)
     assert proc.poll() is None, f"run ended before it could be killed: {proc.communicate()}"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not out.exists() and not out.with_suffix(".qml").exists()
-    done = len(list(partial.glob("r*_c*.tif")))
+    done = len(list(partial.glob("r*_c*.npy")))
     assert 5 <= done < BLOCKS
 
     resumed = _canopy(*ARGS, "--out", str(out), "--resume")
@@ -87,7 +87,7 @@ def test_a_damaged_block_is_recomputed_on_resume_and_the_result_is_the_same(tmp_
         canopy.predict(RGB, out=out, **options)
     out.unlink()
     partial = tmp_path / ".map.tif.partial"
-    blocks = sorted(partial.glob("r*_c*.tif"))
+    blocks = sorted(partial.glob("r*_c*.npy"))
     cut = blocks[0].read_bytes()
     blocks[0].write_bytes(cut[: len(cut) // 2])
     blocks[1].with_suffix(".border.npz").write_bytes(b"not a zip")

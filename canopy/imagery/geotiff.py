@@ -33,6 +33,7 @@ _REMOTE_PREFIXES = ("http://", "https://", "s3://", "gs://")  # GDAL's /vsi path
 _MAX_BLOCK_PIXELS = 64 * 2**20
 _FRAME_MARGIN = 2
 """Pixels of the output lattice added around a raster's footprint in its frame (see ``GeoTiffSource._frame``)."""
+_MAX_ENCLOSURE_PIXELS = 2**28  # a collar raster's frame up to this size has its enclosed 255s found once, whole
 _OPEN_FRAMES = 4  # warped views kept open per raster: nearest and smooth for the run's grid, and the sample grid's
 # GDAL settings for remote rasters: no directory listing on open, retries on transient HTTP errors.
 _REMOTE_GDAL = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR", "GDAL_HTTP_MAX_RETRY": "3", "GDAL_HTTP_RETRY_DELAY": "1"}
@@ -219,6 +220,8 @@ class GeoTiffSource:
         self._footprints: dict[str, BBox] = {}
         self._reading = threading.Lock()
         self._vrts: dict[tuple, WarpedVRT] = {}
+        self._alignment: dict[tuple, tuple[int, int] | None] = {}
+        self._enclosures: dict[tuple, np.ndarray] = {}
         self.nodata_rule = nodata_rule or self._nodata_rule()
         self.members = list(members)  # identities of the tiles of a mosaic
 
@@ -380,27 +383,58 @@ class GeoTiffSource:
             )
         return self._vrts[key]
 
+    def _aligned(self, frame: OutputGrid) -> tuple[int, int] | None:
+        """Where ``frame`` starts in the raster's own pixels (row, column) when it is the raster's pixel grid (same
+        CRS, pixel size and alignment), else None: such a frame is read, not warped."""
+        key = (frame.crs.to_wkt(), frame.res, frame.left, frame.top)
+        if key not in self._alignment:
+            t, res = self.transform, frame.res
+            col, row = (frame.left - t.c) / t.a, (t.f - frame.top) / -t.e
+            same = (math.isclose(t.a, res, rel_tol=1e-9) and math.isclose(-t.e, res, rel_tol=1e-9)
+                    and abs(col - round(col)) < 1e-6 and abs(row - round(row)) < 1e-6 and self.crs == frame.crs)
+            self._alignment[key] = (round(row), round(col)) if same else None
+        return self._alignment[key]
+
+    def _read_aligned(self, origin: tuple[int, int], rows: slice, cols: slice) -> np.ndarray:
+        """RGB and a validity band (255 = data) of a window of the raster's own pixels, read without warping."""
+        r0, c0 = origin[0] + rows.start, origin[1] + cols.start
+        window = Window(c0, r0, cols.stop - cols.start, rows.stop - rows.start)
+        out = np.empty((4, window.height, window.width), self.dtype)
+        out[:3] = self._ds.read(self.bands, window=window)
+        if self.nodata_rule == "data":
+            out[3] = 255
+        else:
+            out[3] = self._ds.dataset_mask(window=window)
+        return out
+
     def _warp(self, grid: OutputGrid, resampling: Resampling) -> np.ndarray:
-        """The RGB bands and an alpha band (0 = no data) warped onto ``grid``, in the source's data type.
+        """The RGB bands and a validity band (0 = no data) on ``grid``, in the source's data type.
 
         A raster with its own alpha band keeps it; others get one from their nodata value or mask.
         ``grid`` is read as a window of the source's frame (:meth:`_frame`), so its pixels do not
-        depend on where the window starts. One read at a time: a GDAL dataset must not be read from
-        two threads at once (a Dask worker runs several blocks' tasks in threads).
+        depend on where the window starts; a frame that is the raster's own pixel grid is read
+        directly, which is what any resampling gives there. One read at a time: a GDAL dataset must
+        not be read from two threads at once (a Dask worker runs several blocks' tasks in threads).
         """
-        interp = list(self._ds.colorinterp)
-        alpha = interp.index(ColorInterp.alpha) + 1 if ColorInterp.alpha in interp else self._ds.count + 1
         frame, row, col = self._frame(grid)
         out = np.zeros((4, grid.height, grid.width), self.dtype)
         r0, c0 = max(row, 0), max(col, 0)
         r1, c1 = min(row + grid.height, frame.height), min(col + grid.width, frame.width)
+        aligned = self._aligned(frame)
+        if aligned is not None:  # the frame may reach past the raster: clip to it
+            r0, c0 = max(r0, -aligned[0]), max(c0, -aligned[1])
+            r1, c1 = min(r1, self.height - aligned[0]), min(c1, self.width - aligned[1])
         if r1 <= r0 or c1 <= c0:
             return out
+        interp = list(self._ds.colorinterp)
+        alpha = interp.index(ColorInterp.alpha) + 1 if ColorInterp.alpha in interp else self._ds.count + 1
         with self._reading:
             try:
-                out[:, r0 - row : r1 - row, c0 - col : c1 - col] = self._warped(frame, resampling).read(
-                    indexes=[*self.bands, alpha], window=Window(c0, r0, c1 - c0, r1 - r0)
-                )
+                if aligned is not None:
+                    part = self._read_aligned(aligned, slice(r0, r1), slice(c0, c1))
+                else:
+                    part = self._warped(frame, resampling).read(indexes=[*self.bands, alpha], window=Window(c0, r0, c1 - c0, r1 - r0))
+                out[:, r0 - row : r1 - row, c0 - col : c1 - col] = part
             except RasterioError as exc:
                 left, bottom, right, top = to_crs(grid.bounds, grid.crs, self.crs)
                 window = self._ds.window(left, bottom, right, top).round_offsets().round_lengths()
@@ -409,6 +443,28 @@ class GeoTiffSource:
                     f"rows {window.row_off}-{window.row_off + window.height - 1} (GDAL: {gdal_message(exc)}); "
                     "the file may be damaged or unreachable."
                 ) from exc
+        return out
+
+    def _enclosed(self, grid: OutputGrid, valid: np.ndarray) -> np.ndarray:
+        """Invalid pixels of ``grid`` that image data encloses (saturated 255s under the collar rule).
+
+        Whether a pixel of 255 is connected to the collar is a property of the whole raster, so it is
+        computed once over the source's frame and cut out for each window; a frame too large for
+        that (over ``_MAX_ENCLOSURE_PIXELS``) falls back to the window itself.
+        """
+        frame, row, col = self._frame(grid)
+        if frame.width * frame.height > _MAX_ENCLOSURE_PIXELS:
+            return binary_fill_holes(valid) & ~valid
+        key = (frame.crs.to_wkt(), frame.res, frame.left, frame.top)
+        if key not in self._enclosures:
+            whole = self._warp(frame, Resampling.nearest)[3] > 0
+            self._enclosures = {key: np.packbits(binary_fill_holes(whole) & ~whole, axis=1)}
+        packed = self._enclosures[key]
+        out = np.zeros(grid.shape, bool)
+        r0, c0 = max(row, 0), max(col, 0)
+        r1, c1 = min(row + grid.height, frame.height), min(col + grid.width, frame.width)
+        if r1 > r0 and c1 > c0:
+            out[r0 - row : r1 - row, c0 - col : c1 - col] = np.unpackbits(packed[r0:r1], axis=1, count=frame.width)[:, c0:c1].astype(bool)
         return out
 
     def read_raw(self, grid: OutputGrid) -> tuple[np.ndarray, np.ndarray]:
@@ -421,14 +477,16 @@ class GeoTiffSource:
         """
         if not intersects(self.footprint(grid.crs), grid.bounds):
             return np.zeros((3, grid.height, grid.width), np.float32), np.zeros(grid.shape, bool)
-        fl, _, fr, _ = self.footprint(grid.crs)
-        source_res = (fr - fl) / self._ds.width
         nearest = self._warp(grid, Resampling.nearest)
         valid = nearest[3] > 0
         if self.nodata_rule == "collar":
-            enclosed = binary_fill_holes(valid) & ~valid
+            enclosed = self._enclosed(grid, valid)
             nearest[:3, enclosed] = 255
             valid |= enclosed
+        if self._aligned(self._frame(grid)[0]) is not None:
+            return nearest[:3].astype(np.float32), valid
+        fl, _, fr, _ = self.footprint(grid.crs)
+        source_res = (fr - fl) / self._ds.width
         smooth = self._warp(grid, Resampling.average if grid.res / source_res >= _AVERAGE_FROM else Resampling.bilinear)
         values = np.where(smooth[3] > 0, smooth[:3], nearest[:3]).astype(np.float32)
         return values, valid

@@ -1,5 +1,7 @@
-"""A run in progress: finished blocks kept as small GeoTIFFs in a hidden folder beside the output.
+"""A run in progress: finished blocks kept as raw float32 arrays (``.npy``) in a hidden folder beside the output.
 
+Blocks are stored uncompressed: their pixels are compressed once, into the final COG's tiles, as
+the run streams (:mod:`canopy.io.cog`); the folder needs 4 bytes per output pixel until the run ends.
 Each block is written under a temporary name and renamed, so a run killed at any moment leaves
 only whole blocks; ``--resume`` reuses them when the run's settings (its fingerprint) are the same.
 Beside each block, the chips it hands on to its neighbours (``<key>.border.npz``) are written
@@ -18,11 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import rasterio
-from rasterio.windows import Window
 
 from canopy.errors import DamagedPartialWarning, ResumeError, ResumeNumericsWarning
-from canopy.grid import OutputGrid
 from canopy.io.atomic import atomic_path
 from canopy.stitch import Chips
 from canopy.tiling.blocks import Block
@@ -30,7 +29,6 @@ from canopy.tiling.blocks import Block
 log = logging.getLogger(__name__)
 
 _NUMERICS = "canopy_numerics"  # the one fingerprint entry a resume may change (with a warning)
-_BLOCK_PROFILE = {"driver": "GTiff", "dtype": "float32", "count": 1, "nodata": float("nan"), "compress": "deflate", "predictor": 3, "zlevel": 1}
 
 
 class PartialRun:
@@ -99,7 +97,7 @@ class PartialRun:
         return run
 
     def _path(self, block: Block) -> Path:
-        return self.dir / f"{block.key}.tif"
+        return self.dir / f"{block.key}.npy"
 
     def _border_path(self, key: str) -> Path:
         return self.dir / f"{key}.border.npz"
@@ -112,23 +110,22 @@ class PartialRun:
         damaged = 0
         for key in sorted(self.done()):
             try:
-                with rasterio.open(self.dir / f"{key}.tif") as src:
-                    src.read(1)
+                np.load(self.dir / f"{key}.npy")
                 self.read_border(key)
-            except Exception:  # GDAL, numpy and zipfile each raise their own kind for a cut or garbled file
-                (self.dir / f"{key}.tif").unlink(missing_ok=True)
+            except Exception:  # numpy and zipfile each raise their own kind for a cut or garbled file
+                (self.dir / f"{key}.npy").unlink(missing_ok=True)
                 self._border_path(key).unlink(missing_ok=True)
                 damaged += 1
         return damaged
 
     def done(self) -> set[str]:
         """Keys of the blocks already written, with the chips they hand on."""
-        return {p.stem for p in self.dir.glob("r*_c*.tif") if self._border_path(p.stem).is_file()}
+        return {p.stem for p in self.dir.glob("r*_c*.npy") if self._border_path(p.stem).is_file()}
 
-    def write(self, block: Block, data: np.ndarray, border: Chips, grid: OutputGrid) -> None:
+    def write(self, block: Block, data: np.ndarray, border: Chips) -> None:
         """Store one block's heights and the chips it hands on, each atomically, the chips first."""
         self.write_border(block.key, border)
-        self.write_block(block, data, grid)
+        self.write_block(block, data)
 
     def write_border(self, key: str, border: Chips) -> None:
         """Store, atomically, the chips block ``key`` hands on to later blocks."""
@@ -145,14 +142,10 @@ class PartialRun:
             valid = np.unpackbits(stored["valid"], count=shape[0] * shape[1]).reshape(shape).astype(bool)
             return _chips_from(stored), valid
 
-    def write_block(self, block: Block, data: np.ndarray, grid: OutputGrid) -> None:
-        """Store one block's heights atomically (its chips must be stored first); drop its inner chips."""
-        sub = grid.subgrid(block.row, block.col, block.height, block.width)
-        with atomic_path(self._path(block)) as tmp:
-            with rasterio.open(
-                tmp, "w", width=block.width, height=block.height, crs=grid.crs, transform=sub.transform, **_BLOCK_PROFILE
-            ) as dst:
-                dst.write(data, 1)
+    def write_block(self, block: Block, data: np.ndarray) -> None:
+        """Store one block's heights (height, width) atomically (its chips must be stored first); drop its inner chips."""
+        with atomic_path(self._path(block)) as tmp, open(tmp, "wb") as f:
+            np.save(f, np.ascontiguousarray(data[: block.height, : block.width], np.float32))
         self._inner_path(block.key).unlink(missing_ok=True)
 
     def start_attempt(self, name: str, who: str) -> None:
@@ -173,10 +166,9 @@ class PartialRun:
         """Whether a block's heights and the chips it hands on are stored."""
         return self._path(block).is_file() and self._border_path(block.key).is_file()
 
-    def read(self, block: Block) -> np.ndarray:
-        """One stored block's heights."""
-        with rasterio.open(self._path(block)) as src:
-            return src.read(1, window=Window(0, 0, block.width, block.height))
+    def view(self, block: Block) -> np.ndarray:
+        """One stored block's heights, memory-mapped."""
+        return np.load(self._path(block), mmap_mode="r")
 
     def read_border(self, key: str) -> Chips:
         """The chips block ``key`` handed on, as written by :meth:`write`."""

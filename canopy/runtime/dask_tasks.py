@@ -159,6 +159,6 @@ def blend_task(plan: RunPlan, directory: str, block: Block, own_count: int, *ear
     inner, valid = partial.read_inner(block.key)
     borders = BorderChips(plan.block_size, plan.grid.shape, partial.read_border)
     chips = {**borders.around(block), **inner, **partial.read_border(block.key)}
-    partial.write_block(block, blend(block, plan.layout, chips, valid), plan.grid)
+    partial.write_block(block, blend(block, plan.layout, chips, valid))
     partial.end_attempt(f"{block.key}.blend")
     return own_count

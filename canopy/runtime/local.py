@@ -51,7 +51,7 @@ class LocalEngine:
             todo,
             read=worker.read,
             compute=lambda inp: predict_block(inp, plan.layout, predict, worker.batch_size, borders),
-            write=lambda block, result: partial.write(block, *result, plan.grid),
+            write=lambda block, result: partial.write(block, *result),
             on_done=on_done,
         )
         return worker.predictor.chips_done - before
