@@ -30,16 +30,17 @@ import json, sys, time, warnings
 warnings.simplefilter("ignore")
 import torch
 import canopy
+import canopy.analysis.maps, canopy.imagery.discover, canopy.prediction, canopy.runtime.local  # imports before the clock
 from canopy.models.height_model import LoadedModel
 from canopy.models.registry import get_model_spec
 import canopy.runtime.block_worker as block_worker
 
 
 class Free(torch.nn.Module):
-    '''Heights from the chips' brightness: microseconds per chip, so only the pipeline is left to time.'''
+    '''Heights from the chips' green band: microseconds per chip, so only the pipeline is left to time.'''
 
     def forward(self, x):
-        return 30.0 * x.mean(dim=1, keepdim=True)
+        return torch.from_numpy(x.numpy()[:, 1:2] * 30.0)  # numpy: no thread pool woken for nothing
 
 
 spec = get_model_spec("dinov2_vits14")

@@ -29,16 +29,20 @@ def read_mosaic(sources: list[ImagerySource], grid: OutputGrid) -> Patch:
     -------
     Patch
     """
-    rgb = np.zeros((3, grid.height, grid.width), dtype=np.float32)
-    valid = np.zeros((grid.height, grid.width), dtype=bool)
+    mosaic: Patch | None = None
     for source in sources:
-        if valid.all():
-            break
         patch = source.read(grid)
-        fill = patch.valid & ~valid
-        rgb[:, fill] = patch.rgb[:, fill]
-        valid |= fill
-    return Patch(rgb, valid)
+        if mosaic is None:  # the first source's read is the mosaic so far, without a copy
+            mosaic = patch
+            continue
+        if mosaic.valid.all():
+            break
+        fill = patch.valid & ~mosaic.valid
+        mosaic.rgb[:, fill] = patch.rgb[:, fill]
+        mosaic.valid |= fill
+    if mosaic is None:
+        return Patch(np.zeros((3, grid.height, grid.width), np.float32), np.zeros((grid.height, grid.width), bool))
+    return mosaic
 
 
 def merge_aligned(sources: list[ImagerySource]) -> list[ImagerySource]:

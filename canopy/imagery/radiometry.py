@@ -34,7 +34,9 @@ class Scaling:
         """Scale band values (3, H, W) to [0, 1] float32."""
         low = np.asarray(self.low, np.float32)[:, None, None]
         span = np.asarray(self.high, np.float32)[:, None, None] - low
-        return np.clip((values - low) / span, 0.0, 1.0).astype(np.float32)
+        scaled = np.subtract(values, low, dtype=np.float32)
+        scaled /= span
+        return np.clip(scaled, 0.0, 1.0, out=scaled)
 
     def describe(self) -> str:
         """A one-line record for output tags."""

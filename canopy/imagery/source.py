@@ -50,7 +50,7 @@ class ImagerySource(Protocol):
         ...
 
     def read(self, grid: OutputGrid) -> Patch:
-        """RGB in [0, 1] and validity on ``grid`` (which may reach beyond the imagery)."""
+        """RGB in [0, 1] and validity on ``grid`` (which may reach beyond the imagery), in new arrays the caller may change."""
         ...
 
     def sample(self, grid: OutputGrid, max_pixels: int = 1_000_000) -> np.ndarray:

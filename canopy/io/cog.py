@@ -232,10 +232,13 @@ def _average_2x2(values: np.ndarray) -> np.ndarray:
     height, width = values.shape
     padded = np.full((height + height % 2, width + width % 2), np.nan, np.float32)
     padded[:height, :width] = values
-    groups = padded.reshape(padded.shape[0] // 2, 2, padded.shape[1] // 2, 2)
-    valid = np.isfinite(groups)
-    count = valid.sum(axis=(1, 3))
-    total = np.where(valid, groups, 0).sum(axis=(1, 3), dtype=np.float32)
+    corners = [padded[i::2, j::2] for i in (0, 1) for j in (0, 1)]
+    count = np.zeros(corners[0].shape, np.float32)
+    total = np.zeros(corners[0].shape, np.float32)
+    for corner in corners:  # in a fixed order, so the sums round the same way every time
+        valid = np.isfinite(corner)
+        count += valid
+        total += np.where(valid, corner, 0.0)
     out = np.full(count.shape, np.nan, np.float32)
     np.divide(total, count, out=out, where=count > 0)
     return out

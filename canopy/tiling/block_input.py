@@ -77,7 +77,15 @@ def read_block(
             f"{str(exc).rstrip('.')} (for output block {block.key}: rows {block.row}-{block.row + block.height - 1}, "
             f"columns {block.col}-{block.col + block.width - 1})."
         ) from exc
-    rgb = patch.rgb[:, rows - r_lo][:, :, cols - c_lo]
-    valid = patch.valid[rows - r_lo][:, cols - c_lo]
-    rgb[:, ~valid] = fill[:, None]
+    rgb, valid = patch.rgb, patch.valid
+    if not (_is_run(rows) and _is_run(cols)):  # chips past the grid's edge see it mirrored
+        rgb = rgb[:, rows - r_lo][:, :, cols - c_lo]
+        valid = valid[rows - r_lo][:, cols - c_lo]
+    if not valid.all():
+        rgb[:, ~valid] = fill[:, None]
     return BlockInput(block, rgb, valid, block.row, block.col, chip_rows, chip_cols)
+
+
+def _is_run(index: np.ndarray) -> bool:
+    """Whether indices are consecutive and rising, so that indexing by them is the window itself."""
+    return bool(index[-1] - index[0] == len(index) - 1 and (len(index) < 2 or (np.diff(index) == 1).all()))
