@@ -126,3 +126,25 @@ def test_training_framework_containers_are_read_as_plain_dicts(tmp_path, monkeyp
     torch.save({"state_dict": state, "hyper_parameters": AttributeDict(lr=0.1)}, path)
     monkeypatch.delitem(sys.modules, module.__name__)  # the reader must not need Lightning installed
     assert set(read_state_dict(path)) == set(state)
+
+
+def test_a_checkpoint_is_loaded_into_a_backbone_that_was_never_randomly_initialised(tmp_path, monkeypatch):
+    """Random initialisation of a ViT-L takes seconds, its checkpoint a tenth of that: loading skips it."""
+    spec = get_model_spec("dinov2_vits14")
+    source = DinoVisionTransformer(spec.backbone)
+    source.init_random(3)
+    path = tmp_path / "dinov2_vits14_pretrain.pth"
+    torch.save(source.state_dict(), path)
+    initialised = []
+    real = torch.nn.init.kaiming_uniform_
+
+    def recording(tensor, *args, **kwargs):
+        initialised.append(tensor.device.type)
+        return real(tensor, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.init, "kaiming_uniform_", recording)
+    loaded = build_backbone(spec, ResolvedWeights(path=path, identity="x"))
+    assert initialised and set(initialised) == {"meta"}  # nn.Linear asked, on the meta device only
+    for key, value in source.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    assert all(p.device.type == "cpu" for p in loaded.parameters())

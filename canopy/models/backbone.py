@@ -7,7 +7,7 @@ import os
 import warnings
 
 from canopy.errors import RandomWeightsWarning
-from canopy.models.checkpoint import StateDict, load_into, read_state_dict, to_meta_layout
+from canopy.models.checkpoint import StateDict, built_empty, load_into, read_state_dict, to_meta_layout
 from canopy.models.dinov3_checkpoint import dinov3_to_meta_layout
 from canopy.models.registry import ModelSpec, get_model_spec
 from canopy.models.vision_transformer import VisionTransformer, build_vision_transformer
@@ -37,8 +37,8 @@ def build_backbone(spec: ModelSpec, resolved: ResolvedWeights, state: StateDict 
     WeightsMismatchError, CheckpointFormatError, UnsafeCheckpointError
         If the file is not a checkpoint for this backbone, or could only be read unsafely.
     """
-    model = build_vision_transformer(spec.backbone)
     if resolved.is_random:
+        model = build_vision_transformer(spec.backbone)
         warnings.warn(
             f"{spec.name} uses RANDOM weights ({resolved.identity}): the heights it gives mean nothing; "
             "use this only for tests and benchmarks.",
@@ -53,6 +53,7 @@ def build_backbone(spec: ModelSpec, resolved: ResolvedWeights, state: StateDict 
             state = dinov3_to_meta_layout(state, spec.backbone)
         else:
             state = to_meta_layout(state)
+        model = built_empty(lambda: build_vision_transformer(spec.backbone))
         load_into(model, state, expected=_variant_label(spec), source=str(path))
         log.info("loaded %s backbone from %s (sha256 %s)", spec.name, path, resolved.backbone_identity)
     return model.eval()

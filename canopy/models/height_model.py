@@ -18,7 +18,7 @@ from canopy.models.heads import build_head
 from canopy.models.model_file import looks_like_model_file, read_model_file
 from canopy.models.registry import ModelSpec, get_model_spec
 from canopy.models.vision_transformer import VisionTransformer, build_vision_transformer
-from canopy.models.checkpoint import dequantize, is_dynamically_quantized, load_into, read_checkpoint, split_model_checkpoint
+from canopy.models.checkpoint import built_empty, dequantize, is_dynamically_quantized, load_into, read_checkpoint, split_model_checkpoint
 from canopy.models.dinov3_checkpoint import chmv2_head_to_meta_layout
 from canopy.models.convert import converted_from
 from canopy.models.weights import ProgressCallback, ResolvedWeights, parse_random, resolve_weights, sha256_of
@@ -229,7 +229,8 @@ def _load_whole_checkpoint(spec: ModelSpec, resolved: ResolvedWeights, device: t
             ) from None
         log.info("loaded %s as int8 dynamically quantised modules", spec.name)
     else:
-        model = HeightModel(spec, build_backbone(spec, resolved, dequantize(backbone_raw)))
+        backbone = build_backbone(spec, resolved, dequantize(backbone_raw))
+        model = HeightModel(spec, backbone, built_empty(lambda: build_head(spec.head, backbone.embed_dim)))
         head_state = chmv2_head_to_meta_layout(dequantize(head_raw))
         load_into(model.head, head_state, expected=f"{spec.name} head ({spec.head.type})", source=str(resolved.path))
     identity = resolved.identity
@@ -251,7 +252,8 @@ def _load_model_file(path: Path, weights, offline, progress) -> LoadedModel:
             f"Model file {path.name} was trained on {spec.backbone_name} weights {trained.backbone_weights[:16]}, "
             f"not on the ones given ({resolved.identity[:16]}); pass --weights with the backbone it was trained with."
         )
-    model = HeightModel(spec, build_backbone(spec, resolved))
+    backbone = build_backbone(spec, resolved)
+    model = HeightModel(spec, backbone, built_empty(lambda: build_head(spec.head, backbone.embed_dim)))
     try:
         model.head.load_state_dict(trained.head_state, strict=True)
     except RuntimeError as exc:
