@@ -19,6 +19,7 @@ from canopy.errors import LargeRegionWarning, RequestError
 from canopy.imagery import ImagerySource
 from canopy.io.atomic import atomic_path
 from canopy.io.cog import StreamingCog, height_percentile
+from canopy.io.gdal_cache import bounded_gdal_cache
 from canopy.io.output_lock import output_lock
 from canopy.io.partial import PartialRun
 from canopy.io.qml import style_range, write_qml
@@ -157,9 +158,10 @@ def predict(
         request = imagery
     else:
         request = PredictRequest.from_options(imagery, bbox, **options)
-    plan = make_plan(request, download_progress)
-    _warn_if_large(plan)
     with ExitStack() as stack:
+        stack.enter_context(bounded_gdal_cache())
+        plan = make_plan(request, download_progress)
+        _warn_if_large(plan)
         if client is None and request.runtime.cluster.distributed:
             from canopy.runtime.distributed import connect
 

@@ -115,3 +115,24 @@ def test_the_tile_codec_is_what_gdal_decodes(tmp_path):
     size = int.from_bytes(offsets[325][2][:4], "little")
     theirs = path.read_bytes()[offset : offset + size]
     assert zlib.decompress(encode_tile(tile)) == zlib.decompress(theirs)  # the predictor's bytes are GDAL's
+
+
+def test_a_run_bounds_gdals_block_cache_unless_the_user_set_it(tmp_path, monkeypatch):
+    import warnings
+
+    from rasterio._env import get_gdal_config
+
+    import canopy
+    from rasters import NEON
+
+    options = dict(model="dinov2_vits14", weights="random", res=1.0, chip_size=28, block_size=16, device="cpu", precision="fp32")
+    outside = int(get_gdal_config("GDAL_CACHEMAX"))
+    for user_set, expected in ((False, 256), (True, outside)):
+        if user_set:
+            monkeypatch.setenv("GDAL_CACHEMAX", str(outside))
+        seen = []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            canopy.predict(NEON / "TEAK_043_rgb.tif", progress=lambda p: seen.append(get_gdal_config("GDAL_CACHEMAX")), **options)
+        assert seen and {int(v) for v in seen} == {expected}
+        assert int(get_gdal_config("GDAL_CACHEMAX")) == outside  # given back after the run

@@ -45,6 +45,18 @@ def test_without_a_collar_255_is_data_and_that_is_said(tmp_path):
         assert source.read(snap_grid(source.bounds, source.crs, 0.5)).valid.all()
 
 
+def _rgba(path, height: int, width: int, transparent_columns: int):
+    """An RGB raster with an alpha band that hides its first columns."""
+    rgba = np.concatenate([smooth_rgb(height, width), np.full((1, height, width), 255, np.uint8)])
+    rgba[3, :, :transparent_columns] = 0
+    with rasterio.open(path, "w", driver="GTiff", width=width, height=height, count=4, dtype="uint8", crs="EPSG:32611",
+                       transform=ORIGIN) as dst:
+        dst.write(rgba)
+        dst.colorinterp = [rasterio.enums.ColorInterp.red, rasterio.enums.ColorInterp.green,
+                           rasterio.enums.ColorInterp.blue, rasterio.enums.ColorInterp.alpha]
+    return path
+
+
 def test_other_nodata_values_and_alpha_bands_mark_missing_pixels(tmp_path):
     data = smooth_rgb(40, 40)
     data[:, :5, :] = 0
@@ -52,14 +64,7 @@ def test_other_nodata_values_and_alpha_bands_mark_missing_pixels(tmp_path):
     with GeoTiffSource(path) as source:
         patch = source.read(snap_grid(source.bounds, source.crs, 0.5))
     assert not patch.valid[:5].any() and patch.valid[5:].all()
-    rgba = np.concatenate([smooth_rgb(40, 40), np.full((1, 40, 40), 255, np.uint8)])
-    rgba[3, :, :10] = 0
-    path = tmp_path / "rgba.tif"
-    with rasterio.open(path, "w", driver="GTiff", width=40, height=40, count=4, dtype="uint8", crs="EPSG:32611", transform=ORIGIN) as dst:
-        dst.write(rgba)
-        dst.colorinterp = [rasterio.enums.ColorInterp.red, rasterio.enums.ColorInterp.green,
-                           rasterio.enums.ColorInterp.blue, rasterio.enums.ColorInterp.alpha]
-    with GeoTiffSource(path) as source:
+    with GeoTiffSource(_rgba(tmp_path / "rgba.tif", 40, 40, transparent_columns=10)) as source:
         patch = source.read(snap_grid(source.bounds, source.crs, 0.5))
     assert not patch.valid[:, :10].any() and patch.valid[:, 10:].all()
 
@@ -115,14 +120,7 @@ def _mask_kinds(tmp_path):
     data[:, :6, :] = 0
     data[1, 20:24, 30:34] = 0  # one band at nodata: the pixel still has data
     yield write_raster(tmp_path / "nodata0.tif", data=data, width=70, height=50, nodata=0, transform=ORIGIN)
-    rgba = np.concatenate([smooth_rgb(50, 70), np.full((1, 50, 70), 255, np.uint8)])
-    rgba[3, :, :9] = 0
-    path = tmp_path / "rgba.tif"
-    with rasterio.open(path, "w", driver="GTiff", width=70, height=50, count=4, dtype="uint8", crs="EPSG:32611", transform=ORIGIN) as dst:
-        dst.write(rgba)
-        dst.colorinterp = [rasterio.enums.ColorInterp.red, rasterio.enums.ColorInterp.green,
-                           rasterio.enums.ColorInterp.blue, rasterio.enums.ColorInterp.alpha]
-    yield path
+    yield _rgba(tmp_path / "rgba.tif", 50, 70, transparent_columns=9)
     path = tmp_path / "mask.tif"
     with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(
         path, "w", driver="GTiff", width=70, height=50, count=3, dtype="uint8", crs="EPSG:32611", transform=ORIGIN

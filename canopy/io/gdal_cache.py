@@ -1,0 +1,19 @@
+"""GDAL's block cache during a run: bounded, so that a run's memory does not grow with its region."""
+
+from __future__ import annotations
+
+import os
+from contextlib import AbstractContextManager, nullcontext
+
+import rasterio
+
+RUN_CACHE_MB = 256
+"""GDAL caches every block it reads up to 5 % of the machine's memory by default, so a long run's peak memory grew
+with its region until that cap (docs/benchmarks.md); a run only needs its read-ahead blocks and their neighbours."""
+
+
+def bounded_gdal_cache() -> AbstractContextManager:
+    """GDAL's block cache held to ``RUN_CACHE_MB`` while the context lasts, unless ``GDAL_CACHEMAX`` is set by the user."""
+    if "GDAL_CACHEMAX" in os.environ:
+        return nullcontext()
+    return rasterio.Env(GDAL_CACHEMAX=RUN_CACHE_MB)
