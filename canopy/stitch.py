@@ -119,6 +119,22 @@ def blend(block: Block, layout: ChipLayout, chips: Mapping[tuple[int, int], np.n
     return out
 
 
+def handing_on(block: Block, step: int) -> list[tuple[int, int]]:
+    """Origins of the blocks whose chips reach into ``block``: above-left, above and left of it, where they exist.
+
+    The one neighbour rule of both engines: blocks are lattice-aligned squares of side ``step``, at
+    least the chips' overlap, so a chip reaches no further than the next block right and below.
+    """
+    candidates = ((block.row - step, block.col - step), (block.row - step, block.col), (block.row, block.col - step))
+    return [(row, col) for row, col in candidates if row >= 0 and col >= 0]
+
+
+def needed_after(origin: tuple[int, int], block: Block, step: int) -> bool:
+    """Whether the chips handed on by the block at ``origin`` may still be needed once ``block`` is blended,
+    blocks being visited row by row: only the block rows of ``block`` and the one above it still hand on."""
+    return origin[0] >= block.row - step
+
+
 class BorderChips:
     """Chips that blocks hand on to the blocks right of them, below them and diagonally below-right.
 
@@ -150,14 +166,12 @@ class BorderChips:
         """The chips of the blocks above, to the left and above-left of ``block``; forget what no later block needs."""
         step = self.block_size
         gathered: Chips = {}
-        for row, col in ((block.row - step, block.col - step), (block.row - step, block.col), (block.row, block.col - step)):
-            if row < 0 or col < 0:
-                continue
+        for row, col in handing_on(block, step):
             if (row, col) not in self._kept:
                 self._kept[row, col] = self._load(Block(row, col, step, step).key)
             gathered.update(self._kept[row, col])
-        for key in [k for k in self._kept if k[0] < block.row - step]:
-            del self._kept[key]
+        for origin in [o for o in self._kept if not needed_after(o, block, step)]:
+            del self._kept[origin]
         return gathered
 
 

@@ -161,3 +161,17 @@ def test_block_sizes_are_put_on_the_chip_lattice():
     layout = ChipLayout(256, 64, 16)
     assert layout.block_size(2048) == 2112 and layout.block_size(10) == 192
     assert ChipLayout(256, 192, 16).block_size(64) == 192  # at least the overlap: chips reach only the next block
+
+
+def test_one_neighbour_rule_names_the_blocks_that_hand_chips_on_and_when_they_are_done():
+    from canopy.stitch import handing_on, needed_after
+    from canopy.tiling import Block
+
+    step = 42
+    assert handing_on(Block(0, 0, step, step), step) == []
+    assert handing_on(Block(0, 2 * step, step, step), step) == [(0, step)]
+    assert handing_on(Block(step, 0, step, step), step) == [(0, 0)]
+    assert handing_on(Block(2 * step, step, step, 10), step) == [(step, 0), (step, step), (2 * step, 0)]
+    block = Block(3 * step, 0, step, step)
+    assert needed_after((2 * step, 5 * step), block, step)  # the row above still hands on to the rest of this row
+    assert not needed_after((step, 5 * step), block, step)  # two rows up: no later block needs it

@@ -31,6 +31,7 @@ from canopy.request import ClusterSpec
 from canopy.runtime.dask_tasks import blend_task, chips_task, describe, hold
 from canopy.choices import Device, Precision
 from canopy.runtime.plan import RunPlan
+from canopy.stitch import handing_on, needed_after
 from canopy.tiling.blocks import Block
 
 log = logging.getLogger(__name__)
@@ -185,11 +186,11 @@ class DaskEngine:
             for block in todo:
                 self._blocks.update({self._key("chips", block): block, self._key("blend", block): block})
                 own = client.submit(chips_task, plan, directory, block, key=self._key("chips", block), pure=False)
-                earlier = [chips.get(at) for at in ((block.row - step, block.col - step), (block.row - step, block.col), (block.row, block.col - step))]
-                done = client.submit(blend_task, plan, directory, block, own, *[f for f in earlier if f is not None],
+                earlier = [chips[at] for at in handing_on(block, step) if at in chips]  # the others were done before
+                done = client.submit(blend_task, plan, directory, block, own, *earlier,
                                      key=self._key("blend", block), priority=1, pure=False)
                 chips[block.row, block.col] = own
-                for at in [at for at in chips if at[0] < block.row - step]:
+                for at in [at for at in chips if not needed_after(at, block, step)]:
                     del chips[at]
                 blended.add(done)
                 while blended.count() >= limit:
