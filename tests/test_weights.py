@@ -126,3 +126,24 @@ def test_random_weights_warn_loudly():
     with pytest.warns(RandomWeightsWarning, match="mean nothing"):
         model = load_backbone("dinov2_vits14", "random")
     assert model.n_blocks == 12
+
+
+def test_a_files_sha256_is_computed_once_until_the_file_changes(tmp_path, monkeypatch):
+    import hashlib
+    import os
+
+    import canopy.models.weights as weights
+
+    path = tmp_path / "weights.pth"
+    path.write_bytes(b"first weights")
+    hashed = []
+    real = weights._hash_file
+    monkeypatch.setattr(weights, "_hash_file", lambda p: hashed.append(p) or real(p))
+    first = weights.sha256_of(path)
+    assert first == hashlib.sha256(b"first weights").hexdigest() and weights.sha256_of(path) == first
+    assert len(hashed) == 1  # the second time from the record in the cache directory
+    path.write_bytes(b"other weights")
+    os.utime(path, ns=(1, 1))  # whatever the clock: a different modification time
+    assert weights.sha256_of(path) == hashlib.sha256(b"other weights").hexdigest() and len(hashed) == 2
+    (weights.cache_dir() / "sha256.json").write_text("not json")  # a damaged record costs a hash, nothing else
+    assert weights.sha256_of(path) == hashlib.sha256(b"other weights").hexdigest() and len(hashed) == 3

@@ -359,7 +359,10 @@ def load_into(model: nn.Module, state: Mapping[str, torch.Tensor], expected: str
             f"Weights from {source} do not fit {expected}: the file looks like {describe_variant(state)}; "
             f"{'; '.join(problems)}. Pass weights made for {expected}, or choose the model that matches them."
         )
-    model.load_state_dict(state, strict=True)
+    # The file's own tensors (memory-mapped) become the model's where their type is the model's: no copy, and Dask
+    # workers on one machine share one copy in the page cache. Other types are converted by copying.
+    same_type = all(state[k].dtype == own[k].dtype and state[k].device.type == "cpu" for k in own)
+    model.load_state_dict(state, strict=True, assign=same_type)
 
 
 def split_model_checkpoint(state: Mapping[str, torch.Tensor], source: str) -> tuple[StateDict, StateDict]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import json
 import logging
 import os
 import tempfile
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from canopy.cache import cache_dir
+from canopy.io.atomic import atomic_path
 from canopy.errors import (
     CanopyError,
     ChecksumMismatchError,
@@ -42,6 +44,7 @@ ProgressCallback = Callable[[int, int | None], None]
 """Called with (bytes done, total bytes or None) while a download runs."""
 
 _CHUNK = 1 << 20
+_DIGESTS = "sha256.json"  # in the cache directory: {absolute path: [size, mtime_ns, sha256]}
 
 
 @dataclass(frozen=True)
@@ -154,6 +157,41 @@ def _with_obtain(spec: ModelSpec, message: str) -> str:
 
 
 def sha256_of(path: Path) -> str:
+    """SHA-256 of a file, remembered in the cache directory by path, size and modification time.
+
+    A map's tags name its weights by their SHA-256; hashing a 1-3 GB checkpoint at every load took
+    longer than reading it (docs/benchmarks.md), so each file is hashed once until it changes. The
+    record is best-effort: a cache directory that cannot be written only costs the hashing again.
+    """
+    path = Path(path).resolve()
+    stat = path.stat()
+    seen = [stat.st_size, stat.st_mtime_ns]
+    known = _known_digests()
+    entry = known.get(str(path))
+    if isinstance(entry, list) and entry[:2] == seen:
+        return str(entry[2])
+    digest = _hash_file(path)
+    known[str(path)] = [*seen, digest]
+    try:
+        target = cache_dir() / _DIGESTS
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(target) as tmp:
+            tmp.write_text(json.dumps(known))
+    except OSError:
+        log.debug("could not record the SHA-256 of %s", path, exc_info=True)
+    return digest
+
+
+def _known_digests() -> dict:
+    """The SHA-256 records of :func:`sha256_of`, or none if there are none or they cannot be read."""
+    try:
+        known = json.loads((cache_dir() / _DIGESTS).read_text())
+    except (OSError, ValueError):
+        return {}
+    return known if isinstance(known, dict) else {}
+
+
+def _hash_file(path: Path) -> str:
     """SHA-256 of a file, read in chunks."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
