@@ -60,6 +60,12 @@ def _in_this_process(out: Path, model: str, **extra):
         torch.set_num_threads(threads)
 
 
+def _gdal_cache_mb() -> int:
+    from rasterio._env import get_gdal_config
+
+    return int(get_gdal_config("GDAL_CACHEMAX"))
+
+
 def _heights(path: Path) -> np.ndarray:
     with rasterio.open(path) as src:
         return src.read(1)
@@ -99,6 +105,7 @@ def test_two_workers_give_the_single_process_bytes_and_load_the_model_once_each(
     assert summary.blocks_computed == BLOCKS and summary.chips == 25
     loads = {w: n - before.get(w, 0) for w, n in client.run(model_loads).items()}
     assert sorted(loads.values()) == [1, 1], loads  # both workers computed blocks, each loaded the model once
+    assert set(client.run(_gdal_cache_mb).values()) == {256}  # GDAL's block cache held for as long as they live
     with pytest.warns(RandomWeightsWarning, match="RANDOM weights"):  # said again, though the workers kept the model
         canopy.predict(RGB, out=tmp_path / "again.tif", model=model, client=client, **OPTIONS)
     assert {w: n - before.get(w, 0) for w, n in client.run(model_loads).items()} == loads  # kept for the next run

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from canopy.errors import ImageryReadError
+from canopy.io.gdal_cache import bound_gdal_cache_for_this_process
 from canopy.io.partial import PartialRun
 from canopy.models.height_model import LoadedModel
 from canopy.runtime.block_worker import BlockWorker, load_model
@@ -73,6 +74,7 @@ def block_worker(plan: RunPlan) -> BlockWorker:
         if model_key not in _MODEL:
             _MODEL.clear()
             _undo_nanny_malloc_trim()
+            bound_gdal_cache_for_this_process()
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 loaded = load_model(plan)
