@@ -226,7 +226,7 @@ def slow(*args, **kwargs):  # a big map's final write, made long enough to be ki
 StreamingCog.finish = slow
 import canopy
 canopy.predict(sys.argv[1], model="dinov2_vits14", weights="random", res=1.0, chip_size=28, block_size=64, out=sys.argv[2],
-               quicklook=True)
+               device="cpu", precision="fp32", quicklook=True)
 """
 
 
@@ -251,3 +251,25 @@ def test_a_kill_during_the_final_write_leaves_the_previous_file_and_the_next_run
         warnings.simplefilter("ignore")
         canopy.predict(RGB, model="dinov2_vits14", weights="random", res=1.0, chip_size=28, block_size=64, out=out)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["map.qml", "map.tif"], os.listdir(tmp_path)
+
+
+def test_a_kill_during_the_final_write_resumes_to_the_bytes_of_an_uninterrupted_run(tmp_path):
+    import time
+
+    out = tmp_path / "map.tif"
+    child = subprocess.Popen([sys.executable, "-c", _SLOW_FINAL_WRITE, str(RGB), str(out)], stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list(tmp_path.glob(".map.tif.*.tmp.tif")):
+        assert child.poll() is None, child.stderr.read()[-2000:]
+        time.sleep(0.01)
+    time.sleep(1.0)  # the COG is written, the run has not renamed it
+    child.kill()
+    child.wait()
+    assert not out.exists()
+    options = dict(model="dinov2_vits14", weights="random", res=1.0, chip_size=28, block_size=64, device="cpu", precision="fp32")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        summary = canopy.RunSummary.from_attrs(canopy.predict(RGB, out=out, resume=True, **options).attrs)
+        canopy.predict(RGB, out=tmp_path / "fresh.tif", **options)
+    assert summary.blocks_computed == 0 and summary.blocks_reused > 0  # every block was done: only the file was rewritten
+    assert out.read_bytes() == (tmp_path / "fresh.tif").read_bytes()
