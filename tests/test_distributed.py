@@ -244,3 +244,23 @@ def test_a_worker_that_cannot_open_the_imagery_says_so_and_what_to_share(tmp_pat
         with pytest.raises(ImageryReadError, match=r"On Dask worker process \d+: Imagery .*only_on_the_client.tif does not "
                                                    r"exist.* visible to every worker at the same path"):
             block_worker(elsewhere)
+
+
+def test_workers_of_a_local_cluster_spread_over_the_gpus(monkeypatch):
+    """``--workers N --device cuda`` on a machine with several GPUs: worker k takes GPU k modulo their count."""
+    import types
+
+    import distributed
+
+    import canopy.runtime.dask_tasks as tasks
+
+    taken = []
+    monkeypatch.setattr(tasks, "select_device", lambda name: torch.device("cuda"))
+    monkeypatch.setattr(torch.cuda, "set_device", taken.append)
+    plan = types.SimpleNamespace(device="cuda")
+    for gpus, name, expected in ((3, 4, [1]), (3, "tcp://10.0.0.1:1", []), (1, 2, [])):
+        taken.clear()
+        monkeypatch.setattr(torch.cuda, "device_count", lambda gpus=gpus: gpus)
+        monkeypatch.setattr(distributed, "get_worker", lambda name=name: types.SimpleNamespace(name=name))
+        tasks._take_own_gpu(plan)
+        assert taken == expected, (gpus, name)

@@ -75,6 +75,7 @@ def block_worker(plan: RunPlan) -> BlockWorker:
             _MODEL.clear()
             _undo_nanny_malloc_trim()
             bound_gdal_cache_for_this_process()
+            _take_own_gpu(plan)
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 loaded = load_model(plan)
@@ -93,6 +94,24 @@ def block_worker(plan: RunPlan) -> BlockWorker:
             ) from exc
         _WORKER[id(plan)] = (plan, worker)
         return worker
+
+
+def _take_own_gpu(plan: RunPlan) -> None:
+    """Make this worker's ``cuda`` its own GPU when several are visible: worker ``name`` of a local cluster (0, 1, ...)
+    takes GPU ``name`` modulo their count, so ``--workers N --device cuda`` spreads N workers over the GPUs.
+
+    Workers that each see one GPU (``dask-cuda``, or ``CUDA_VISIBLE_DEVICES`` per worker) are left as they are.
+    """
+    if select_device(plan.device).type != "cuda" or torch.cuda.device_count() < 2:
+        return
+    from distributed import get_worker
+
+    try:
+        name = get_worker().name
+    except ValueError:  # not on a Dask worker
+        return
+    if isinstance(name, int):
+        torch.cuda.set_device(name % torch.cuda.device_count())
 
 
 def _undo_nanny_malloc_trim() -> None:
