@@ -175,10 +175,18 @@ class BorderChips:
         return gathered
 
 
+def blend_block(block: Block, layout: ChipLayout, own: Chips, borders: BorderChips, valid: np.ndarray) -> np.ndarray:
+    """Blend a block from its own chips and those the blocks before it handed on: the blend step of both engines."""
+    return blend(block, layout, {**borders.around(block), **own}, valid)
+
+
 def predict_block(
     inp: BlockInput, layout: ChipLayout, predict: PredictFn, batch_size: int, borders: BorderChips
 ) -> tuple[np.ndarray, Chips]:
-    """Predict a block's own chips and blend them with the chips its neighbours handed on.
+    """Predict a block's own chips and blend them with the chips its neighbours handed on (in one process).
+
+    A Dask run does the same in two tasks: :func:`predict_chips` and :func:`border_chips` in the
+    first, :func:`blend_block` in the second.
 
     Parameters
     ----------
@@ -202,6 +210,6 @@ def predict_block(
     """
     own = predict_chips(inp, layout, predict, batch_size)
     handed = border_chips(inp.block, layout, own, borders.shape)
-    heights = blend(inp.block, layout, {**borders.around(inp.block), **own}, inp.block_valid)
+    heights = blend_block(inp.block, layout, own, borders, inp.block_valid)
     borders.put(inp.block, handed)
     return heights, handed

@@ -25,7 +25,7 @@ from canopy.models.height_model import LoadedModel
 from canopy.runtime.block_worker import BlockWorker, load_model
 from canopy.runtime.device import select_device
 from canopy.runtime.plan import ModelIdentity, RunPlan
-from canopy.stitch import BorderChips, blend, border_chips
+from canopy.stitch import BorderChips, blend_block, border_chips
 from canopy.tiling.blocks import Block
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
@@ -179,7 +179,7 @@ def blend_task(plan: RunPlan, directory: str, block: Block, own_count: int, *ear
     partial.start_attempt(f"{block.key}.blend", _address())
     inner, valid = partial.read_inner(block.key)
     borders = BorderChips(plan.block_size, plan.grid.shape, partial.read_border)
-    chips = {**borders.around(block), **inner, **partial.read_border(block.key)}
-    partial.write_block(block, blend(block, plan.layout, chips, valid))
+    own = {**inner, **partial.read_border(block.key)}
+    partial.write_block(block, blend_block(block, plan.layout, own, borders, valid))
     partial.end_attempt(f"{block.key}.blend")
     return own_count
