@@ -162,7 +162,6 @@ def test_a_large_sparse_region_is_announced_before_the_run_starts(tmp_path):
     import warnings
 
     import rasterio
-    from affine import Affine
 
     import canopy
     from canopy.errors import LargeRegionWarning
