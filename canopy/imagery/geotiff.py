@@ -83,6 +83,16 @@ def _phase(coordinate: float, res: float) -> float:
     return 0.0 if abs(phase) < 1e-6 * res else phase
 
 
+def _frame_key(frame: OutputGrid) -> tuple:
+    """What tells frames apart, for the views and answers kept per frame."""
+    return (frame.crs.to_wkt(), frame.res, frame.left, frame.top, frame.width, frame.height)
+
+
+def _within(frame: OutputGrid, row: int, col: int, grid: OutputGrid) -> tuple[int, int, int, int]:
+    """The rows and columns (r0, c0, r1, c1) of ``frame`` that ``grid``, starting at (row, col) in it, covers."""
+    return max(row, 0), max(col, 0), min(row + grid.height, frame.height), min(col + grid.width, frame.width)
+
+
 def _local_path(path: str | os.PathLike) -> str | os.PathLike:
     """A ``file://`` URL as the local path it names; anything else as it is."""
     text = str(path)
@@ -366,7 +376,7 @@ class GeoTiffSource:
 
     def _warped(self, frame: OutputGrid, resampling: Resampling) -> WarpedVRT:
         """The raster warped onto ``frame``, kept open (the latest few), so GDAL's cache of warped blocks serves neighbouring windows."""
-        key = (frame.crs.to_wkt(), frame.res, frame.left, frame.top, frame.width, frame.height, resampling)
+        key = (*_frame_key(frame), resampling)
         if key not in self._vrts:
             while len(self._vrts) >= _OPEN_FRAMES:
                 self._vrts.pop(next(iter(self._vrts))).close()
@@ -386,7 +396,7 @@ class GeoTiffSource:
     def _aligned(self, frame: OutputGrid) -> tuple[int, int] | None:
         """Where ``frame`` starts in the raster's own pixels (row, column) when it is the raster's pixel grid (same
         CRS, pixel size and alignment), else None: such a frame is read, not warped."""
-        key = (frame.crs.to_wkt(), frame.res, frame.left, frame.top)
+        key = _frame_key(frame)
         if key not in self._alignment:
             t, res = self.transform, frame.res
             col, row = (frame.left - t.c) / t.a, (t.f - frame.top) / -t.e
@@ -418,8 +428,7 @@ class GeoTiffSource:
         """
         frame, row, col = self._frame(grid)
         out = np.zeros((4, grid.height, grid.width), self.dtype)
-        r0, c0 = max(row, 0), max(col, 0)
-        r1, c1 = min(row + grid.height, frame.height), min(col + grid.width, frame.width)
+        r0, c0, r1, c1 = _within(frame, row, col, grid)
         aligned = self._aligned(frame)
         if aligned is not None:  # the frame may reach past the raster: clip to it
             r0, c0 = max(r0, -aligned[0]), max(c0, -aligned[1])
@@ -455,14 +464,13 @@ class GeoTiffSource:
         frame, row, col = self._frame(grid)
         if frame.width * frame.height > _MAX_ENCLOSURE_PIXELS:
             return binary_fill_holes(valid) & ~valid
-        key = (frame.crs.to_wkt(), frame.res, frame.left, frame.top)
+        key = _frame_key(frame)
         if key not in self._enclosures:
             whole = self._warp(frame, Resampling.nearest)[3] > 0
             self._enclosures = {key: np.packbits(binary_fill_holes(whole) & ~whole, axis=1)}
         packed = self._enclosures[key]
         out = np.zeros(grid.shape, bool)
-        r0, c0 = max(row, 0), max(col, 0)
-        r1, c1 = min(row + grid.height, frame.height), min(col + grid.width, frame.width)
+        r0, c0, r1, c1 = _within(frame, row, col, grid)
         if r1 > r0 and c1 > c0:
             out[r0 - row : r1 - row, c0 - col : c1 - col] = np.unpackbits(packed[r0:r1], axis=1, count=frame.width)[:, c0:c1].astype(bool)
         return out

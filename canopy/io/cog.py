@@ -76,13 +76,13 @@ class StreamingCog:
             w, h = self._sizes[-1]
             self._sizes.append((-(-w // 2), -(-h // 2)))
         self._columns = [-(-w // TILE) for w, _ in self._sizes]
-        rows = [-(-h // TILE) for _, h in self._sizes]
+        self._rows = [-(-h // TILE) for _, h in self._sizes]
         self._waiting: list[dict[tuple[int, int], int]] = [{} for _ in self._sizes]  # tile -> children (or blocks) left
         for b in self._blocks.values():
             for tile in self._tiles_under(b):
                 self._waiting[0][tile] = self._waiting[0].get(tile, 0) + 1
         for k in range(1, len(self._sizes)):
-            for ti in range(rows[k - 1]):
+            for ti in range(self._rows[k - 1]):
                 for tj in range(self._columns[k - 1]):
                     parent = (ti // 2, tj // 2)
                     self._waiting[k][parent] = self._waiting[k].get(parent, 0) + 1
@@ -172,7 +172,7 @@ class StreamingCog:
         self._pool.shutdown(wait=True)
         for future in self._futures:
             future.result()
-        missing = [k for k, level in enumerate(self._stored) if len(level) != self._tile_count(k)]
+        missing = [k for k, level in enumerate(self._stored) if len(level) != self._rows[k] * self._columns[k]]
         if missing:
             raise RuntimeError(f"The COG's tiles of level {missing[0]} are not all written; a block was never reported done.")
         geo = _georeferencing(self.grid, tags, self._store_path.parent)
@@ -196,7 +196,7 @@ class StreamingCog:
                 **({} if k else geo),
             }
             stored = self._stored[k]
-            levels.append(Level(width, height, fields, [stored[i][1] for i in range(len(stored))]))
+            levels.append(Level(fields, [stored[i][1] for i in range(len(stored))]))
         big = sum(sum(level.tile_sizes) for level in levels) > _BIGTIFF_FROM
 
         def copy_tile(k: int, i: int, out) -> None:
@@ -208,11 +208,6 @@ class StreamingCog:
             write_cog(out, levels, copy_tile, big)
         self.close()
         return self.counts
-
-    def _tile_count(self, k: int) -> int:
-        """How many tiles level ``k`` has."""
-        width, height = self._sizes[k]
-        return -(-width // TILE) * -(-height // TILE)
 
     def close(self) -> None:
         """Stop compressing and drop the scratch file (after a failure, or once the COG is written)."""

@@ -74,10 +74,8 @@ def packed(kind: int, values: Sequence) -> Tag:
 
 @dataclass
 class Level:
-    """One image of the COG: its size in pixels, its own fields, and its tiles' sizes in row-major order."""
+    """One image of the COG: its own fields (its size among them) and its tiles' sizes in row-major order."""
 
-    width: int
-    height: int
     fields: dict[int, Tag]
     tile_sizes: list[int]
 
@@ -104,7 +102,7 @@ def write_cog(out: BinaryIO, levels: Sequence[Level], copy_tile: Callable[[int, 
     for level in levels:
         level.fields[324] = packed(offset_kind, [0] * len(level.tile_sizes))
         level.fields[325] = packed(offset_kind, level.tile_sizes)
-    sizes = [_ifd_size(level.fields, big) for level in levels]
+    sizes = [len(_ifd_bytes(level.fields, 0, 0, big)) for level in levels]  # offsets do not change a directory's size
     data_start = header_size + len(ghost) + sum(sizes)
     offsets: list[list[int]] = [[] for _ in levels]
     position = data_start
@@ -129,16 +127,6 @@ def _ghost_header() -> bytes:
     """GDAL's structural metadata for a COG: directories before data, tiles row by row, no block leaders."""
     body = "LAYOUT=IFDS_BEFORE_DATA\nBLOCK_ORDER=ROW_MAJOR\nKNOWN_INCOMPATIBLE_EDITION=NO\n "
     return f"GDAL_STRUCTURAL_METADATA_SIZE={len(body):06d} bytes\n{body}".encode("ascii")
-
-
-def _ifd_size(fields: dict[int, Tag], big: bool) -> int:
-    """Bytes of a directory: its entries plus the values too large to sit in them, each on an even offset."""
-    inline = 8 if big else 4
-    size = (8 + 20 * len(fields) + 8) if big else (2 + 12 * len(fields) + 4)
-    for _, _, data in fields.values():
-        if len(data) > inline:
-            size += len(data) + len(data) % 2
-    return size
 
 
 def _ifd_bytes(fields: dict[int, Tag], at: int, next_at: int, big: bool) -> bytes:
