@@ -23,6 +23,8 @@ def test_environment_yml_matches_pyproject():
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     conda = {_name(d): d for d in env["dependencies"] if isinstance(d, str)}
     conda.pop("python"), conda.pop("pip")
+    pip_only = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    conda.update({_name(d): d for d in pip_only if not d.startswith("-")})
     assert set(conda) == set(pypi)
     for name, requirement in pypi.items():
         floor = re.search(r">=\s*([\w.]+)", requirement)

@@ -2,14 +2,14 @@
 
 The predictor (TIFF technical note 3, ``PREDICTOR=3``) splits each row's samples into byte planes,
 most significant bytes first, and stores each byte as its difference from the one before it in the
-row; smooth heights then compress to about two thirds. zlib releases the GIL, so tiles compress in
-parallel on threads.
+row; smooth heights then compress to about two thirds. The zlib stream is made by libdeflate (the
+same library GDAL's DEFLATE uses when it has it), about twice as fast as zlib at the same level and
+size; it releases the GIL, so tiles compress in parallel on threads.
 """
 
 from __future__ import annotations
 
-import zlib
-
+import deflate
 import numpy as np
 
 DEFLATE_LEVEL = 6
@@ -24,4 +24,4 @@ def encode_tile(tile: np.ndarray, level: int = DEFLATE_LEVEL) -> bytes:
     differences = np.empty_like(planes)
     differences[:, 0] = planes[:, 0]
     np.subtract(planes[:, 1:], planes[:, :-1], out=differences[:, 1:])
-    return zlib.compress(differences.tobytes(), level)
+    return deflate.zlib_compress(differences.tobytes(), level)
