@@ -131,9 +131,11 @@ class _CountingModel(torch.nn.Module):
     def __init__(self):
         super().__init__()
         self.chips = 0
+        self.batches = []
 
     def forward(self, x):
         self.chips += x.shape[0]
+        self.batches.append(x.shape[0])
         return 2.0 * x[:, :1] + x[:, 1:2]
 
 
@@ -149,6 +151,7 @@ def test_every_chip_is_computed_once_whatever_the_block_size(scene, tmp_path, mo
                          chip_size=28, overlap=8, block_size=block_size, batch_size=3)
         summary = RunSummary.from_attrs(result.attrs)
         assert model.chips == summary.chips == lattice == 4 * 5, block_size
+        assert sum(size < 3 for size in model.batches) <= summary.blocks_computed  # full batches but each block's last
         assert summary.block_size % layout.stride == 0 and summary.blocks_computed > (1 if block_size < 100 else 0)
         assert summary.chip_pixels_per_output_pixel == pytest.approx(lattice * 28**2 / (grid.height * grid.width))
         maps[block_size] = result.values
