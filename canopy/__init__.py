@@ -2,8 +2,9 @@
 
 The public API: :func:`predict` maps a region (from keywords or a :class:`PredictRequest`, in this
 process or on a Dask cluster); :func:`open` reads a map as xarray; :func:`zonal_stats`,
-:func:`cover`, :func:`height_classes` and :func:`plot` analyse it; :func:`evaluate` compares it
-with lidar; :func:`train` fits a height head on lidar; :func:`load_backbone`, :func:`list_models`
+:func:`cover`, :func:`height_classes` and :func:`plot` analyse it; :func:`trees` finds its trees
+(:class:`TreeParameters`) and :func:`evaluate_trees` scores them against reference crowns;
+:func:`evaluate` compares it with lidar; :func:`train` fits a height head on lidar; :func:`load_backbone`, :func:`list_models`
 and :func:`get_model_spec` reach the model registry.
 
 Names are imported when first used, so ``import canopy`` (and ``canopy --help``) stays quick.
@@ -20,6 +21,7 @@ _EXPORTS = {
     "RunSummary": ("canopy.prediction", "RunSummary"),
     "cover": ("canopy.analysis.classes", "cover"),
     "evaluate": ("canopy.evaluation", "evaluate"),
+    "evaluate_trees": ("canopy.analysis.tree_matching", "evaluate_trees"),
     "get_model_spec": ("canopy.models", "get_model_spec"),
     "height_classes": ("canopy.analysis.classes", "height_classes"),
     "list_models": ("canopy.models", "list_models"),
@@ -28,6 +30,8 @@ _EXPORTS = {
     "plot": ("canopy.analysis.plot", "plot"),
     "predict": ("canopy.prediction", "predict"),
     "train": ("canopy.training", "train"),
+    "TreeParameters": ("canopy.analysis.tree_tops", "TreeParameters"),
+    "trees": ("canopy.analysis.trees", "trees"),
     "zonal_stats": ("canopy.analysis.zonal", "zonal_stats"),
 }
 

@@ -98,6 +98,10 @@ class EvaluationError(CanopyError, ValueError):
     """Rasters that cannot be compared: no overlap, or no pixel valid in both."""
 
 
+class HeightMapError(CanopyError, ValueError):
+    """A canopy height map that cannot be analysed as it is: no CRS, degrees, no nodata, too coarse."""
+
+
 class TrainingError(CanopyError, ValueError):
     """Training data that cannot train a head: unpaired files, no valid reference, too few images."""
 

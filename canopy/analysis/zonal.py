@@ -79,7 +79,7 @@ def zonal_stats(
     unknown = sorted(set(stats) - set(STATS))
     if unknown:
         raise EvaluationError(f"Statistics {unknown} are not among {', '.join(STATS)}.")
-    table = _read_polygons(polygons, layer)
+    table = read_polygons(polygons, layer)
     with _raster(chm) as (source, crs, bounds, pixel_area):
         if crs is None or not crs.is_projected:
             raise EvaluationError("The map must be in a projected CRS (metres) for areas and cover; reproject it first.")
@@ -131,8 +131,8 @@ def _column(name: str) -> str:
     return "cover" if name == "cover" else f"height_{name}"
 
 
-def _read_polygons(polygons, layer: str | None) -> gpd.GeoDataFrame:
-    """Polygons as a GeoDataFrame with a CRS."""
+def read_polygons(polygons: str | os.PathLike | gpd.GeoDataFrame, layer: str | None) -> gpd.GeoDataFrame:
+    """Polygons (a vector file or a GeoDataFrame) as a GeoDataFrame with a CRS; :class:`EvaluationError` otherwise."""
     if not isinstance(polygons, gpd.GeoDataFrame):
         try:
             polygons = gpd.read_file(polygons, layer=layer)

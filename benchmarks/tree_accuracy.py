@@ -1,0 +1,56 @@
+"""Tree detection on the bundled NEON plots, scored as the NeonTreeEvaluation benchmark scores it.
+
+For every plot with a lidar canopy height model (``canopy/data/neon/<plot>_chm_1m.tif``) and
+human-drawn crown boxes (``canopy/data/trees``), runs :func:`canopy.trees` with the given
+parameters and :func:`canopy.evaluate_trees` with the plot's extent; prints the per-plot table and
+the means over plots.
+
+    python benchmarks/tree_accuracy.py [--smoothing 0.3 --crown-ratio 0.8 ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import fields, replace
+from pathlib import Path
+
+import geopandas as gpd
+import pandas as pd
+import rasterio
+import shapely
+
+import canopy
+from canopy.analysis.tree_tops import TreeParameters
+
+DATA = Path(canopy.__file__).parent / "data"
+
+
+def plot_scores(parameters: TreeParameters) -> pd.DataFrame:
+    """The per-plot table (and the mean row) for one set of parameters."""
+    rows = []
+    for site in ("teak", "osbs"):
+        reference = gpd.read_file(DATA / "trees" / f"{site}_trees.geojson")
+        for plot, truth in reference.groupby("plot", sort=True):
+            chm = DATA / "neon" / f"{plot}_chm_1m.tif"
+            with rasterio.open(chm) as src:
+                extent = gpd.GeoDataFrame({"plot": [plot]}, geometry=[shapely.box(*src.bounds)], crs=src.crs)
+            found = canopy.trees(chm, parameters=parameters)
+            rows.append(canopy.evaluate_trees(found.crowns, truth, plots=extent).table().iloc[0])
+    table = pd.DataFrame(rows).reset_index(drop=True)
+    mean = {"plot": "mean", **{c: table[c].sum() for c in ("detected", "reference", "matched")},
+            **{c: table[c].mean() for c in ("precision", "recall", "mean_iou")}}
+    return pd.concat([table, pd.DataFrame([mean])], ignore_index=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    for f in fields(TreeParameters):
+        parser.add_argument(f"--{f.name.replace('_', '-')}", type=float, default=f.default)
+    args = parser.parse_args()
+    parameters = replace(TreeParameters(), **{f.name: getattr(args, f.name) for f in fields(TreeParameters)})
+    print(parameters)
+    print(plot_scores(parameters).to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,217 @@
+"""Trees from a canopy height map: tops (points with height) and crowns (polygons), streamed block by block.
+
+The map is cut into blocks; each is read with a halo wide enough that the smoothing, the search
+windows and the crowns of its trees are those of the whole map. A tree belongs to the block that
+holds its top (the rule chips follow too), so a tree on a block edge is counted once and its crown
+is whole. Blocks are computed in this process or, with a Dask client, on its workers.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+import xarray as xr
+from rasterio.features import shapes
+from rasterio.transform import xy
+
+from canopy.analysis.crowns import crown_labels
+from canopy.analysis.height_raster import HeightRaster, open_height_raster
+from canopy.analysis.tree_tops import TreeParameters, find_tops, smoothed
+from canopy.errors import HeightMapError
+
+TOP_COLUMNS = ("tree_id", "height", "crown_diameter_m")
+CROWN_COLUMNS = ("tree_id", "height", "crown_area_m2", "crown_diameter_m")
+
+
+@dataclass(frozen=True)
+class TreeLayers:
+    """Trees as two layers in the map's CRS, one row per tree in both, ordered by ``tree_id``.
+
+    ``tops``: points at the top pixel's centre, with ``tree_id`` (the top's pixel index in the map,
+    ``row * width + col``, the same however the map is cut), ``height`` (m, the map's value there)
+    and ``crown_diameter_m``. ``crowns``: polygons with ``tree_id``, ``height``, ``crown_area_m2``
+    and ``crown_diameter_m`` (the diameter of the circle of the same area). With polygons given,
+    both also hold ``polygon``, the position of the polygon holding the top.
+    """
+
+    tops: gpd.GeoDataFrame
+    crowns: gpd.GeoDataFrame
+
+    def __len__(self) -> int:
+        return len(self.tops)
+
+
+@dataclass(frozen=True)
+class _Block:
+    """A block of the map in pixels: top-left (row, col) and size."""
+
+    row: int
+    col: int
+    height: int
+    width: int
+
+
+def trees(
+    chm: str | os.PathLike | xr.DataArray,
+    polygons: str | os.PathLike | gpd.GeoDataFrame | None = None,
+    *,
+    parameters: TreeParameters = TreeParameters(),
+    layer: str | None = None,
+    block_size: int = 2048,
+    client=None,
+) -> TreeLayers:
+    """Find tree tops and delineate crowns in a canopy height map (predicted or lidar).
+
+    Tops are local maxima of the lightly smoothed map in a window that grows with height (as
+    lidR's variable-window ``lmf``); crowns grow from them by marker-controlled watershed (as
+    ForestTools' ``mcws``). :class:`~canopy.analysis.tree_tops.TreeParameters` documents each
+    parameter and its default; all are in metres, so they hold from 0.1 m to 2 m pixels.
+
+    Parameters
+    ----------
+    chm
+        A canopy height map: a GeoTIFF path, or a DataArray from :func:`canopy.open` or
+        :func:`canopy.predict`, in a projected CRS with pixels of 2 m or finer.
+    polygons
+        Only trees whose top lies in one of these polygons (a GeoDataFrame or vector file, any
+        CRS); None for the whole map.
+    parameters
+        How tops are found and crowns delineated.
+    layer
+        The layer of a multi-layer vector file of polygons.
+    block_size
+        Block side in pixels; memory grows with its square, not with the map.
+    client
+        A ``dask.distributed.Client`` to compute blocks on (its workers must see the map's file).
+
+    Returns
+    -------
+    TreeLayers
+
+    Raises
+    ------
+    HeightMapError
+        If the map has no CRS, is in degrees, has no no-data value, or is coarser than 2 m; or if
+        no polygon overlaps it.
+    """
+    parts = list(iter_trees(chm, polygons, parameters=parameters, layer=layer, block_size=block_size, client=client))
+    crs = parts[0].tops.crs
+
+    def joined(frames: list[gpd.GeoDataFrame]) -> gpd.GeoDataFrame:
+        table = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), crs=crs)
+        return table.sort_values("tree_id", kind="stable", ignore_index=True)
+
+    return TreeLayers(joined([p.tops for p in parts]), joined([p.crowns for p in parts]))
+
+
+def iter_trees(
+    chm: str | os.PathLike | xr.DataArray,
+    polygons: str | os.PathLike | gpd.GeoDataFrame | None = None,
+    *,
+    parameters: TreeParameters = TreeParameters(),
+    layer: str | None = None,
+    block_size: int = 2048,
+    client=None,
+) -> Iterator[TreeLayers]:
+    """The trees of :func:`trees` block by block, in block order, so a writer keeps one block in memory.
+
+    Takes the parameters of :func:`trees` and raises what it raises; yields at least one (maybe empty) part.
+    """
+    raster = open_height_raster(chm)
+    area = None if polygons is None else _polygons_on(raster, polygons, layer)
+    blocks = _blocks(raster, block_size, None if area is None else area.total_bounds)
+    if client is None:
+        parts: Iterator[TreeLayers] = (block_trees(raster, block, parameters) for block in blocks)
+    else:
+        futures = client.map(block_trees, [raster] * len(blocks), blocks, [parameters] * len(blocks), pure=False)
+        parts = (future.result() for future in futures)
+    yield _within(_empty(raster.crs), area)
+    for part in parts:
+        if len(part):
+            yield _within(part, area)
+
+
+def block_trees(raster: HeightRaster, block: _Block, parameters: TreeParameters) -> TreeLayers:
+    """The trees whose tops lie in one block, their crowns whole (a pure function of its arguments, for Dask)."""
+    res = raster.res
+    halo = parameters.halo(res)
+    window = raster.read(block.row - halo, block.col - halo, block.height + 2 * halo, block.width + 2 * halo)
+    surface = smoothed(window, res, parameters.smoothing)
+    rows, cols = find_tops(surface, res, parameters)
+    labels = crown_labels(surface, rows, cols, res, parameters)
+    own = (rows >= halo) & (rows < halo + block.height) & (cols >= halo) & (cols < halo + block.width)
+    if not own.any():
+        return _empty(raster.crs)
+    owned = np.concatenate([[False], own])[labels]
+    transform = raster.transform * raster.transform.translation(block.col - halo, block.row - halo)
+    xs, ys = xy(transform, rows, cols)
+    centres = shapely.points(xs, ys)
+    crowns: dict[int, shapely.Geometry] = {}
+    for geometry, value in shapes(np.where(owned, labels, 0), mask=owned, connectivity=4, transform=transform):
+        k = int(value) - 1
+        part = shapely.geometry.shape(geometry)
+        if part.contains(centres[k]):  # of a crown cut in pieces, the piece that holds its top
+            crowns[k] = part
+    index = np.flatnonzero(own)
+    area = np.array([crowns[k].area for k in index])
+    diameter = 2 * np.sqrt(area / np.pi)
+    tree_id = (rows[index] - halo + block.row).astype(np.int64) * raster.width + (cols[index] - halo + block.col)
+    height = window[rows[index], cols[index]].astype(np.float64)
+    tops = gpd.GeoDataFrame({"tree_id": tree_id, "height": height, "crown_diameter_m": diameter},
+                            geometry=centres[index], crs=raster.crs)
+    crown_table = gpd.GeoDataFrame({"tree_id": tree_id, "height": height, "crown_area_m2": area, "crown_diameter_m": diameter},
+                                   geometry=[crowns[k] for k in index], crs=raster.crs)
+    order = np.argsort(tree_id, kind="stable")
+    return TreeLayers(tops.iloc[order].reset_index(drop=True), crown_table.iloc[order].reset_index(drop=True))
+
+
+def _blocks(raster: HeightRaster, size: int, bounds: np.ndarray | None) -> list[_Block]:
+    """The blocks covering the map, row by row (only those meeting ``bounds``, the polygons' extent, when given)."""
+    rows, cols = range(0, raster.height, size), range(0, raster.width, size)
+    if bounds is not None:
+        inverse = ~raster.transform
+        c0, r0 = inverse * (bounds[0], bounds[3])
+        c1, r1 = inverse * (bounds[2], bounds[1])
+        rows = [r for r in rows if r + size > r0 and r < r1]
+        cols = [c for c in cols if c + size > c0 and c < c1]
+    return [_Block(r, c, min(size, raster.height - r), min(size, raster.width - c)) for r in rows for c in cols]
+
+
+def _polygons_on(raster: HeightRaster, polygons, layer: str | None) -> gpd.GeoDataFrame:
+    """The polygons in the map's CRS; refused when none overlaps the map."""
+    from canopy.analysis.zonal import read_polygons
+
+    table = read_polygons(polygons, layer).to_crs(raster.crs)
+    left, top = raster.transform * (0, 0)
+    right, bottom = raster.transform * (raster.width, raster.height)
+    if not table.intersects(shapely.box(left, bottom, right, top)).any():
+        raise HeightMapError(f"No polygon of {polygons if not isinstance(polygons, gpd.GeoDataFrame) else 'the table'} "
+                             f"overlaps map {raster.name}; check that they cover the same place.")
+    return table
+
+
+def _within(part: TreeLayers, area: gpd.GeoDataFrame | None) -> TreeLayers:
+    """The trees whose top lies in one of the polygons, with the position of that polygon (all trees when None)."""
+    if area is None:
+        return part
+    tree, polygon = shapely.STRtree(area.geometry.values).query(part.tops.geometry.values, predicate="within")
+    first = pd.Series(polygon).groupby(tree).min()
+    keep = first.index.to_numpy()
+    tops = part.tops.iloc[keep].assign(polygon=first.to_numpy()).reset_index(drop=True)
+    crowns = part.crowns.iloc[keep].assign(polygon=first.to_numpy()).reset_index(drop=True)
+    return TreeLayers(tops, crowns)
+
+
+def _empty(crs) -> TreeLayers:
+    """Trees with the layers' columns and no row."""
+    tops = gpd.GeoDataFrame({c: pd.Series(dtype="int64" if c == "tree_id" else "float64") for c in TOP_COLUMNS},
+                            geometry=gpd.GeoSeries([], crs=crs), crs=crs)
+    crowns = gpd.GeoDataFrame({c: pd.Series(dtype="int64" if c == "tree_id" else "float64") for c in CROWN_COLUMNS},
+                              geometry=gpd.GeoSeries([], crs=crs), crs=crs)
+    return TreeLayers(tops, crowns)
