@@ -60,8 +60,9 @@ def _register_commands() -> None:
     from canopy.cli.predict import predict
     from canopy.cli.stats import stats
     from canopy.cli.train import train
+    from canopy.cli.trees import evaluate_trees, trees
 
-    for command in (demo, evaluate, export, index, models, predict, stats, train):
+    for command in (demo, evaluate, evaluate_trees, export, index, models, predict, stats, train, trees):
         cli.add_command(command)
 
 

@@ -22,6 +22,20 @@ precision_option = click.option("--precision", type=click.Choice([p.value for p 
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 
 
+def cluster_options(command):
+    """The Dask options of a command that computes blocks: ``--workers``, ``--threads-per-worker``, ``--scheduler``, ``--scheduler-file``."""
+    for option in reversed((
+        click.option("--workers", type=click.IntRange(min=1), default=None,
+                     help="Start a local Dask cluster of this many worker processes (each loads a model once)."),
+        click.option("--threads-per-worker", type=click.IntRange(min=1), default=None,
+                     help="Threads of each local worker  [default: cores / workers]"),
+        click.option("--scheduler", default=None, metavar="tcp://HOST:PORT", help="Run on an existing Dask cluster by its scheduler's address."),
+        click.option("--scheduler-file", default=None, type=click.Path(dir_okay=False), help="Run on an existing Dask cluster by its scheduler file."),
+    )):
+        command = option(command)
+    return command
+
+
 def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     """Read a YAML file of option values into the command's defaults; flags given on the command line win.
 

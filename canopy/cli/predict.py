@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from canopy.cli.options import (
+    cluster_options,
     config_option,
     device_option,
     model_option,
@@ -77,12 +78,7 @@ class _BBoxText(click.ParamType):
 @click.option("--resume", is_flag=True, help="Continue an interrupted run with the same settings.")
 @click.option("--quicklook", is_flag=True, help="Also write <name>.png with a colour bar.")
 @offline_option
-@click.option("--workers", type=click.IntRange(min=1), default=None,
-              help="Start a local Dask cluster of this many worker processes (each loads the model once).")
-@click.option("--threads-per-worker", type=click.IntRange(min=1), default=None,
-              help="Threads of each local worker  [default: cores / workers]")
-@click.option("--scheduler", default=None, metavar="tcp://HOST:PORT", help="Run on an existing Dask cluster by its scheduler's address.")
-@click.option("--scheduler-file", default=None, type=click.Path(dir_okay=False), help="Run on an existing Dask cluster by its scheduler file.")
+@cluster_options
 @quiet_option
 def predict(quiet: bool, **options) -> None:
     """Predict canopy height over a bounding box and write a Cloud-Optimized GeoTIFF.

@@ -62,7 +62,8 @@ def _polygon_style() -> str:
   </labeling>"""
 
 
-def store_default_style(gpkg: Path, layer: str, qml: str) -> None:
+def store_default_style(gpkg: Path, layer: str, qml: str,
+                        description: str = "mean canopy height label, written by canopy export qgis") -> None:
     """Store ``qml`` as the default style of ``layer`` in the GeoPackage's ``layer_styles`` table (QGIS's convention).
 
     QGIS finds it by table and geometry column name, so the column is read from the GeoPackage itself.
@@ -78,7 +79,7 @@ def store_default_style(gpkg: Path, layer: str, qml: str) -> None:
         db.execute(
             "INSERT INTO layer_styles (f_table_catalog, f_table_schema, f_table_name, f_geometry_column, styleName, styleQML, "
             "styleSLD, useAsDefault, description, owner, update_time) VALUES ('', '', ?, ?, ?, ?, '', 1, ?, '', ?)",
-            (layer, geometry_column, f"{layer} (canopy)", qml, "mean canopy height label, written by canopy export qgis",
+            (layer, geometry_column, f"{layer} (canopy)", qml, description,
              datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")),
         )
 

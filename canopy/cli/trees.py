@@ -1,0 +1,92 @@
+"""``canopy trees`` (tree tops and crowns of a height map) and ``canopy evaluate-trees`` (scored against reference crowns)."""
+
+from __future__ import annotations
+
+import re
+from contextlib import ExitStack
+from dataclasses import fields
+from pathlib import Path
+
+import click
+
+from canopy.analysis.tree_tops import TreeParameters
+from canopy.cli.options import cluster_options
+
+
+def _parameter_help() -> dict[str, str]:
+    """Each TreeParameters field's sentence, from the class's own Parameters section (documented once)."""
+    section = TreeParameters.__doc__.split("----------\n", 1)[1]
+    helps: dict[str, str] = {}
+    for names, text in re.findall(r"^    (\w[\w, ]*)\n((?:        .*\n?)+)", section, flags=re.M):
+        for name in names.split(", "):
+            helps[name] = " ".join(text.replace("``", "").split())
+    return helps
+
+
+def _parameter_options(command):
+    """One option per TreeParameters field (``--min-height`` ...), its default and help taken from the class."""
+    helps = _parameter_help()
+    for f in reversed(fields(TreeParameters)):
+        command = click.option(f"--{f.name.replace('_', '-')}", type=float, default=f.default, show_default=True,
+                               help=helps[f.name])(command)
+    return command
+
+
+@click.command()
+@click.argument("chm", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="GeoPackage to write (layers tops and crowns).")
+@click.option("--polygons", type=click.Path(exists=True, path_type=Path), default=None, help="Only trees whose top is in these polygons (any CRS).")
+@click.option("--layer", default=None, help="Layer of a multi-layer vector file of polygons.")
+@click.option("--block-size", type=click.IntRange(min=16), default=2048, show_default=True, help="Block side in map px.")
+@_parameter_options
+@cluster_options
+def trees(chm: Path, out: Path, polygons: Path | None, layer: str | None, block_size: int, workers, threads_per_worker,
+          scheduler, scheduler_file, **parameters: float) -> None:
+    """Find tree tops and crowns in a canopy height map CHM (predicted or lidar) and write them to a styled GeoPackage.
+
+    Tops are local maxima in a window that grows with height, crowns follow Silva et al. (2016);
+    every length is in metres. The map is read block by block, each tree computed in the block that
+    holds its top, so memory stays bounded and rows come block by block.
+    """
+    from canopy.analysis.trees import iter_trees
+    from canopy.errors import OutputPathError
+    from canopy.io.vector_layers import write_layers
+    from canopy.io.vector_styles import crowns_qml, tops_qml
+    from canopy.request import ClusterSpec
+    from canopy.runtime.distributed import connect
+
+    if out.suffix.lower() != ".gpkg":
+        raise OutputPathError(f"Output {out} must end in .gpkg (a GeoPackage with the layers tops and crowns).")
+    cluster = ClusterSpec(workers, threads_per_worker, scheduler, scheduler_file)
+    with ExitStack() as stack:
+        client = stack.enter_context(connect(cluster)) if cluster.distributed else None
+        parts = iter_trees(chm, polygons, parameters=TreeParameters(**parameters), layer=layer, block_size=block_size, client=client)
+        counts = write_layers(out, ({"tops": p.tops, "crowns": p.crowns} for p in parts), {"tops": "Point", "crowns": "Polygon"},
+                              {"tops": tops_qml(), "crowns": crowns_qml()}, "written by canopy trees")
+    click.echo(f"wrote {out} ({counts['tops']} trees: layers tops and crowns, styled for QGIS)", err=True)
+
+
+@click.command("evaluate-trees")
+@click.argument("detected", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("reference", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--plots", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Polygons of the plots' extents  [default: each plot's reference trees' bounding box]")
+@click.option("--plot-column", default="plot", show_default=True, help="The column naming each tree's (and polygon's) plot.")
+@click.option("--iou", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.4, show_default=True,
+              help="Intersection over union a pair of boxes must exceed to match.")
+@click.option("--csv", "csv_out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Also write the table as CSV.")
+def evaluate_trees(detected: Path, reference: tuple[Path, ...], plots: Path | None, plot_column: str, iou: float,
+                   csv_out: Path | None) -> None:
+    """Score DETECTED crowns (from `canopy trees`) against REFERENCE tree boxes or crowns, as NeonTreeEvaluation does.
+
+    Boxes are matched one to one (Hungarian assignment on IoU); precision and recall per plot, and
+    their means over plots. Without a plot column, each REFERENCE file is one plot.
+    """
+    from canopy.analysis.tree_matching import evaluate_trees as score
+    from canopy.io.atomic import atomic_path
+
+    table = score(detected, list(reference), plots=plots, plot_column=plot_column, iou_threshold=iou).table()
+    click.echo(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    if csv_out is not None:
+        with atomic_path(csv_out) as tmp:
+            table.to_csv(tmp, index=False)
