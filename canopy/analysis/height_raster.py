@@ -85,6 +85,8 @@ def open_height_raster(chm: str | os.PathLike | xr.DataArray, max_res: float | N
         If the file cannot be read as a raster.
     """
     if isinstance(chm, xr.DataArray):
+        import rioxarray  # noqa: F401  (the .rio accessor)
+
         name = str(chm.encoding.get("source") or chm.name or "the map")
         data = chm.squeeze(drop=True) if chm.ndim == 3 else chm
         raster = HeightRaster(name, data.rio.crs, data.rio.transform(), data.rio.width, data.rio.height,
