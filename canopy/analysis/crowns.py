@@ -19,6 +19,7 @@ from scipy.spatial import cKDTree
 from canopy.analysis.tree_tops import TreeParameters
 
 _TIED = 16  # tops asked for per pixel: more than can stand at one distance from it on any practical layout
+_PIXELS = 1 << 18  # pixels looked up at once: bounds the (pixels x tops) arrays to about 70 MB
 
 
 def crown_labels(surface: np.ndarray, rows: np.ndarray, cols: np.ndarray, res: float, params: TreeParameters) -> np.ndarray:
@@ -44,14 +45,28 @@ def crown_labels(surface: np.ndarray, rows: np.ndarray, cols: np.ndarray, res: f
     if len(rows) == 0:
         return labels
     yy, xx = np.nonzero(np.nan_to_num(surface, nan=-np.inf) >= params.min_height)
+    tree = cKDTree(np.column_stack([rows, cols]))
     reach = params.max_crown_diameter / 2 / res
-    distance, nearest = cKDTree(np.column_stack([rows, cols])).query(np.column_stack([yy, xx]), k=_TIED, distance_upper_bound=reach)
-    # of tops at the same distance, the first in raster order (the same order in every window)
-    d = distance[:, 0]
-    k = np.where(distance == d[:, None], nearest, len(rows)).min(axis=1)
-    found = np.isfinite(d)
-    yy, xx, k, d = yy[found], xx[found], k[found], d[found]
-    top_height = surface[rows[k], cols[k]]
-    keep = (surface[yy, xx] >= params.crown_ratio * top_height) & (d * res <= params.crown_diameter_ratio * top_height / 2)
-    labels[yy[keep], xx[keep]] = k[keep] + 1
+    for start in range(0, len(yy), _PIXELS):
+        y, x = yy[start : start + _PIXELS], xx[start : start + _PIXELS]
+        d, k = _nearest_top(tree, np.column_stack([y, x]), reach, len(rows))
+        found = np.isfinite(d)
+        y, x, k, d = y[found], x[found], k[found], d[found]
+        top_height = surface[rows[k], cols[k]]
+        keep = (surface[y, x] >= params.crown_ratio * top_height) & (d * res <= params.crown_diameter_ratio * top_height / 2)
+        labels[y[keep], x[keep]] = k[keep] + 1
     return labels
+
+
+def _nearest_top(tree: cKDTree, pixels: np.ndarray, reach: float, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Distance to the nearest top within ``reach`` (inf if none) and its index; of tops at the same distance,
+    the first in raster order, the same in every window. Only pixels with a tie ask for more than two tops."""
+    if count == 1:
+        return tree.query(pixels, k=1, distance_upper_bound=reach)
+    distance, nearest = tree.query(pixels, k=2, distance_upper_bound=reach)
+    d, k = distance[:, 0], nearest[:, 0].copy()
+    (tied,) = np.nonzero(np.isfinite(d) & (distance[:, 1] == d))
+    if len(tied):
+        far, index = tree.query(pixels[tied], k=min(_TIED, count), distance_upper_bound=reach)
+        k[tied] = np.where(far == d[tied, None], index, count).min(axis=1)
+    return d, k
