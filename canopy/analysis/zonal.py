@@ -9,20 +9,32 @@ defined in one place: a pixel half inside a polygon counts half.
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from collections.abc import Sequence
 from contextlib import contextmanager
 
 import geopandas as gpd
 import numpy as np
+import shapely
 import xarray as xr
 from shapely.geometry import box
 
+from canopy.analysis.height_raster import HeightRaster, open_height_raster
+from canopy.analysis.stand_structure import gap_values, tree_columns
+from canopy.analysis.tree_tops import TreeParameters
+from canopy.analysis.trees import TreeLayers
+from canopy.analysis.trees import trees as trees_in
 from canopy.errors import CanopyWarning, EvaluationError
 
 STATS = ("mean", "median", "p95", "max", "cover")
-"""Height statistics :func:`zonal_stats` can give, as columns ``height_mean``, ``height_median``, ``height_p95``,
-``height_max`` and ``cover``."""
+"""The statistics :func:`zonal_stats` gives by default."""
+
+STRUCTURE = ("gap_fraction", "tree_count", "trees_per_ha", "crown_area_mean", "top_height")
+"""Stand structure :func:`zonal_stats` can add (:mod:`canopy.analysis.stand_structure` defines each)."""
+
+_TREE_STATS = {"tree_count", "trees_per_ha", "crown_area_mean", "top_height"}
+_PERCENTILE = re.compile(r"p([1-9][0-9]?)")
 
 
 class PolygonOutsideWarning(CanopyWarning):
@@ -40,10 +52,15 @@ def zonal_stats(
     chm: str | os.PathLike | xr.DataArray,
     polygons: str | os.PathLike | gpd.GeoDataFrame,
     stats: Sequence[str] = STATS,
-    cover_threshold: float = 5.0,
+    cover_threshold: float | Sequence[float] = 5.0,
     layer: str | None = None,
+    *,
+    gap_height: float = 2.0,
+    gap_min_area: float = 10.0,
+    trees: TreeLayers | None = None,
+    tree_parameters: TreeParameters | None = None,
 ) -> gpd.GeoDataFrame:
-    """Canopy height statistics per polygon, each pixel weighted by the fraction of its area inside.
+    """Canopy height statistics and stand structure per polygon, each pixel weighted by the fraction of its area inside.
 
     Parameters
     ----------
@@ -54,17 +71,28 @@ def zonal_stats(
         A GeoDataFrame, or a vector file (GeoPackage, shapefile, GeoJSON, GeoParquet), in any CRS;
         they are reprojected to the map's.
     stats
-        Which of ``mean``, ``median``, ``p95``, ``max`` (of height, m) and ``cover`` (the share of
-        the valid area taller than ``cover_threshold``) to compute.
+        Which to compute. Heights (m): ``mean``, ``median``, ``max`` and percentiles ``p1`` to
+        ``p99`` (columns ``height_<name>``); ``cover``, the share of the valid area taller than
+        each ``cover_threshold``. Stand structure: ``gap_fraction``, ``tree_count``,
+        ``trees_per_ha``, ``crown_area_mean`` (m²) and ``top_height`` (m), defined in
+        :mod:`canopy.analysis.stand_structure`.
     cover_threshold
-        Height in metres above which a pixel is canopy.
+        Height in metres above which a pixel is canopy: one value (column ``cover``) or several
+        (columns ``cover_<t>m``, e.g. ``cover_2m`` and ``cover_5m``).
     layer
         The layer of a multi-layer vector file.
+    gap_height, gap_min_area
+        A gap is a connected patch lower than ``gap_height`` metres of at least ``gap_min_area`` m².
+    trees
+        The map's trees from :func:`canopy.trees`, for the tree statistics; None finds them in
+        the polygons with ``tree_parameters`` (default :class:`~canopy.analysis.tree_tops.TreeParameters`).
+    tree_parameters
+        How trees are found when ``trees`` is None.
 
     Returns
     -------
     geopandas.GeoDataFrame
-        The polygons (in their own CRS) with their columns, plus ``height_mean``, ... ``cover``,
+        The polygons (in their own CRS) with their columns, plus the statistics asked for,
         ``valid_fraction`` (share of the part inside the map that has heights), ``inside_fraction``
         (share of the polygon inside the map), ``area_m2`` and ``area_ha`` (the polygon's area).
         Polygons entirely outside the map get NaN and one warning says how many.
@@ -73,12 +101,18 @@ def zonal_stats(
     ------
     EvaluationError
         If a statistic is unknown, the map is not in a projected CRS, or the polygons have no CRS.
+    HeightMapError
+        For the tree statistics and gaps, as :func:`canopy.trees`.
+
+    .. versionchanged:: 0.3
+       Percentiles, several cover thresholds, and the stand-structure statistics.
     """
     from exactextract import exact_extract
 
-    unknown = sorted(set(stats) - set(STATS))
+    unknown = sorted(n for n in stats if n not in (*STATS, *STRUCTURE) and not _PERCENTILE.fullmatch(n))
     if unknown:
-        raise EvaluationError(f"Statistics {unknown} are not among {', '.join(STATS)}.")
+        raise EvaluationError(f"Statistics {unknown} are not among {', '.join(STATS)}, p1 to p99, {', '.join(STRUCTURE)}.")
+    thresholds = [float(cover_threshold)] if np.isscalar(cover_threshold) else [float(t) for t in cover_threshold]
     table = read_polygons(polygons, layer)
     with _raster(chm) as (source, crs, bounds, pixel_area):
         if crs is None or not crs.is_projected:
@@ -90,7 +124,22 @@ def zonal_stats(
     for shape, values, coverage in zip(shapes, found["values"], found["coverage"]):
         values, coverage = np.asarray(values, np.float64), np.asarray(coverage, np.float64)
         inside = shape.intersection(extent).area if shape is not None else 0.0
-        rows.append(_stats(values, coverage, stats, cover_threshold, pixel_area, inside, shape.area if shape is not None else 0.0))
+        rows.append(_stats(values, coverage, stats, thresholds, pixel_area, inside, shape.area if shape is not None else 0.0))
+    if "gap_fraction" in stats:
+        raster = open_height_raster(chm, max_res=None)
+        for row, shape in zip(rows, shapes):
+            row["gap_fraction"] = _gap_fraction(raster, shape, gap_height, gap_min_area) if row["inside_fraction"] > 0 else np.nan
+    if _TREE_STATS & set(stats):
+        found_trees = trees if trees is not None else trees_in(chm, gpd.GeoDataFrame(geometry=shapes.values, crs=crs),
+                                                                   parameters=tree_parameters or TreeParameters())
+        tops = found_trees.tops.to_crs(crs)
+        crowns = found_trees.crowns.set_index("tree_id").loc[tops.tree_id, "crown_area_m2"].to_numpy()
+        polygon, tree = shapely.STRtree(tops.geometry.values).query(shapes.values, predicate="contains")
+        for k, (row, shape) in enumerate(zip(rows, shapes)):
+            mine = tree[polygon == k]
+            valid_m2 = row["valid_fraction"] * shape.intersection(extent).area if row["inside_fraction"] > 0 else 0.0
+            columns = tree_columns(tops.height.to_numpy()[mine], crowns[mine], valid_m2)
+            row.update({name: value for name, value in columns.items() if name in stats})
     result = table.copy()
     for name in rows[0] if rows else ():
         result[name] = [row[name] for row in rows]
@@ -101,24 +150,28 @@ def zonal_stats(
     return result
 
 
-def _stats(values: np.ndarray, coverage: np.ndarray, stats: Sequence[str], threshold: float, pixel_area: float,
+def _stats(values: np.ndarray, coverage: np.ndarray, stats: Sequence[str], thresholds: Sequence[float], pixel_area: float,
            inside: float, area: float) -> dict[str, float]:
-    """The statistics of one polygon from its cells' heights and the fraction of each cell inside it."""
+    """The height statistics of one polygon from its cells' heights and the fraction of each cell inside it."""
     weight = coverage.sum()
     out: dict[str, float] = {}
     for name in stats:
-        if weight == 0:
-            out[_column(name)] = np.nan
+        if name in STRUCTURE:
+            continue
+        if name == "cover":
+            for threshold in thresholds:
+                column = "cover" if len(thresholds) == 1 else f"cover_{threshold:g}m"
+                out[column] = float(coverage[values > threshold].sum() / weight) if weight > 0 else np.nan
+        elif weight == 0:
+            out[f"height_{name}"] = np.nan
         elif name == "mean":
             out["height_mean"] = float((values * coverage).sum() / weight)
         elif name == "median":
             out["height_median"] = weighted_quantile(values, coverage, 0.5)
-        elif name == "p95":
-            out["height_p95"] = weighted_quantile(values, coverage, 0.95)
         elif name == "max":
             out["height_max"] = float(values[coverage > 0].max())
         else:
-            out["cover"] = float(coverage[values > threshold].sum() / weight)
+            out[f"height_{name}"] = weighted_quantile(values, coverage, int(name[1:]) / 100)
     out["valid_fraction"] = min(1.0, weight * pixel_area / inside) if inside > 0 else np.nan
     out["inside_fraction"] = inside / area if area > 0 else 0.0
     out["area_m2"] = area
@@ -126,9 +179,18 @@ def _stats(values: np.ndarray, coverage: np.ndarray, stats: Sequence[str], thres
     return out
 
 
-def _column(name: str) -> str:
-    """The column a statistic goes in."""
-    return "cover" if name == "cover" else f"height_{name}"
+def _gap_fraction(raster: HeightRaster, shape, gap_height: float, gap_min_area: float) -> float:
+    """The coverage-weighted share of a polygon's valid pixels that lie in gaps."""
+    from exactextract import exact_extract
+    from exactextract.raster import XArrayRasterSource
+
+    gaps = gap_values(raster, shape, gap_height, gap_min_area)
+    found = exact_extract(XArrayRasterSource(gaps), gpd.GeoDataFrame(geometry=[shape], crs=raster.crs), ["values", "coverage"],
+                          output="pandas")
+    values, coverage = np.asarray(found["values"][0], np.float64), np.asarray(found["coverage"][0], np.float64)
+    valid = np.isfinite(values)
+    weight = coverage[valid].sum()
+    return float((values[valid] * coverage[valid]).sum() / weight) if weight > 0 else np.nan
 
 
 def read_polygons(polygons: str | os.PathLike | gpd.GeoDataFrame, layer: str | None) -> gpd.GeoDataFrame:

@@ -1,4 +1,4 @@
-"""``canopy stats``: canopy height statistics per polygon of a vector file."""
+"""``canopy stats``: canopy height statistics and stand structure per polygon of a vector file."""
 
 from __future__ import annotations
 
@@ -9,21 +9,39 @@ import click
 _FORMATS = (".gpkg", ".csv", ".parquet")
 
 
+def _names(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
+    """A comma-separated list of statistic names."""
+    return tuple(name.strip() for name in value.split(",") if name.strip())
+
+
 @click.command()
 @click.argument("chm", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--polygons", required=True, type=click.Path(exists=True, path_type=Path), help="Vector file of polygons (GeoPackage, shapefile, GeoJSON, GeoParquet), any CRS.")
 @click.option("--layer", default=None, help="Layer of a multi-layer vector file.")
-@click.option("--cover-threshold", type=float, default=5.0, show_default=True, help="Height (m) above which a pixel is canopy.")
+@click.option("--stats", "names", default="mean,median,p95,max,cover", show_default=True, callback=_names,
+              help="Comma-separated: mean, median, max, p1..p99, cover, gap_fraction, tree_count, trees_per_ha, "
+                   "crown_area_mean, top_height (or 'structure' for the last five).")
+@click.option("--cover-threshold", type=float, multiple=True, default=(5.0,), show_default=True,
+              help="Height (m) above which a pixel is canopy; repeat for several (columns cover_<t>m).")
+@click.option("--gap-height", type=float, default=2.0, show_default=True, help="Gaps are lower than this (m) ...")
+@click.option("--gap-min-area", type=float, default=10.0, show_default=True, help="... and at least this large (m²).")
+@click.option("--trees", "trees_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="The map's trees from `canopy trees`, for the tree statistics  [default: found here]")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the table: .gpkg, .csv or .parquet (default: print it).")
-def stats(chm: Path, polygons: Path, layer: str | None, cover_threshold: float, out: Path | None) -> None:
-    """Mean, median, 95th percentile and maximum height, canopy cover, valid and inside fractions and area of each polygon over CHM."""
-    from canopy.analysis.zonal import zonal_stats
+def stats(chm: Path, polygons: Path, layer: str | None, names: tuple[str, ...], cover_threshold: tuple[float, ...],
+          gap_height: float, gap_min_area: float, trees_file: Path | None, out: Path | None) -> None:
+    """Height statistics, canopy cover and stand structure (gaps, trees, top height) of each polygon over CHM,
+    every pixel weighted by its area inside; plus valid and inside fractions and area."""
+    from canopy.analysis.zonal import STRUCTURE, zonal_stats
     from canopy.errors import OutputPathError
     from canopy.io.atomic import atomic_path
 
     if out is not None and out.suffix.lower() not in _FORMATS:
         raise OutputPathError(f"Output {out} must end in .gpkg, .csv or .parquet.")
-    table = zonal_stats(chm, polygons, cover_threshold=cover_threshold, layer=layer)
+    names = tuple(n for name in names for n in (STRUCTURE if name == "structure" else (name,)))
+    trees = _read_trees(trees_file) if trees_file is not None else None
+    table = zonal_stats(chm, polygons, stats=names, cover_threshold=cover_threshold if len(cover_threshold) > 1 else cover_threshold[0],
+                        layer=layer, gap_height=gap_height, gap_min_area=gap_min_area, trees=trees)
     if out is None:
         click.echo(table.drop(columns=table.geometry.name).to_string(index=False))
         return
@@ -37,3 +55,16 @@ def stats(chm: Path, polygons: Path, layer: str | None, cover_threshold: float, 
         else:
             table.to_parquet(tmp)
     click.echo(f"wrote {out} ({len(table)} polygons)", err=True)
+
+
+def _read_trees(path: Path):
+    """The tops and crowns layers of a GeoPackage from ``canopy trees``."""
+    import geopandas as gpd
+
+    from canopy.analysis.trees import TreeLayers
+    from canopy.errors import EvaluationError
+
+    try:
+        return TreeLayers(gpd.read_file(path, layer="tops"), gpd.read_file(path, layer="crowns"))
+    except Exception as exc:  # pyogrio raises its own kinds for unreadable files and missing layers
+        raise EvaluationError(f"Trees {path} cannot be read ({exc}); pass the GeoPackage from `canopy trees`.") from None
