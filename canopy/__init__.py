@@ -4,6 +4,7 @@ The public API: :func:`predict` maps a region (from keywords or a :class:`Predic
 process or on a Dask cluster); :func:`open` reads a map as xarray; :func:`zonal_stats`,
 :func:`cover`, :func:`height_classes` and :func:`plot` analyse it; :func:`trees` finds its trees
 (:class:`TreeParameters`) and :func:`evaluate_trees` scores them against reference crowns;
+:func:`forest` maps forest under the FAO definition (:class:`ForestDefinition`);
 :func:`evaluate` compares it with lidar; :func:`train` fits a height head on lidar; :func:`load_backbone`, :func:`list_models`
 and :func:`get_model_spec` reach the model registry.
 
@@ -22,6 +23,8 @@ _EXPORTS = {
     "cover": ("canopy.analysis.classes", "cover"),
     "evaluate": ("canopy.evaluation", "evaluate"),
     "evaluate_trees": ("canopy.analysis.tree_matching", "evaluate_trees"),
+    "ForestDefinition": ("canopy.analysis.forest_rule", "ForestDefinition"),
+    "forest": ("canopy.analysis.forest", "forest"),
     "get_model_spec": ("canopy.models", "get_model_spec"),
     "height_classes": ("canopy.analysis.classes", "height_classes"),
     "list_models": ("canopy.models", "list_models"),

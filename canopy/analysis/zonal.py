@@ -20,6 +20,7 @@ import shapely
 import xarray as xr
 from shapely.geometry import box
 
+from canopy.analysis.forest_rule import ForestDefinition
 from canopy.analysis.height_raster import HeightRaster, open_height_raster
 from canopy.analysis.stand_structure import gap_values, tree_columns
 from canopy.analysis.tree_tops import TreeParameters
@@ -30,7 +31,7 @@ from canopy.errors import CanopyWarning, EvaluationError
 STATS = ("mean", "median", "p95", "max", "cover")
 """The statistics :func:`zonal_stats` gives by default."""
 
-STRUCTURE = ("gap_fraction", "tree_count", "trees_per_ha", "crown_area_mean", "top_height")
+STRUCTURE = ("gap_fraction", "tree_count", "trees_per_ha", "crown_area_mean", "top_height", "forest_fraction")
 """Stand structure :func:`zonal_stats` can add (:mod:`canopy.analysis.stand_structure` defines each)."""
 
 _TREE_STATS = {"tree_count", "trees_per_ha", "crown_area_mean", "top_height"}
@@ -59,6 +60,7 @@ def zonal_stats(
     gap_min_area: float = 10.0,
     trees: TreeLayers | None = None,
     tree_parameters: TreeParameters | None = None,
+    forest_definition: ForestDefinition | None = None,
 ) -> gpd.GeoDataFrame:
     """Canopy height statistics and stand structure per polygon, each pixel weighted by the fraction of its area inside.
 
@@ -75,7 +77,8 @@ def zonal_stats(
         ``p99`` (columns ``height_<name>``); ``cover``, the share of the valid area taller than
         each ``cover_threshold``. Stand structure: ``gap_fraction``, ``tree_count``,
         ``trees_per_ha``, ``crown_area_mean`` (m²) and ``top_height`` (m), defined in
-        :mod:`canopy.analysis.stand_structure`.
+        :mod:`canopy.analysis.stand_structure`; ``forest_fraction``, the share of the valid area
+        that is forest under ``forest_definition`` (:func:`canopy.forest`).
     cover_threshold
         Height in metres above which a pixel is canopy: one value (column ``cover``) or several
         (columns ``cover_<t>m``, e.g. ``cover_2m`` and ``cover_5m``).
@@ -88,6 +91,8 @@ def zonal_stats(
         the polygons with ``tree_parameters`` (default :class:`~canopy.analysis.tree_tops.TreeParameters`).
     tree_parameters
         How trees are found when ``trees`` is None.
+    forest_definition
+        The forest definition for ``forest_fraction``; None for FAO's.
 
     Returns
     -------
@@ -129,6 +134,10 @@ def zonal_stats(
         raster = open_height_raster(chm, max_res=None)
         for row, shape in zip(rows, shapes):
             row["gap_fraction"] = _gap_fraction(raster, shape, gap_height, gap_min_area) if row["inside_fraction"] > 0 else np.nan
+    if "forest_fraction" in stats:
+        fractions = _forest_fractions(chm, shapes, forest_definition or ForestDefinition())
+        for row, fraction in zip(rows, fractions):
+            row["forest_fraction"] = fraction if row["inside_fraction"] > 0 else np.nan
     if _TREE_STATS & set(stats):
         found_trees = trees if trees is not None else trees_in(chm, gpd.GeoDataFrame(geometry=shapes.values, crs=crs),
                                                                    parameters=tree_parameters or TreeParameters())
@@ -191,6 +200,29 @@ def _gap_fraction(raster: HeightRaster, shape, gap_height: float, gap_min_area: 
     valid = np.isfinite(values)
     weight = coverage[valid].sum()
     return float((values[valid] * coverage[valid]).sum() / weight) if weight > 0 else np.nan
+
+
+def _forest_fractions(chm, shapes: gpd.GeoSeries, definition: ForestDefinition) -> list[float]:
+    """The coverage-weighted forest share of each polygon's valid area, from the whole map's forest mask (streamed to a scratch file)."""
+    import tempfile
+    from pathlib import Path
+
+    from exactextract import exact_extract
+
+    from canopy.analysis.forest import NODATA, forest
+
+    with tempfile.TemporaryDirectory(prefix="canopy-zonal-") as scratch:
+        mask = Path(scratch) / "forest.gpkg"
+        forest(chm, mask, definition=definition)
+        found = exact_extract(str(mask.with_suffix(".tif")), gpd.GeoDataFrame(geometry=shapes.values, crs=shapes.crs),
+                              ["values", "coverage"], output="pandas")
+    fractions = []
+    for values, coverage in zip(found["values"], found["coverage"]):
+        values, coverage = np.asarray(values, np.float64), np.asarray(coverage, np.float64)
+        valid = values != NODATA
+        weight = coverage[valid].sum()
+        fractions.append(float((coverage[valid] * (values[valid] == 1)).sum() / weight) if weight > 0 else np.nan)
+    return fractions
 
 
 def read_polygons(polygons: str | os.PathLike | gpd.GeoDataFrame, layer: str | None) -> gpd.GeoDataFrame:

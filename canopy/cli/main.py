@@ -55,6 +55,7 @@ def _register_commands() -> None:
     from canopy.cli.demo import demo
     from canopy.cli.evaluate import evaluate
     from canopy.cli.export import export
+    from canopy.cli.forest import forest
     from canopy.cli.index import index
     from canopy.cli.models import models
     from canopy.cli.predict import predict
@@ -62,7 +63,7 @@ def _register_commands() -> None:
     from canopy.cli.train import train
     from canopy.cli.trees import evaluate_trees, trees
 
-    for command in (demo, evaluate, evaluate_trees, export, index, models, predict, stats, train, trees):
+    for command in (demo, evaluate, evaluate_trees, export, forest, index, models, predict, stats, train, trees):
         cli.add_command(command)
 
 

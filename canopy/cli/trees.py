@@ -13,9 +13,9 @@ from canopy.analysis.tree_tops import TreeParameters
 from canopy.cli.options import cluster_options
 
 
-def _parameter_help() -> dict[str, str]:
-    """Each TreeParameters field's sentence, from the class's own Parameters section (documented once)."""
-    section = TreeParameters.__doc__.split("----------\n", 1)[1]
+def _field_help(cls: type) -> dict[str, str]:
+    """Each field's sentence, from the dataclass's own Parameters section (documented once)."""
+    section = cls.__doc__.split("----------\n", 1)[1]
     helps: dict[str, str] = {}
     for names, text in re.findall(r"^    (\w[\w, ]*)\n((?:        .*\n?)+)", section, flags=re.M):
         for name in names.split(", "):
@@ -23,13 +23,17 @@ def _parameter_help() -> dict[str, str]:
     return helps
 
 
-def _parameter_options(command):
-    """One option per TreeParameters field (``--min-height`` ...), its default and help taken from the class."""
-    helps = _parameter_help()
-    for f in reversed(fields(TreeParameters)):
-        command = click.option(f"--{f.name.replace('_', '-')}", type=float, default=f.default, show_default=True,
-                               help=helps[f.name])(command)
-    return command
+def documented_options(cls: type):
+    """A decorator adding one option per field of a dataclass of numbers (``--min-height`` ...), default and help from the class."""
+    helps = _field_help(cls)
+
+    def decorate(command):
+        for f in reversed(fields(cls)):
+            command = click.option(f"--{f.name.replace('_', '-')}", type=float, default=f.default, show_default=True,
+                                   help=helps[f.name])(command)
+        return command
+
+    return decorate
 
 
 @click.command()
@@ -38,7 +42,7 @@ def _parameter_options(command):
 @click.option("--polygons", type=click.Path(exists=True, path_type=Path), default=None, help="Only trees whose top is in these polygons (any CRS).")
 @click.option("--layer", default=None, help="Layer of a multi-layer vector file of polygons.")
 @click.option("--block-size", type=click.IntRange(min=16), default=2048, show_default=True, help="Block side in map px.")
-@_parameter_options
+@documented_options(TreeParameters)
 @cluster_options
 def trees(chm: Path, out: Path, polygons: Path | None, layer: str | None, block_size: int, workers, threads_per_worker,
           scheduler, scheduler_file, **parameters: float) -> None:

@@ -84,3 +84,25 @@ def write_qml(path: Path, vmax: float) -> None:
     """
     with atomic_path(path) as tmp:
         tmp.write_text(qml_text(vmax))
+
+
+def paletted_qml(classes: list[tuple[int, str, str]]) -> str:
+    """The style document of a class raster: one (value, hex colour, label) per class, shown in the legend by label."""
+    entries = "\n".join(f"        <paletteEntry value=\"{value}\" color=\"{colour}\" alpha=\"255\" label={quoteattr(label)}/>"
+                        for value, colour, label in classes)
+    return f"""<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>
+<qgis version="3.28.0" styleCategories="Symbology">
+  <pipe>
+    <rasterrenderer type="paletted" band="1" opacity="1" alphaBand="-1" nodataColor="">
+      <rasterTransparency/>
+      <colorPalette>
+{entries}
+      </colorPalette>
+    </rasterrenderer>
+    <brightnesscontrast brightness="0" contrast="0" gamma="1"/>
+    <huesaturation saturation="0" grayscaleMode="0" colorizeOn="0"/>
+    <rasterresampler maxOversampling="2"/>
+  </pipe>
+  <blendMode>0</blendMode>
+</qgis>
+"""

@@ -1,0 +1,92 @@
+"""Connected parts (8-neighbour) of a mask that is labelled block by block and joined across block edges.
+
+Each block's parts are labelled on their own (:func:`scipy.ndimage.label`); the block keeps its
+parts' pixel counts, a flag per part, and its four edge rows of labels. Joining pairs the labels
+that touch across each edge and corner, and a graph's connected components give every part its
+whole size, so memory holds edges and counts, not the map.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+EIGHT = np.ones((3, 3), bool)
+
+
+def label(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """The 8-neighbour parts of a block's mask: labels 1..count, 0 outside."""
+    return ndimage.label(mask, structure=EIGHT)
+
+
+class BlockParts:
+    """The parts of a mask over a grid of blocks, added block by block, then joined.
+
+    Parameters
+    ----------
+    rows, cols
+        The number of block rows and columns.
+    """
+
+    def __init__(self, rows: int, cols: int) -> None:
+        self._shape = (rows, cols)
+        self._offset: dict[tuple[int, int], int] = {}
+        self._sizes: list[np.ndarray] = []
+        self._flags: list[np.ndarray] = []
+        self._edges: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._total = 0
+        self._part = np.zeros(0, np.int64)
+        self._part_size = np.zeros(0)
+        self._part_flag = np.zeros(0, bool)
+
+    def add(self, block: tuple[int, int], labels: np.ndarray, count: int, flags: np.ndarray | None = None) -> None:
+        """Keep a block's parts: their sizes (pixels), a flag each (e.g. touches no-data), and its edge labels."""
+        self._offset[block] = self._total
+        self._sizes.append(np.bincount(labels.ravel(), minlength=count + 1)[1:].astype(np.int64))
+        self._flags.append(np.zeros(count, bool) if flags is None else np.asarray(flags, bool))
+        self._edges[block] = (labels[0].copy(), labels[-1].copy(), labels[:, 0].copy(), labels[:, -1].copy())
+        self._total += count
+
+    def join(self) -> None:
+        """Join the parts that touch across block edges and corners (8 neighbours)."""
+        first: list[np.ndarray] = []
+        second: list[np.ndarray] = []
+        for (i, j), (top, bottom, left, right) in self._edges.items():
+            for other, mine, theirs in (((i, j + 1), right, 2), ((i + 1, j), bottom, 0)):
+                if other not in self._edges:
+                    continue
+                edge = self._edges[other][theirs]
+                for shift in (-1, 0, 1):
+                    a, b = _shifted(mine, edge, shift)
+                    both = (a > 0) & (b > 0)
+                    first.append(a[both] - 1 + self._offset[i, j])
+                    second.append(b[both] - 1 + self._offset[other])
+            for other, mine, corner in (((i + 1, j + 1), bottom[-1], 0), ((i + 1, j - 1), bottom[0], -1)):
+                theirs = self._edges[other][0][corner] if other in self._edges else 0
+                if mine > 0 and theirs > 0:
+                    first.append(np.array([mine - 1 + self._offset[i, j]]))
+                    second.append(np.array([theirs - 1 + self._offset[other]]))
+        a = np.concatenate(first) if first else np.zeros(0, np.int64)
+        b = np.concatenate(second) if second else np.zeros(0, np.int64)
+        graph = coo_matrix((np.ones(len(a), np.int8), (a, b)), shape=(self._total, self._total))
+        self._part = connected_components(graph, directed=False)[1] if self._total else np.zeros(0, np.int64)
+        sizes = np.concatenate(self._sizes) if self._sizes else np.zeros(0, np.int64)
+        flags = np.concatenate(self._flags) if self._flags else np.zeros(0, bool)
+        self._part_size = np.bincount(self._part, weights=sizes, minlength=self._part.max(initial=-1) + 1)
+        self._part_flag = np.bincount(self._part, weights=flags, minlength=self._part.max(initial=-1) + 1) > 0
+
+    def whole(self, block: tuple[int, int], count: int) -> tuple[np.ndarray, np.ndarray]:
+        """For each label 0..count of a block (0 outside): its whole part's size in pixels and whether any piece is flagged."""
+        nodes = self._part[self._offset[block] + np.arange(count)]
+        return np.concatenate([[0], self._part_size[nodes]]), np.concatenate([[False], self._part_flag[nodes]])
+
+
+def _shifted(mine: np.ndarray, theirs: np.ndarray, shift: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs of edge pixels ``mine[k]`` and ``theirs[k + shift]`` that both exist."""
+    if shift < 0:
+        return mine[-shift:], theirs[:shift]
+    if shift > 0:
+        return mine[:-shift], theirs[shift:]
+    return mine, theirs
