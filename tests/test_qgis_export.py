@@ -92,3 +92,28 @@ def test_the_project_opens_styled_in_a_real_qgis_after_the_folder_is_moved(expor
     assert {"height_mean", "cover", "area_ha"} <= set(stands["fields"]) and stands["features"] == 4 and stands["labels"]
     assert stands["default_style_outline"] == "#c81e1e"  # the GeoPackage's own default style, without the project
     assert report["greenish_pixels"] > 0.3 * report["sampled_pixels"]  # canopy drawn in the ramp's greens
+
+
+@pytest.mark.skipif(not _has_pyqgis(), reason="PyQGIS is not installed (apt-get install python3-qgis); .ci/run installs it")
+def test_trees_and_forest_open_styled_in_a_real_qgis(tmp_path):
+    trees, forest = tmp_path / "trees.gpkg", tmp_path / "forest.gpkg"
+    for args in (["trees", str(CHM), "--out", str(trees)],
+                 ["forest", str(CHM), "--out", str(forest), "--min-area-ha", "0.05"]):  # the plot is 0.16 ha: a small-area definition
+        assert CliRunner().invoke(cli, args).exit_code == 0
+    out = tmp_path / "project"
+    result = CliRunner().invoke(cli, ["export", "qgis", str(CHM), "--trees", str(trees), "--forest", str(forest), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert {"trees.gpkg", "forest.gpkg", "forest.tif"} <= {p.name for p in out.iterdir()}
+    png = tmp_path / "render.png"
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "XDG_RUNTIME_DIR": str(tmp_path)}
+    done = subprocess.run([SYSTEM_PYTHON, str(Path(__file__).with_name("qgis_check.py")), str(out / "TEAK_049_chm_1m.qgs"), str(png)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    layers = {layer["name"]: layer for layer in json.loads(done.stdout.strip().splitlines()[-1])["layers"]}
+    assert {"tops", "crowns", "forest", "forest / non-forest", "canopy height (m)"} <= set(layers)
+    assert all(layer["valid"] for layer in layers.values())
+    found = canopy.trees(CHM)
+    assert layers["tops"]["features"] == layers["crowns"]["features"] == len(found) > 10
+    assert layers["forest"]["features"] >= 1 and layers["forest / non-forest"]["renderer"] == "paletted"
+    assert layers["forest / non-forest"]["legend"] == ["non-forest", "forest"]
+    assert layers["crowns"]["default_style_outline"] == "#ffbe00" and layers["tops"]["renderer"] == "singleSymbol"

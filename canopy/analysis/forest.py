@@ -34,6 +34,7 @@ from canopy.analysis.forest_rule import ForestDefinition, candidates
 from canopy.analysis.height_raster import HeightRaster, open_height_raster
 from canopy.errors import OutputPathError
 from canopy.io.atomic import atomic_path
+from canopy.io.gdal_cache import bounded_gdal_cache
 from canopy.io.qml import paletted_qml
 from canopy.io.vector_layers import write_layers
 from canopy.io.vector_styles import forest_qml
@@ -110,7 +111,8 @@ def forest(
             raise OutputPathError(f"Output {out} must be a .gpkg in an existing folder (the mask is written beside it as .tif).")
     with tempfile.TemporaryDirectory(prefix="canopy-forest-", dir=None if out is None else out.parent) as scratch:
         scratch = Path(scratch)
-        mask_file, polygons = _stream(raster, definition, block_size, scratch)
+        with bounded_gdal_cache():
+            mask_file, polygons = _stream(raster, definition, block_size, scratch)
         if out is None:
             with rasterio.open(mask_file) as src:
                 mask = _as_dataarray(src.read(1), raster)

@@ -11,8 +11,10 @@ import rasterio
 
 from canopy.errors import OutputPathError
 from canopy.io.atomic import atomic_path
-from canopy.io.qgis_project import polygon_qml, store_default_style, write_project
-from canopy.io.qml import style_range, write_qml
+from canopy.analysis.forest import FOREST_CLASSES
+from canopy.io.qgis_project import ClassRaster, VectorLayer, polygon_layer, polygon_qml, store_default_style, write_project
+from canopy.io.qml import paletted_qml, style_range, write_qml
+from canopy.io.vector_styles import crowns_renderer, forest_renderer, tops_renderer
 from canopy.io.quicklook import read_decimated
 
 
@@ -22,9 +24,12 @@ def export_qgis(
     polygons: str | os.PathLike | None = None,
     layer: str | None = None,
     cover_threshold: float = 5.0,
+    trees: str | os.PathLike | None = None,
+    forest: str | os.PathLike | None = None,
 ) -> Path:
     """Write ``out_dir/<name>.qgs``: the height map styled with its ramp and a legend in metres and,
-    with ``polygons``, a GeoPackage of them with their zonal statistics, labelled with mean height.
+    with ``polygons``, a GeoPackage of them with their zonal statistics, labelled with mean height;
+    with ``trees`` and ``forest``, those layers too, styled.
 
     Parameters
     ----------
@@ -37,6 +42,13 @@ def export_qgis(
         A vector file of polygons (and its layer), in any CRS; None for the map alone.
     cover_threshold
         Height in metres above which a pixel is canopy, for the ``cover`` statistic.
+    trees
+        A GeoPackage from ``canopy trees``: tops sized by height, crowns outlined.
+    forest
+        A GeoPackage from ``canopy forest`` (with its mask ``.tif`` beside it): forest filled, the mask by class.
+
+    .. versionchanged:: 0.3
+       ``trees`` and ``forest``.
 
     Returns
     -------
@@ -67,7 +79,8 @@ def export_qgis(
         sample = read_decimated(src).compressed()
     vmax = style_range(float(np.percentile(sample, 98)) if sample.size else 0.0)
     write_qml(raster.with_suffix(".qml"), vmax)
-    described = None
+    vectors: list[VectorLayer] = []
+    classes: list[ClassRaster] = []
     if polygons is not None:
         table = zonal_stats(raster, polygons, cover_threshold=cover_threshold, layer=layer).to_crs(crs)
         name = Path(polygons).stem
@@ -77,7 +90,35 @@ def export_qgis(
             table.to_file(tmp, driver="GPKG", layer=name, VERSION="1.2")  # 1.2: read without warnings by older GDAL and QGIS
             store_default_style(tmp, name, polygon_qml())
         geometry = "Polygon" if table.geom_type.str.contains("Polygon").all() else "Unknown"
-        described = (gpkg.name, name, geometry, tuple(table.total_bounds))
+        vectors.append(polygon_layer(gpkg.name, name, geometry, tuple(table.total_bounds)))
+    if trees is not None:
+        copied = _copy_into(Path(trees), out_dir)
+        vectors += [VectorLayer(copied, "tops", "Point", _bounds(out_dir / copied, "tops", bounds), tops_renderer()),
+                    VectorLayer(copied, "crowns", "Polygon", _bounds(out_dir / copied, "crowns", bounds), crowns_renderer())]
+    if forest is not None:
+        copied = _copy_into(Path(forest), out_dir)
+        mask = _copy_into(Path(forest).with_suffix(".tif"), out_dir)
+        vectors.append(VectorLayer(copied, "forest", "Polygon", _bounds(out_dir / copied, "forest", bounds), forest_renderer()))
+        classes.append(ClassRaster(mask, "forest / non-forest", paletted_qml(FOREST_CLASSES)))
     project = out_dir / f"{chm.stem}.qgs"
-    write_project(project, raster.name, crs, bounds, vmax, described)
+    write_project(project, raster.name, crs, bounds, vmax, vectors, classes)
     return project
+
+
+def _copy_into(path: Path, folder: Path) -> str:
+    """Copy a file into the project's folder (atomically, unless it is there already); return its name."""
+    if not path.is_file():
+        raise OutputPathError(f"{path} does not exist; write it first (canopy trees / canopy forest).")
+    target = folder / path.name
+    if target.resolve() != path.resolve():
+        with atomic_path(target) as tmp:
+            shutil.copyfile(path, tmp)
+    return path.name
+
+
+def _bounds(gpkg: Path, layer: str, fallback: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+    """A layer's extent, or the map's when the layer is empty."""
+    import pyogrio
+
+    extent = pyogrio.read_info(gpkg, layer=layer).get("total_bounds")
+    return tuple(extent) if extent is not None and np.all(np.isfinite(extent)) else fallback

@@ -24,6 +24,7 @@ from canopy.analysis.crowns import crown_labels
 from canopy.analysis.height_raster import HeightRaster, open_height_raster
 from canopy.analysis.tree_tops import TreeParameters, find_tops, smoothed
 from canopy.errors import HeightMapError
+from canopy.io.gdal_cache import bounded_gdal_cache
 
 TOP_COLUMNS = ("tree_id", "height", "crown_diameter_m")
 CROWN_COLUMNS = ("tree_id", "height", "crown_area_m2", "crown_diameter_m")
@@ -132,9 +133,10 @@ def iter_trees(
         futures = client.map(block_trees, [raster] * len(blocks), blocks, [parameters] * len(blocks), pure=False)
         parts = (future.result() for future in futures)
     yield _within(_empty(raster.crs), area)
-    for part in parts:
-        if len(part):
-            yield _within(part, area)
+    with bounded_gdal_cache():
+        for part in parts:
+            if len(part):
+                yield _within(part, area)
 
 
 def block_trees(raster: HeightRaster, block: _Block, parameters: TreeParameters) -> TreeLayers:

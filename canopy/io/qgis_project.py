@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
@@ -84,6 +85,26 @@ def store_default_style(gpkg: Path, layer: str, qml: str,
         )
 
 
+def _raster_layer(layer_id: str, file: str, name: str, crs: CRS, bounds: tuple[float, float, float, float], pipe: str) -> str:
+    """A raster ``maplayer`` element read from ``./file`` with the given ``pipe`` (its style)."""
+    return f"""    <maplayer type="raster" hasScaleBasedVisibilityFlag="0" styleCategories="AllStyleCategories">
+      {_extent(bounds)}
+      <id>{layer_id}</id>
+      <datasource>./{escape(file)}</datasource>
+      <layername>{escape(name)}</layername>
+      <srs>{_srs(crs)}</srs>
+      <provider>gdal</provider>
+      <pipe>{pipe}</pipe>
+      <blendMode>0</blendMode>
+    </maplayer>"""
+
+
+def _tree_entry(layer_id: str, name: str, source: str, provider: str) -> str:
+    """A ``layer-tree-layer`` element, checked."""
+    return (f'    <layer-tree-layer id="{layer_id}" name={quoteattr(name)} source={quoteattr(source)} providerKey="{provider}" '
+            'checked="Qt::Checked" expanded="1"/>')
+
+
 def _srs(crs: CRS) -> str:
     """A ``spatialrefsys`` element for ``crs``."""
     epsg = crs.to_epsg()
@@ -98,15 +119,43 @@ def _extent(bounds: tuple[float, float, float, float]) -> str:
     return f"<extent><xmin>{left!r}</xmin><ymin>{bottom!r}</ymin><xmax>{right!r}</xmax><ymax>{top!r}</ymax></extent>"
 
 
+@dataclass(frozen=True)
+class VectorLayer:
+    """A GeoPackage layer of the project: file name (in the project's folder), layer, geometry type, bounds in the
+    project's CRS, its symbology (renderer and labeling elements) and whether it is labelled."""
+
+    gpkg: str
+    layer: str
+    geometry: str
+    bounds: tuple[float, float, float, float]
+    symbology: str
+    labelled: bool = False
+
+
+@dataclass(frozen=True)
+class ClassRaster:
+    """A class raster of the project (a forest mask): file name, layer name and the ``pipe`` of its QML style."""
+
+    file: str
+    name: str
+    style: str
+
+
+def polygon_layer(gpkg: str, layer: str, geometry: str, bounds: tuple[float, float, float, float]) -> VectorLayer:
+    """Polygons with their statistics, outlined and labelled with mean height."""
+    return VectorLayer(gpkg, layer, geometry, bounds, _polygon_style(), labelled=True)
+
+
 def write_project(
     path: Path,
     raster: str,
     crs: CRS,
     bounds: tuple[float, float, float, float],
     vmax: float,
-    polygons: tuple[str, str, str, tuple[float, float, float, float]] | None = None,
+    vectors: list[VectorLayer] = (),
+    classes: list[ClassRaster] = (),
 ) -> None:
-    """Write a QGIS project with the height map (and polygons) atomically, paths relative to its folder.
+    """Write a QGIS project with the height map, class rasters and vector layers atomically, paths relative to its folder.
 
     Parameters
     ----------
@@ -118,39 +167,34 @@ def write_project(
         The map's CRS and (left, bottom, right, top), also the project's CRS and extent.
     vmax
         Top of the colour ramp in metres.
-    polygons
-        (GeoPackage file name, layer name, geometry type, bounds in ``crs``) of the polygons, or None.
+    vectors
+        Vector layers, drawn above the rasters in the order given (the first on top).
+    classes
+        Class rasters, drawn above the height map.
     """
     raster_id = f"canopy_height_{uuid.uuid4().hex[:8]}"
     pipe = qml_text(vmax).split("<pipe>", 1)[1].split("</pipe>", 1)[0]
-    layers = [
-        f"""    <maplayer type="raster" hasScaleBasedVisibilityFlag="0" styleCategories="AllStyleCategories">
-      {_extent(bounds)}
-      <id>{raster_id}</id>
-      <datasource>./{escape(raster)}</datasource>
-      <layername>canopy height (m)</layername>
-      <srs>{_srs(crs)}</srs>
-      <provider>gdal</provider>
-      <pipe>{pipe}</pipe>
-      <blendMode>0</blendMode>
-    </maplayer>"""
-    ]
-    tree = [f'    <layer-tree-layer id="{raster_id}" name="canopy height (m)" source="./{escape(raster)}" providerKey="gdal" checked="Qt::Checked" expanded="1"/>']
-    if polygons is not None:
-        gpkg, layer, geometry, polygon_bounds = polygons
-        vector_id = f"{layer}_{uuid.uuid4().hex[:8]}"
-        source = f"./{gpkg}|layername={layer}"
-        layers.insert(0, f"""    <maplayer type="vector" geometry={quoteattr(geometry)} labelsEnabled="1" hasScaleBasedVisibilityFlag="0" styleCategories="AllStyleCategories">
-      {_extent(polygon_bounds)}
-      <id>{vector_id}</id>
+    layers = [_raster_layer(raster_id, raster, "canopy height (m)", crs, bounds, pipe)]
+    tree = [_tree_entry(raster_id, "canopy height (m)", f"./{raster}", "gdal")]
+    for item in classes:
+        layer_id = f"{Path(item.file).stem}_{uuid.uuid4().hex[:8]}"
+        style = item.style.split("<pipe>", 1)[1].split("</pipe>", 1)[0]
+        layers.insert(0, _raster_layer(layer_id, item.file, item.name, crs, bounds, style))
+        tree.insert(0, _tree_entry(layer_id, item.name, f"./{item.file}", "gdal"))
+    for item in reversed(list(vectors)):
+        layer_id = f"{item.layer}_{uuid.uuid4().hex[:8]}"
+        source = f"./{item.gpkg}|layername={item.layer}"
+        layers.insert(0, f"""    <maplayer type="vector" geometry={quoteattr(item.geometry)} labelsEnabled="{int(item.labelled)}" hasScaleBasedVisibilityFlag="0" styleCategories="AllStyleCategories">
+      {_extent(item.bounds)}
+      <id>{layer_id}</id>
       <datasource>{escape(source)}</datasource>
-      <layername>{escape(layer)}</layername>
+      <layername>{escape(item.layer)}</layername>
       <srs>{_srs(crs)}</srs>
       <provider encoding="UTF-8">ogr</provider>
-{_polygon_style()}
+{item.symbology}
       <blendMode>0</blendMode>
     </maplayer>""")
-        tree.insert(0, f'    <layer-tree-layer id="{vector_id}" name={quoteattr(layer)} source={quoteattr(source)} providerKey="ogr" checked="Qt::Checked" expanded="1"/>')
+        tree.insert(0, _tree_entry(layer_id, item.layer, source, "ogr"))
     created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
     text = f"""<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>
 <qgis projectname="canopy height" version="3.22.0">
