@@ -19,6 +19,7 @@ from rasterio.crs import CRS
 
 from canopy.io.atomic import atomic_path
 from canopy.io.qml import qml_text
+from canopy.io.vector_styles import fill_renderer
 
 OUTLINE = "200,30,30,255"
 """Colour of the polygons' outline (RGBA), red over the green ramp."""
@@ -37,22 +38,7 @@ def polygon_qml() -> str:
 
 def _polygon_style() -> str:
     """The renderer and labeling elements of the polygon style (shared by the ``.qml`` and the project)."""
-    return f"""  <renderer-v2 type="singleSymbol" symbollevels="0" enableorderby="0" forceraster="0">
-    <symbols>
-      <symbol type="fill" name="0" alpha="1" clip_to_extent="1" force_rhr="0">
-        <layer class="SimpleFill" enabled="1" locked="0" pass="0">
-          <Option type="Map">
-            <Option name="color" type="QString" value="0,0,0,0"/>
-            <Option name="style" type="QString" value="no"/>
-            <Option name="outline_color" type="QString" value="{OUTLINE}"/>
-            <Option name="outline_style" type="QString" value="solid"/>
-            <Option name="outline_width" type="QString" value="0.6"/>
-            <Option name="outline_width_unit" type="QString" value="MM"/>
-          </Option>
-        </layer>
-      </symbol>
-    </symbols>
-  </renderer-v2>
+    return f"""{fill_renderer("0,0,0,0", OUTLINE, "0.6")}
   <labeling type="simple">
     <settings calloutType="simple">
       <text-style fieldName="{_LABEL}" isExpression="1" fontSize="10" fontSizeUnit="Point" textColor="0,0,0,255" textOpacity="1"/>

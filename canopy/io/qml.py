@@ -30,10 +30,7 @@ def qml_text(vmax: float) -> str:
         f"            <item alpha=\"255\" value=\"{f * vmax:g}\" label={quoteattr(f'{f * vmax:g} m')} color=\"{colour}\"/>"
         for f, colour in HEIGHT_COLOURS
     )
-    return f"""<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>
-<qgis version="3.28.0" styleCategories="Symbology">
-  <pipe>
-    <provider>
+    return _raster_style(f"""    <provider>
       <resampling enabled="false" zoomedInResamplingMethod="nearestNeighbour" zoomedOutResamplingMethod="nearestNeighbour" maxOversampling="2"/>
     </provider>
     <rasterrenderer type="singlebandpseudocolor" band="1" opacity="1" alphaBand="-1" nodataColor="" classificationMin="0" classificationMax="{vmax:g}">
@@ -62,7 +59,15 @@ def qml_text(vmax: float) -> str:
           </rampLegendSettings>
         </colorrampshader>
       </rastershader>
-    </rasterrenderer>
+    </rasterrenderer>""")
+
+
+def _raster_style(renderer: str) -> str:
+    """A raster style document whose pipe holds ``renderer`` (and the provider element before it, if any)."""
+    return f"""<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>
+<qgis version="3.28.0" styleCategories="Symbology">
+  <pipe>
+{renderer}
     <brightnesscontrast brightness="0" contrast="0" gamma="1"/>
     <huesaturation saturation="0" grayscaleMode="0" colorizeOn="0"/>
     <rasterresampler maxOversampling="2"/>
@@ -90,19 +95,9 @@ def paletted_qml(classes: list[tuple[int, str, str]]) -> str:
     """The style document of a class raster: one (value, hex colour, label) per class, shown in the legend by label."""
     entries = "\n".join(f"        <paletteEntry value=\"{value}\" color=\"{colour}\" alpha=\"255\" label={quoteattr(label)}/>"
                         for value, colour, label in classes)
-    return f"""<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>
-<qgis version="3.28.0" styleCategories="Symbology">
-  <pipe>
-    <rasterrenderer type="paletted" band="1" opacity="1" alphaBand="-1" nodataColor="">
+    return _raster_style(f"""    <rasterrenderer type="paletted" band="1" opacity="1" alphaBand="-1" nodataColor="">
       <rasterTransparency/>
       <colorPalette>
 {entries}
       </colorPalette>
-    </rasterrenderer>
-    <brightnesscontrast brightness="0" contrast="0" gamma="1"/>
-    <huesaturation saturation="0" grayscaleMode="0" colorizeOn="0"/>
-    <rasterresampler maxOversampling="2"/>
-  </pipe>
-  <blendMode>0</blendMode>
-</qgis>
-"""
+    </rasterrenderer>""")

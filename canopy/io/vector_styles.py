@@ -62,8 +62,8 @@ def tops_renderer() -> str:
   </renderer-v2>"""
 
 
-def _fill_renderer(fill: str, outline: str, width: str) -> str:
-    """A single-symbol polygon renderer."""
+def fill_renderer(fill: str, outline: str, width: str) -> str:
+    """A single-symbol polygon renderer element: fill and outline colours (RGBA; a transparent fill draws none), outline width in mm."""
     style = "no" if fill.endswith(",0") else "solid"
     return f"""  <renderer-v2 type="singleSymbol" symbollevels="0" enableorderby="0" forceraster="0">
     <symbols>
@@ -85,12 +85,12 @@ def _fill_renderer(fill: str, outline: str, width: str) -> str:
 
 def crowns_renderer() -> str:
     """The renderer element of crowns: amber outlines, no fill, so the height map shows through."""
-    return _fill_renderer("0,0,0,0", CROWN_OUTLINE, "0.4")
+    return fill_renderer("0,0,0,0", CROWN_OUTLINE, "0.4")
 
 
 def forest_renderer() -> str:
     """The renderer element of forest polygons: a translucent green fill with a dark green edge."""
-    return _fill_renderer(FOREST_FILL, "0,80,30,255", "0.5")
+    return fill_renderer(FOREST_FILL, "0,80,30,255", "0.5")
 
 
 def tops_qml() -> str:
