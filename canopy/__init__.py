@@ -4,7 +4,8 @@ The public API: :func:`predict` maps a region (from keywords or a :class:`Predic
 process or on a Dask cluster); :func:`open` reads a map as xarray; :func:`zonal_stats`,
 :func:`cover`, :func:`height_classes` and :func:`plot` analyse it; :func:`trees` finds its trees
 (:class:`TreeParameters`) and :func:`evaluate_trees` scores them against reference crowns;
-:func:`forest` maps forest under the FAO definition (:class:`ForestDefinition`);
+:func:`forest` maps forest under the FAO definition (:class:`ForestDefinition`); :func:`change`
+compares two dates;
 :func:`evaluate` compares it with lidar; :func:`train` fits a height head on lidar; :func:`load_backbone`, :func:`list_models`
 and :func:`get_model_spec` reach the model registry.
 
@@ -20,6 +21,7 @@ from canopy._version import __version__
 _EXPORTS = {
     "PredictRequest": ("canopy.request", "PredictRequest"),
     "RunSummary": ("canopy.prediction", "RunSummary"),
+    "change": ("canopy.analysis.change", "change"),
     "cover": ("canopy.analysis.classes", "cover"),
     "evaluate": ("canopy.evaluation", "evaluate"),
     "evaluate_trees": ("canopy.analysis.tree_matching", "evaluate_trees"),

@@ -35,17 +35,24 @@ class BlockParts:
         self._offset: dict[tuple[int, int], int] = {}
         self._sizes: list[np.ndarray] = []
         self._flags: list[np.ndarray] = []
+        self._sums: list[np.ndarray] = []
         self._edges: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
         self._total = 0
         self._part = np.zeros(0, np.int64)
         self._part_size = np.zeros(0)
         self._part_flag = np.zeros(0, bool)
+        self._part_sums = np.zeros((0, 0))
 
-    def add(self, block: tuple[int, int], labels: np.ndarray, count: int, flags: np.ndarray | None = None) -> None:
-        """Keep a block's parts: their sizes (pixels), a flag each (e.g. touches no-data), and its edge labels."""
+    def add(self, block: tuple[int, int], labels: np.ndarray, count: int, flags: np.ndarray | None = None,
+            values: np.ndarray | None = None) -> None:
+        """Keep a block's parts: their sizes (pixels), a flag each (e.g. touches no-data), sums of ``values``
+        (k, height, width) over each part's pixels, and its edge labels."""
         self._offset[block] = self._total
         self._sizes.append(np.bincount(labels.ravel(), minlength=count + 1)[1:].astype(np.int64))
         self._flags.append(np.zeros(count, bool) if flags is None else np.asarray(flags, bool))
+        if values is not None:
+            flat = labels.ravel()
+            self._sums.append(np.stack([np.bincount(flat, weights=v.ravel(), minlength=count + 1)[1:] for v in values], axis=1))
         self._edges[block] = (labels[0].copy(), labels[-1].copy(), labels[:, 0].copy(), labels[:, -1].copy())
         self._total += count
 
@@ -76,6 +83,22 @@ class BlockParts:
         flags = np.concatenate(self._flags) if self._flags else np.zeros(0, bool)
         self._part_size = np.bincount(self._part, weights=sizes, minlength=self._part.max(initial=-1) + 1)
         self._part_flag = np.bincount(self._part, weights=flags, minlength=self._part.max(initial=-1) + 1) > 0
+        if self._sums:
+            sums = np.concatenate(self._sums)
+            self._part_sums = np.stack([np.bincount(self._part, weights=sums[:, k], minlength=len(self._part_size))
+                                        for k in range(sums.shape[1])], axis=1)
+
+    def ids(self, block: tuple[int, int], count: int) -> np.ndarray:
+        """For each label 0..count of a block: the id of its whole part across blocks (-1 for label 0)."""
+        return np.concatenate([[-1], self._part[self._offset[block] + np.arange(count)]])
+
+    def sizes(self) -> np.ndarray:
+        """Each whole part's size in pixels, by part id."""
+        return self._part_size
+
+    def sums(self) -> np.ndarray:
+        """Each whole part's sums of the ``values`` given to :meth:`add`, (parts, k), by part id."""
+        return self._part_sums
 
     def whole(self, block: tuple[int, int], count: int) -> tuple[np.ndarray, np.ndarray]:
         """For each label 0..count of a block (0 outside): its whole part's size in pixels and whether any piece is flagged."""

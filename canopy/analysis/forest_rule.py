@@ -26,7 +26,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
+
+from canopy.analysis.morphology import closed, opened
 
 
 @dataclass(frozen=True)
@@ -71,22 +72,10 @@ def candidates(heights: np.ndarray, res: float, definition: ForestDefinition) ->
     valid = np.isfinite(heights)
     canopy = valid & (heights > definition.tree_height)
     radius = definition.opening_radius(res)
-    land = valid & _eroded(_dilated(canopy, radius), radius)
+    land = valid & closed(canopy, radius)
     side = definition.window(res)
     found = land & (_window_sum(canopy, side) > definition.min_cover * _window_sum(valid, side))
-    return valid & _dilated(_eroded(found, radius), radius)
-
-
-def _dilated(mask: np.ndarray, radius: float) -> np.ndarray:
-    """Pixels within ``radius`` (px, Euclidean) of a True pixel."""
-    if not mask.any():
-        return mask.copy()
-    return ndimage.distance_transform_edt(~mask) <= radius
-
-
-def _eroded(mask: np.ndarray, radius: float) -> np.ndarray:
-    """Pixels whose disc of ``radius`` lies wholly in the mask (outside the window counts as outside the mask)."""
-    return ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1] > radius
+    return valid & opened(found, radius)
 
 
 def _window_sum(mask: np.ndarray, side: int) -> np.ndarray:

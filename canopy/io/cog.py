@@ -63,11 +63,14 @@ class StreamingCog:
         A folder for the compressed tiles until the file is written (the run's partial folder).
     threads
         Compression threads; default one per core.
+    description
+        The band's description.
     """
 
     def __init__(self, grid: OutputGrid, blocks: Iterable[Block], block_size: int, read: ReadBlock, scratch: Path,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, description: str = BAND_DESCRIPTION) -> None:
         self.grid = grid
+        self._description = description
         self._read = read
         self._blocks = {(b.row // block_size, b.col // block_size): b for b in blocks}
         self._step = block_size
@@ -175,7 +178,7 @@ class StreamingCog:
         missing = [k for k, level in enumerate(self._stored) if len(level) != self._rows[k] * self._columns[k]]
         if missing:
             raise RuntimeError(f"The COG's tiles of level {missing[0]} are not all written; a block was never reported done.")
-        geo = _georeferencing(self.grid, tags, self._store_path.parent)
+        geo = _georeferencing(self.grid, tags, self._store_path.parent, self._description)
         nodata = geo.pop(GDAL_NODATA)
         levels = []
         for k, (width, height) in enumerate(self._sizes):
@@ -239,13 +242,13 @@ def _average_2x2(values: np.ndarray) -> np.ndarray:
     return out
 
 
-def _georeferencing(grid: OutputGrid, tags: dict[str, str], folder: Path) -> dict:
+def _georeferencing(grid: OutputGrid, tags: dict[str, str], folder: Path, description: str) -> dict:
     """GeoTIFF's georeferencing fields and GDAL's metadata and nodata fields, as GDAL writes them for this grid."""
     with tempfile.NamedTemporaryFile(suffix=".tif", dir=folder) as tmp:
         with rasterio.open(tmp.name, "w", driver="GTiff", width=1, height=1, count=1, dtype="float32", nodata=float("nan"),
                            crs=grid.crs, transform=grid.transform) as dst:
             dst.update_tags(**tags)
-            dst.set_band_description(1, BAND_DESCRIPTION)
+            dst.set_band_description(1, description)
             dst.units = ("m",)
         return read_ifd_tags(tmp.name, (*GEO_TAGS, GDAL_METADATA, GDAL_NODATA))
 

@@ -24,16 +24,37 @@ def style_range(p98: float) -> float:
     return max(5.0, 5.0 * math.ceil(p98 / 5.0))
 
 
+CHANGE_COLOURS: list[tuple[float, str]] = [
+    (0.0, "#8c510a"),
+    (0.3, "#d8b365"),
+    (0.5, "#f5f5f5"),
+    (0.7, "#5ab4ac"),
+    (1.0, "#01665e"),
+]
+"""Diverging ramp for height change, from loss (brown) through no change (white) to gain (teal)."""
+
+
 def qml_text(vmax: float) -> str:
     """The style document for heights from 0 to ``vmax`` metres."""
+    return _ramp_style(0.0, vmax, HEIGHT_COLOURS)
+
+
+def change_qml(vmax: float) -> str:
+    """The style document for height change from ``-vmax`` to ``+vmax`` metres, white at no change."""
+    return _ramp_style(-vmax, vmax, CHANGE_COLOURS)
+
+
+def _ramp_style(vmin: float, vmax: float, colours: list[tuple[float, str]]) -> str:
+    """A pseudocolour style interpolating ``colours`` (fraction of the range, hex) from ``vmin`` to ``vmax``, labels in metres."""
+    values = [vmin + f * (vmax - vmin) for f, _ in colours]
     items = "\n".join(
-        f"            <item alpha=\"255\" value=\"{f * vmax:g}\" label={quoteattr(f'{f * vmax:g} m')} color=\"{colour}\"/>"
-        for f, colour in HEIGHT_COLOURS
+        f"            <item alpha=\"255\" value=\"{v:g}\" label={quoteattr(f'{v:g} m')} color=\"{colour}\"/>"
+        for v, (_, colour) in zip(values, colours)
     )
     return _raster_style(f"""    <provider>
       <resampling enabled="false" zoomedInResamplingMethod="nearestNeighbour" zoomedOutResamplingMethod="nearestNeighbour" maxOversampling="2"/>
     </provider>
-    <rasterrenderer type="singlebandpseudocolor" band="1" opacity="1" alphaBand="-1" nodataColor="" classificationMin="0" classificationMax="{vmax:g}">
+    <rasterrenderer type="singlebandpseudocolor" band="1" opacity="1" alphaBand="-1" nodataColor="" classificationMin="{vmin:g}" classificationMax="{vmax:g}">
       <rasterTransparency/>
       <minMaxOrigin>
         <limits>None</limits>
@@ -44,7 +65,7 @@ def qml_text(vmax: float) -> str:
         <stdDevFactor>2</stdDevFactor>
       </minMaxOrigin>
       <rastershader>
-        <colorrampshader colorRampType="INTERPOLATED" classificationMode="2" clip="0" minimumValue="0" maximumValue="{vmax:g}" labelPrecision="0">
+        <colorrampshader colorRampType="INTERPOLATED" classificationMode="2" clip="0" minimumValue="{vmin:g}" maximumValue="{vmax:g}" labelPrecision="0">
 {items}
           <rampLegendSettings minimumLabel="" maximumLabel="" prefix="" suffix=" m" orientation="2" direction="0" useContinuousLegend="1">
             <numericFormat id="basic">
