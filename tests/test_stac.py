@@ -26,9 +26,13 @@ def _bbox():
 
 
 def _predict(imagery, bbox=None, **kwargs):
+    return _predicted(imagery, bbox, **kwargs).values
+
+
+def _predicted(imagery, bbox=None, **kwargs):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return predict(imagery, bbox or _bbox(), model="dinov2_vits14", weights="random", chip_size=112, **kwargs).values
+        return predict(imagery, bbox or _bbox(), model="dinov2_vits14", weights="random", chip_size=112, **kwargs)
 
 
 def _items(tiles, href_of, collection="neon", year=2019):
@@ -54,8 +58,10 @@ def test_static_catalogue_of_local_cogs(tmp_path, single):
     for item in _items(tiles, lambda t: str(t)):
         catalog.add_item(item)
     catalog.normalize_and_save(str(tmp_path / "stac"), catalog_type=pystac.CatalogType.SELF_CONTAINED)
-    result = _predict(str(tmp_path / "stac" / "catalog.json"))
-    np.testing.assert_array_equal(result, single)
+    result = _predicted(str(tmp_path / "stac" / "catalog.json"))
+    np.testing.assert_array_equal(result.values, single)
+    assert result.attrs["canopy_imagery_date"] == "2019-06-01/2019-06-04"  # the items' datetimes, recorded in the map
+    assert "canopy_imagery_date" not in _predicted(RGB).attrs  # a plain file says nothing of its date
     with pytest.raises(ImageryError, match=r"has no item over the bbox within 2030"):
         _predict(str(tmp_path / "stac" / "catalog.json"), datetime="2030-01-01/2030-12-31")
     with pytest.raises(ImageryError, match="has no item over the bbox in other"):

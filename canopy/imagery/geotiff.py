@@ -8,6 +8,7 @@ import threading
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlparse
 from urllib.request import url2pathname
@@ -60,6 +61,23 @@ class RasterRef:
     scaling: Scaling | None
     nodata_rule: str
     identity: tuple
+    taken: str | None = None
+
+
+def date_span(taken: Sequence[str | None]) -> str | None:
+    """The ISO dates of several rasters as one (a day, or ``first/last``); None when any is not known."""
+    if not taken or not all(taken):
+        return None
+    days = sorted({day for text in taken for day in text.split("/")})
+    return days[0] if len(days) == 1 else f"{days[0]}/{days[-1]}"
+
+
+def _tiff_datetime(text: str | None) -> datetime | None:
+    """A TIFF ``DATETIME`` tag (``YYYY:MM:DD HH:MM:SS``) as a UTC datetime; None when absent or malformed."""
+    try:
+        return datetime.strptime(text.strip(), "%Y:%m:%d %H:%M:%S").replace(tzinfo=timezone.utc) if text else None
+    except ValueError:
+        return None
 
 
 def gdal_message(exc: BaseException) -> str:
@@ -166,8 +184,11 @@ class GeoTiffSource:
     bands
         1-based band indexes of red, green and blue; default by colour interpretation, else 1, 2, 3.
     date
-        When the imagery was taken (POSIX seconds), for mosaic priority; default the file's
-        modification time (0 for remote rasters).
+        When the imagery was taken (POSIX seconds, e.g. a STAC item's ``datetime``), for mosaic
+        priority; default the TIFF's ``DATETIME`` tag, else the file's modification time (0 for remote rasters).
+    taken
+        The imagery's date as ISO 8601 text, ``""`` when not known; default from ``date`` when given,
+        else from the TIFF's ``DATETIME``. Maps record it (``canopy_imagery_date``).
 
     Raises
     ------
@@ -187,6 +208,7 @@ class GeoTiffSource:
         scaling: Scaling | None = None,
         nodata_rule: str | None = None,
         members: Sequence = (),
+        taken: str | None = None,
     ) -> None:
         path = _local_path(path)
         virtual = str(path).startswith("<VRTDataset")
@@ -225,7 +247,14 @@ class GeoTiffSource:
         self.width, self.height = self._ds.width, self._ds.height
         self.res: float = float(min(abs(self._ds.res[0]), abs(self._ds.res[1])))
         self.dtype: str = self._ds.dtypes[self.bands[0] - 1]
-        self.date = date if date is not None else (0.0 if isinstance(self.path, str) else self.path.stat().st_mtime)
+        tagged = _tiff_datetime(self._ds.tags().get("TIFFTAG_DATETIME"))
+        if date is None:
+            known = tagged.date().isoformat() if tagged else None
+            date = tagged.timestamp() if tagged else (0.0 if isinstance(self.path, str) else self.path.stat().st_mtime)
+        else:
+            known = datetime.fromtimestamp(date, timezone.utc).date().isoformat()
+        self.taken: str | None = known if taken is None else (taken or None)  # "" from a record: not known
+        self.date = date
         self.scaling: Scaling | None = scaling or (Scaling.for_uint8() if self.dtype == "uint8" else None)
         self._footprints: dict[str, BBox] = {}
         self._reading = threading.Lock()
@@ -245,13 +274,14 @@ class GeoTiffSource:
             As the constructor.
         """
         members = ref.identity if ref.path.startswith("<VRTDataset") else ()
-        return cls(ref.path, ref.bands, ref.date, ref.name, scaling=ref.scaling, nodata_rule=ref.nodata_rule, members=members)
+        return cls(ref.path, ref.bands, ref.date, ref.name, scaling=ref.scaling, nodata_rule=ref.nodata_rule, members=members,
+                   taken=ref.taken or "")
 
     @property
     def ref(self) -> RasterRef:
         """This raster as a :class:`RasterRef`."""
         return RasterRef(str(self.path), tuple(self.bands), self.date, self.name, self.scaling, self.nodata_rule,
-                         tuple(tuple(i) if isinstance(i, list) else i for i in self.identity()))
+                         tuple(tuple(i) if isinstance(i, list) else i for i in self.identity()), self.taken)
 
     def identity(self) -> list:
         """What a resumed run compares to notice changed imagery: path, size and modification time."""

@@ -8,7 +8,7 @@ import numpy as np
 import rasterio
 
 from canopy.grid import OutputGrid
-from canopy.imagery.geotiff import GeoTiffSource
+from canopy.imagery.geotiff import GeoTiffSource, date_span
 from canopy.imagery.source import ImagerySource, Patch
 
 _VRT_TYPES = {"uint8": "Byte", "uint16": "UInt16", "int16": "Int16", "uint32": "UInt32", "int32": "Int32",
@@ -114,7 +114,7 @@ def _mosaic(members: list[GeoTiffSource]) -> GeoTiffSource:
     )
     names = f"mosaic of {len(members)} tiles ({members[0].name}, ...)"
     mosaic = GeoTiffSource(xml, bands=[1, 2, 3], date=max(m.date for m in members), name=names,
-                           members=[m.identity() for m in members])
+                           members=[m.identity() for m in members], taken=date_span([m.taken for m in members]) or "")
     for member in members:
         member.close()
     return mosaic

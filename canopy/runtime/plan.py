@@ -17,7 +17,7 @@ from canopy.grid import OutputGrid, plan_grid
 from canopy.choices import Device, Normalize, Precision
 from canopy.imagery.aerial_normalization import load_normalizer, region_affine
 from canopy.imagery.discover import open_imagery
-from canopy.imagery.geotiff import GeoTiffSource, RasterRef
+from canopy.imagery.geotiff import GeoTiffSource, RasterRef, date_span
 from canopy.imagery.radiometry import Scaling, describe_scalings, scaling_for_region
 from canopy.imagery.source import ImagerySource
 from canopy.models.height_model import ModelRef
@@ -89,8 +89,13 @@ class RunPlan:
             "canopy_numerics": identity.numerics,
             "canopy_radiometry": self.radiometry,
             "canopy_imagery": listed,
+            **({"canopy_imagery_date": taken} if (taken := self.imagery_date()) else {}),
             "units": "m",
         }
+
+    def imagery_date(self) -> str | None:
+        """When the imagery was taken, as ISO 8601 (a day, or ``first/last`` over several), when every source says."""
+        return date_span([getattr(s, "taken", None) for s in self.sources])
 
     def fingerprint(self, identity: ModelIdentity) -> dict:
         """The tags plus what else a resumed run must share with the one it continues (``canopy_numerics`` may differ, with a warning)."""
