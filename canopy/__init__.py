@@ -6,7 +6,8 @@ process or on a Dask cluster); :func:`open` reads a map as xarray; :func:`zonal_
 (:class:`TreeParameters`) and :func:`evaluate_trees` scores them against reference crowns;
 :func:`forest` maps forest under the FAO definition (:class:`ForestDefinition`); :func:`change`
 compares two dates;
-:func:`evaluate` compares it with lidar; :func:`train` fits a height head on lidar; :func:`load_backbone`, :func:`list_models`
+:func:`evaluate` compares it with lidar; :func:`calibrate` fits a model's heights to the
+user's lidar and :func:`apply_calibration` applies that; :func:`train` fits a height head on lidar; :func:`load_backbone`, :func:`list_models`
 and :func:`get_model_spec` reach the model registry.
 
 Names are imported when first used, so ``import canopy`` (and ``canopy --help``) stays quick.
@@ -21,6 +22,9 @@ from canopy._version import __version__
 _EXPORTS = {
     "PredictRequest": ("canopy.request", "PredictRequest"),
     "RunSummary": ("canopy.prediction", "RunSummary"),
+    "Calibration": ("canopy.calibration", "Calibration"),
+    "apply_calibration": ("canopy.calibration", "apply_calibration"),
+    "calibrate": ("canopy.calibration", "calibrate"),
     "change": ("canopy.analysis.change", "change"),
     "cover": ("canopy.analysis.classes", "cover"),
     "evaluate": ("canopy.evaluation", "evaluate"),

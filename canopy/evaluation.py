@@ -144,31 +144,43 @@ def _on_grid(pred_ds: rasterio.DatasetReader, shape: tuple[int, int], transform,
     return pred
 
 
-def _accumulate(prediction: str | os.PathLike | None, reference: str | os.PathLike, sums: _Sums, block_size: int, rows_per_read: int, constant: float | None = None) -> None:
-    """Add one (prediction, reference) pair to ``sums``; with ``constant``, the prediction is that value everywhere."""
-    with _open(reference, "reference") as ref_ds:
-        pred_ds = _open(prediction, "prediction") if prediction is not None else None
-        try:
-            if pred_ds is not None:
-                pred_bounds = transform_bounds(pred_ds.crs, ref_ds.crs, *pred_ds.bounds, densify_pts=21)
-                if not intersects(pred_bounds, tuple(ref_ds.bounds)):
-                    raise EvaluationError(
-                        f"Prediction {prediction} and reference {reference} do not overlap; check that they cover the same place."
-                    )
-                finer = abs(pred_ds.res[0]) < abs(ref_ds.res[0]) * 0.75
-                resampling = Resampling.average if finer else Resampling.bilinear
-            band = max(block_size, rows_per_read // block_size * block_size)
+def paired_bands(prediction: str | os.PathLike, reference: str | os.PathLike, rows: int = 1000):
+    """(prediction, reference) float32 arrays of ``rows`` rows at a time on the reference's grid, as :func:`evaluate`
+    pairs them: the prediction averaged when finer, interpolated otherwise; NaN where either has no data.
+
+    Raises
+    ------
+    EvaluationError, ImageryReadError
+        As :func:`evaluate`.
+    """
+    with _open(reference, "reference") as ref_ds, _open(prediction, "prediction") as pred_ds:
+        pred_bounds = transform_bounds(pred_ds.crs, ref_ds.crs, *pred_ds.bounds, densify_pts=21)
+        if not intersects(pred_bounds, tuple(ref_ds.bounds)):
+            raise EvaluationError(
+                f"Prediction {prediction} and reference {reference} do not overlap; check that they cover the same place."
+            )
+        finer = abs(pred_ds.res[0]) < abs(ref_ds.res[0]) * 0.75
+        resampling = Resampling.average if finer else Resampling.bilinear
+        for top in range(0, ref_ds.height, rows):
+            window = Window(0, top, ref_ds.width, min(rows, ref_ds.height - top))
+            ref = _as_float(ref_ds.read(1, window=window), ref_ds.nodata)
+            yield _on_grid(pred_ds, ref.shape, ref_ds.window_transform(window), ref_ds.crs, resampling), ref
+
+
+def _accumulate(prediction: str | os.PathLike | None, reference: str | os.PathLike, sums: _Sums, block_size: int,
+                rows_per_read: int, constant: float | None = None, transform=None) -> None:
+    """Add one (prediction, reference) pair to ``sums``; with ``constant``, the prediction is that value everywhere;
+    ``transform`` maps the prediction's heights first (a calibration)."""
+    band = max(block_size, rows_per_read // block_size * block_size)
+    if prediction is None:
+        with _open(reference, "reference") as ref_ds:
             for top in range(0, ref_ds.height, band):
                 window = Window(0, top, ref_ds.width, min(band, ref_ds.height - top))
                 ref = _as_float(ref_ds.read(1, window=window), ref_ds.nodata)
-                if pred_ds is None:
-                    pred = np.full(ref.shape, constant, np.float32)
-                else:
-                    pred = _on_grid(pred_ds, ref.shape, ref_ds.window_transform(window), ref_ds.crs, resampling)
-                sums.add(pred, ref, block_size)
-        finally:
-            if pred_ds is not None:
-                pred_ds.close()
+                sums.add(np.full(ref.shape, constant, np.float32), ref, block_size)
+        return
+    for pred, ref in paired_bands(prediction, reference, band):
+        sums.add(pred if transform is None else transform(pred), ref, block_size)
 
 
 def evaluate_pairs(
@@ -176,6 +188,7 @@ def evaluate_pairs(
     block_size: int = 50,
     rows_per_read: int = 1000,
     constant: float | None = None,
+    transform=None,
 ) -> dict:
     """Metrics pooled over several (prediction, reference) pairs, as :func:`evaluate` defines them.
 
@@ -188,6 +201,8 @@ def evaluate_pairs(
         As for :func:`evaluate`.
     constant
         The baseline value for pairs without a prediction.
+    transform
+        Applied to the predictions' heights (float32 arrays) before comparing, e.g. a calibration's ``apply``.
 
     Returns
     -------
@@ -203,13 +218,22 @@ def evaluate_pairs(
         raise EvaluationError(f"block size must be at least 1 pixel, got {block_size}.")
     sums = _Sums()
     for prediction, reference in pairs:
-        _accumulate(prediction, reference, sums, block_size, rows_per_read, constant)
+        _accumulate(prediction, reference, sums, block_size, rows_per_read, constant, transform)
     if sums.n == 0:
         names = ", ".join(f"{p} vs {r}" for p, r in pairs)
         raise EvaluationError(f"{names}: no pixel is valid in both; check their nodata values and extents.")
     metrics = sums.metrics()
     metrics["notes"] = _notes(metrics, block_size)
     return metrics
+
+
+def array_metrics(pairs, block_size: int = 50) -> dict | None:
+    """The metrics of :func:`evaluate` over (prediction, reference) 2-D arrays on one grid (NaN for no data);
+    None when no pixel is valid in both."""
+    sums = _Sums()
+    for pred, ref in pairs:
+        sums.add(pred, ref, block_size)
+    return sums.metrics() if sums.n else None
 
 
 def _notes(metrics: dict, block_size: int) -> list[str]:

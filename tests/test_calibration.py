@@ -1,0 +1,129 @@
+"""Calibration: a known monotone distortion of lidar undone on held-out plots, the file, its refusals, applying it."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import rasterio
+from click.testing import CliRunner
+
+import canopy
+from canopy.calibration import MIN_PAIRS, Calibration, CalibrationError, fit_monotone
+from canopy.cli.main import cli
+from canopy.evaluation import evaluate_pairs
+
+NEON = canopy.__path__[0] + "/data/neon"
+PLOTS = ["TEAK_043", "TEAK_044", "TEAK_045", "TEAK_046", "TEAK_047", "TEAK_049", "TEAK_050", "TEAK_051", "TEAK_052",
+         "TEAK_053", "TEAK_054", "TEAK_055"]
+
+
+def _distort(h):
+    """A monotone distortion like a model's: tall canopy underestimated, short canopy overestimated."""
+    return 0.6 * h + 0.01 * h**2 + 2.0
+
+
+def _distorted(tmp_path, plot: str, tags: dict | None = None):
+    with rasterio.open(f"{NEON}/{plot}_chm_1m.tif") as src:
+        profile, heights = src.profile, src.read(1, masked=True).filled(np.nan).astype(np.float32)
+    profile.update(nodata=np.nan, driver="COG")  # a map with canopy's tags is a COG, as the suite checks
+    profile.pop("blockxsize", None), profile.pop("blockysize", None), profile.pop("tiled", None)
+    path = tmp_path / f"{plot}_map.tif"
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(_distort(heights), 1)
+        dst.update_tags(**(tags or {}))
+    return path
+
+
+@pytest.fixture(scope="module")
+def maps(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("calibration")
+    tags = {"canopy_model": "meta-chm-v2", "canopy_weights": "a" * 64, "canopy_head_weights": "b" * 64}
+    return [_distorted(folder, p, tags) for p in PLOTS]
+
+
+def _references(plots):
+    return [f"{NEON}/{p}_chm_1m.tif" for p in plots]
+
+
+def test_a_known_distortion_is_undone_on_held_out_plots(maps, tmp_path):
+    fitted = canopy.calibrate(maps[:7], _references(PLOTS[:7]), tmp_path / "calib.json", plot=tmp_path / "calib.png")
+    held = list(zip(maps[7:], _references(PLOTS[7:])))
+    before, after = evaluate_pairs(held), evaluate_pairs(held, transform=fitted.apply)
+    assert before["mae"] > 1.5 and after["mae"] < 0.05 and abs(after["bias"]) < 0.05
+    v = fitted.validation
+    assert v["scheme"] == "leave-one-plot-out" and v["folds"] == 7
+    assert v["after"]["mae"] < 0.2 * v["before"]["mae"] and v["after"]["r2"] > v["before"]["r2"]
+    assert (tmp_path / "calib.png").stat().st_size > 10_000
+
+
+def test_the_file_is_small_readable_and_says_what_it_was_fitted_on(maps, tmp_path):
+    path = tmp_path / "calib.json"
+    fitted = canopy.calibrate(maps[:3], _references(PLOTS[:3]), path)
+    data = json.loads(path.read_text())
+    assert data["format"] == "canopy-calibration/1" and data["model"] == "meta-chm-v2" and data["weights"] == "a" * 64
+    assert data["pairs"] == fitted.pairs > MIN_PAIRS and data["fitted"].startswith("20") and path.stat().st_size < 20_000
+    x, y = np.array(data["breakpoints"]).T
+    assert np.all(np.diff(x) > 0) and np.all(np.diff(y) >= 0) and data["range_m"][0] <= x[0]
+    again = Calibration.read(path)
+    np.testing.assert_allclose(again.apply(np.array([3.0, 10.0, 30.0])), fitted.apply(np.array([3.0, 10.0, 30.0])), atol=1e-3)
+    assert again.digest == Calibration.read(path).digest
+
+
+def test_isotonic_fit_is_monotone_on_noisy_pairs_and_extrapolates_by_offset():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 40, 20_000)
+    y = np.sqrt(x) * 5 + rng.normal(0, 3, x.size)
+    points = np.array(fit_monotone(x, y))
+    assert np.all(np.diff(points[:, 0]) > 0) and np.all(np.diff(points[:, 1]) >= 0) and len(points) <= 200
+    fitted = Calibration("m", "w", "h", tuple(map(tuple, points)), x.size, (0.0, 40.0), "now")
+    middle = fitted.apply(np.array([10.0, 20.0]))
+    np.testing.assert_allclose(middle, np.sqrt([10.0, 20.0]) * 5, atol=0.6)
+    last_x, last_y = points[-1]
+    assert fitted.apply(np.array([last_x + 10.0]))[0] == pytest.approx(last_y + 10.0, abs=1e-4)
+    assert np.isnan(fitted.apply(np.array([np.nan]))[0]) and fitted.apply(np.array([-50.0]))[0] == 0.0
+
+
+def test_too_few_pairs_a_flat_reference_mixed_models_and_a_foreign_map_are_refused(maps, tmp_path):
+    with rasterio.open(_references(["TEAK_043"])[0]) as src:
+        profile, heights = src.profile, src.read(1)
+    small = tmp_path / "small.tif"
+    with rasterio.open(small, "w", **{**profile, "width": 10, "height": 10}) as dst:
+        dst.write(heights[:10, :10], 1)
+    with pytest.raises(CalibrationError, match="calibrating needs at least 1000"):
+        canopy.calibrate(maps[0], [small])
+    flat = tmp_path / "flat.tif"
+    with rasterio.open(flat, "w", **profile) as dst:
+        dst.write(np.full((40, 40), 12.0, np.float32), 1)
+    with pytest.raises(CalibrationError, match="span only 12.0-12.0 m"):
+        canopy.calibrate([maps[0], maps[0]], [flat, flat])
+    other = _distorted(tmp_path, "TEAK_044", {"canopy_model": "dinov2_vitl14"})
+    with pytest.raises(CalibrationError, match="different models or weights"):
+        canopy.calibrate([maps[0], other], _references(["TEAK_043", "TEAK_044"]))
+    fitted = canopy.calibrate(maps[:3], _references(PLOTS[:3]))
+    with pytest.raises(CalibrationError, match="fitted for model meta-chm-v2 .* not for map"):
+        canopy.apply_calibration(other, fitted)
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"format": "something else"}')
+    with pytest.raises(CalibrationError, match="cannot be read"):
+        Calibration.read(broken)
+
+
+def test_applied_to_a_map_it_gives_lidar_heights_and_records_itself(maps, tmp_path):
+    fitted = canopy.calibrate(maps[:7], _references(PLOTS[:7]))
+    out = tmp_path / "calibrated.tif"
+    result = canopy.apply_calibration(maps[9], fitted, out)
+    with rasterio.open(_references([PLOTS[9]])[0]) as src:
+        lidar = src.read(1, masked=True).filled(np.nan)
+    assert np.nanmean(np.abs(result.values - lidar)) < 0.05
+    with rasterio.open(out) as src:
+        assert src.tags()["canopy_calibration"] == fitted.digest and src.tags()["canopy_model"] == "meta-chm-v2"
+
+
+def test_cli_prints_the_held_out_proof(maps, tmp_path):
+    result = CliRunner().invoke(cli, ["calibrate", str(maps[0]), _references(["TEAK_043"])[0], "--out", str(tmp_path / "c.json")])
+    assert result.exit_code == 0, result.output
+    assert "held out (spatial quarters, 4 folds)" in result.output and "MAE" in result.output
+    bad = CliRunner().invoke(cli, ["calibrate", str(maps[0]), str(tmp_path / "c.json"), "--out", str(tmp_path / "d.json")])
+    assert bad.exit_code == 1 and "Traceback" not in bad.output and not (tmp_path / "d.json").exists()
