@@ -99,7 +99,7 @@ class Calibration:
     def write(self, path: str | os.PathLike) -> None:
         """Write it as JSON, atomically."""
         data = {"format": FORMAT, **asdict(self)}
-        data["breakpoints"] = [[round(x, 4), round(y, 4)] for x, y in self.breakpoints]
+        data["breakpoints"] = [list(point) for point in self.breakpoints]
         with atomic_path(Path(path)) as tmp:
             tmp.write_text(json.dumps(data, indent=1) + "\n")
 
@@ -194,7 +194,8 @@ def calibrate(
     predicted, reference = _valid(grids)
     _check_pairs(predicted, reference, ", ".join(references))
     validation = _cross_validate(grids)
-    calibration = Calibration(*identities.pop(), fit_monotone(predicted, reference), int(predicted.size),
+    breakpoints = tuple((round(x, 4), round(y, 4)) for x, y in fit_monotone(predicted, reference))  # as the file keeps them
+    calibration = Calibration(*identities.pop(), breakpoints, int(predicted.size),
                               (float(predicted.min()), float(predicted.max())),
                               datetime.now(timezone.utc).isoformat(timespec="seconds"), tuple(Path(r).name for r in references),
                               validation)

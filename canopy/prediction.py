@@ -15,6 +15,7 @@ from typing import Any
 import xarray as xr
 
 from canopy.analysis.maps import open_map
+from canopy.calibration import map_identity
 from canopy.errors import LargeRegionWarning, RequestError
 from canopy.imagery import ImagerySource
 from canopy.io.atomic import atomic_path
@@ -137,7 +138,8 @@ def predict(
         ``latest`` or ``given``); ``normalize`` (``none``, or ``aerial`` for Meta's aerial
         normalisation over the whole region) and ``normalizer_weights``; ``workers`` and
         ``threads_per_worker`` (start a local Dask cluster), ``scheduler`` or ``scheduler_file``
-        (use a running one).
+        (use a running one); ``calibration`` (a file from ``canopy calibrate``, applied to the
+        heights; refused if fitted for another model or weights).
 
     Returns
     -------
@@ -225,6 +227,8 @@ def _run_locked(plan: RunPlan, engine, target: Path, resume: bool, quicklook: bo
     """:func:`_run` while this process holds the output's lock."""
     grid, layout = plan.grid, plan.layout
     tags = plan.tags(engine.identity)
+    if plan.calibration is not None:
+        plan.calibration.check_for(map_identity(tags), f"this run's model {tags['canopy_model']}")
     partial = PartialRun(target, plan.fingerprint(engine.identity), resume, AGREEMENT_BOUND_M[engine.identity.precision])
     blocks = plan.blocks()
     done = partial.done()

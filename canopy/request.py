@@ -173,6 +173,7 @@ class PredictRequest:
     region: Region | None = None
     output: OutputSpec = OutputSpec()
     runtime: RuntimeSpec = RuntimeSpec()
+    calibration: str | None = None
 
     def __post_init__(self) -> None:
         patch = self.model.spec.backbone.patch_size
@@ -211,13 +212,14 @@ class PredictRequest:
         threads_per_worker: int | None = None,
         scheduler: str | None = None,
         scheduler_file: str | os.PathLike | None = None,
+        calibration: str | os.PathLike | None = None,
     ) -> PredictRequest:
         """A request from option values as the CLI, a YAML file or Python give them.
 
         The keywords are :func:`canopy.predict`'s (see there), with the cluster's: ``workers``
         (start a local Dask cluster of that many processes), ``threads_per_worker`` (default:
         cores / workers), ``scheduler`` (``tcp://HOST:PORT`` of an existing cluster) and
-        ``scheduler_file``.
+        ``scheduler_file``; and ``calibration``, a file from ``canopy calibrate`` applied to the heights.
 
         Returns
         -------
@@ -240,7 +242,12 @@ class PredictRequest:
         region = None if bbox is None else Region.parse(bbox, bbox_crs)
         imagery_spec = ImagerySpec(sources, options, normalize, None if normalizer_weights is None else str(normalizer_weights))
         ref = ModelRef.resolve(default_model() if model is None else model, weights)
-        return cls(imagery_spec, ref, _chip_layout(ref, chip_size, overlap), region, output, runtime)
+        if calibration is not None:
+            from canopy.calibration import Calibration
+
+            Calibration.read(calibration)  # a file that is not a calibration is refused before any work
+        return cls(imagery_spec, ref, _chip_layout(ref, chip_size, overlap), region, output, runtime,
+                   None if calibration is None else str(calibration))
 
     def to_options(self) -> dict[str, Any]:
         """The request as plain option values (text, numbers, lists) that :meth:`from_options` takes back.
@@ -283,6 +290,7 @@ class PredictRequest:
             "threads_per_worker": cluster.threads_per_worker,
             "scheduler": cluster.scheduler,
             "scheduler_file": cluster.scheduler_file,
+            "calibration": self.calibration,
         }
 
     def to_yaml(self, path: str | os.PathLike | None = None) -> str:

@@ -175,13 +175,17 @@ class BorderChips:
         return gathered
 
 
-def blend_block(block: Block, layout: ChipLayout, own: Chips, borders: BorderChips, valid: np.ndarray) -> np.ndarray:
-    """Blend a block from its own chips and those the blocks before it handed on: the blend step of both engines."""
-    return blend(block, layout, {**borders.around(block), **own}, valid)
+def blend_block(block: Block, layout: ChipLayout, own: Chips, borders: BorderChips, valid: np.ndarray,
+                calibrate: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+    """Blend a block from its own chips and those the blocks before it handed on, then ``calibrate`` the heights
+    (a :class:`~canopy.calibration.Calibration`'s ``apply``): the blend step of both engines."""
+    heights = blend(block, layout, {**borders.around(block), **own}, valid)
+    return heights if calibrate is None else calibrate(heights)
 
 
 def predict_block(
-    inp: BlockInput, layout: ChipLayout, predict: PredictFn, batch_size: int, borders: BorderChips
+    inp: BlockInput, layout: ChipLayout, predict: PredictFn, batch_size: int, borders: BorderChips,
+    calibrate: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> tuple[np.ndarray, Chips]:
     """Predict a block's own chips and blend them with the chips its neighbours handed on (in one process).
 
@@ -200,6 +204,8 @@ def predict_block(
         Chips per call of ``predict``.
     borders
         The chips handed on by the blocks before; this block's are added to it.
+    calibrate
+        Maps the blended heights (a calibration), or None.
 
     Returns
     -------
@@ -210,6 +216,6 @@ def predict_block(
     """
     own = predict_chips(inp, layout, predict, batch_size)
     handed = border_chips(inp.block, layout, own, borders.shape)
-    heights = blend_block(inp.block, layout, own, borders, inp.block_valid)
+    heights = blend_block(inp.block, layout, own, borders, inp.block_valid, calibrate)
     borders.put(inp.block, handed)
     return heights, handed

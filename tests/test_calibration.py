@@ -127,3 +127,33 @@ def test_cli_prints_the_held_out_proof(maps, tmp_path):
     assert "held out (spatial quarters, 4 folds)" in result.output and "MAE" in result.output
     bad = CliRunner().invoke(cli, ["calibrate", str(maps[0]), str(tmp_path / "c.json"), "--out", str(tmp_path / "d.json")])
     assert bad.exit_code == 1 and "Traceback" not in bad.output and not (tmp_path / "d.json").exists()
+
+
+def test_predict_applies_a_calibration_for_its_model_and_refuses_one_for_another(tmp_path):
+    import warnings
+
+    from canopy.calibration import map_identity
+    from rasters import NEON as RGB_DIR
+    from varied_model import varied_model_file
+
+    model = str(varied_model_file(tmp_path / "varied.safetensors"))
+    options = dict(model=model, res=0.2, chip_size=56, overlap=14, device="cpu", precision="fp32", offline=True, block_size=84)
+    rgb = RGB_DIR / "TEAK_043_rgb.tif"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        raw = canopy.predict(rgb, out=tmp_path / "raw.tif", **options)
+    fitted = canopy.calibrate(tmp_path / "raw.tif", _references(["TEAK_043"]), tmp_path / "calib.json")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        calibrated = canopy.predict(rgb, out=tmp_path / "calibrated.tif", calibration=tmp_path / "calib.json", **options)
+    np.testing.assert_array_equal(calibrated.values, fitted.apply(raw.values))  # applied to each block as it is blended
+    assert calibrated.attrs["canopy_calibration"] == fitted.digest
+    with rasterio.open(_references(["TEAK_043"])[0]) as src:
+        lidar_mean = float(np.nanmean(src.read(1, masked=True).filled(np.nan)))
+    # a random model's heights (mean 4.4 m) mapped onto the lidar's (mean 8.2 m)
+    assert abs(np.nanmean(calibrated.values) - lidar_mean) < 1.0 < abs(np.nanmean(raw.values) - lidar_mean)
+    other = Calibration("dinov2_vitl14", *map_identity(raw.attrs)[1:], fitted.breakpoints, fitted.pairs, fitted.range_m, fitted.fitted)
+    other.write(tmp_path / "other.json")
+    result = CliRunner().invoke(cli, ["predict", str(rgb), "--out", str(tmp_path / "refused.tif"), "--model", model, "--res", "0.2",
+                                      "--chip-size", "56", "--offline", "--calibration", str(tmp_path / "other.json"), "-q"])
+    assert result.exit_code == 1 and "fitted for model dinov2_vitl14" in result.output and not (tmp_path / "refused.tif").exists()

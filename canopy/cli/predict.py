@@ -61,6 +61,8 @@ class _BBoxText(click.ParamType):
 @click.option("--normalize", type=click.Choice([n.value for n in Normalize]), default="none", show_default=True,
               help="aerial: stretch aerial imagery to the satellite radiometry Meta's models expect (whole region).")
 @click.option("--normalizer-weights", default=None, metavar="PATH", help="Checkpoint of the aerial normalisation network.")
+@click.option("--calibration", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="A file from `canopy calibrate`, applied to the heights (made for this model and weights).")
 @click.option("--bbox", type=_BBoxText(), default=None, metavar="MINX,MINY,MAXX,MAXY", help="Region (west,south,east,north); default the imagery's extent.")
 @click.option("--bbox-crs", default="EPSG:4326", show_default=True, help="CRS of --bbox.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Output COG (.tif); a .qml style is written beside it.")

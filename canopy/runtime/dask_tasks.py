@@ -180,6 +180,7 @@ def blend_task(plan: RunPlan, directory: str, block: Block, own_count: int, *ear
     inner, valid = partial.read_inner(block.key)
     borders = BorderChips(plan.block_size, plan.grid.shape, partial.read_border)
     own = {**inner, **partial.read_border(block.key)}
-    partial.write_block(block, blend_block(block, plan.layout, own, borders, valid))
+    calibrate = None if plan.calibration is None else plan.calibration.apply
+    partial.write_block(block, blend_block(block, plan.layout, own, borders, valid, calibrate))
     partial.end_attempt(f"{block.key}.blend")
     return own_count

@@ -40,6 +40,7 @@ class LocalEngine:
         plan, worker = self.plan, self.worker
         borders = BorderChips(plan.block_size, plan.grid.shape, partial.read_border)
         before = worker.predictor.chips_done
+        calibrate = None if plan.calibration is None else plan.calibration.apply
 
         def predict(chips):
             heights = worker.predictor(chips)
@@ -50,7 +51,7 @@ class LocalEngine:
         run_blocks(
             todo,
             read=worker.read,
-            compute=lambda inp: predict_block(inp, plan.layout, predict, worker.batch_size, borders),
+            compute=lambda inp: predict_block(inp, plan.layout, predict, worker.batch_size, borders, calibrate),
             write=lambda block, result: partial.write(block, *result),
             on_done=on_done,
         )

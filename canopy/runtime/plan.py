@@ -15,6 +15,7 @@ from canopy._version import __version__
 from canopy.errors import ResolutionWarning
 from canopy.grid import OutputGrid, plan_grid
 from canopy.choices import Device, Normalize, Precision
+from canopy.calibration import Calibration
 from canopy.imagery.aerial_normalization import load_normalizer, region_affine
 from canopy.imagery.discover import open_imagery
 from canopy.imagery.geotiff import GeoTiffSource, RasterRef, date_span
@@ -54,6 +55,7 @@ class RunPlan:
 
     ``input_affine`` is the region's aerial normalisation (gain, offset per band), folded into the
     model's input normalisation wherever it is loaded; None without ``--normalize aerial``.
+    ``calibration`` maps the blended heights (``--calibration``).
     """
 
     sources: tuple[SourceRef, ...]
@@ -67,6 +69,7 @@ class RunPlan:
     offline: bool | None
     input_affine: tuple[tuple[float, ...], tuple[float, ...]] | None
     radiometry: str
+    calibration: Calibration | None = None
 
     def blocks(self) -> list[Block]:
         """The grid's lattice-aligned blocks, row by row."""
@@ -90,6 +93,7 @@ class RunPlan:
             "canopy_radiometry": self.radiometry,
             "canopy_imagery": listed,
             **({"canopy_imagery_date": taken} if (taken := self.imagery_date()) else {}),
+            **({"canopy_calibration": self.calibration.digest} if self.calibration is not None else {}),
             "units": "m",
         }
 
@@ -164,8 +168,9 @@ def make_plan(request: PredictRequest, download_progress: ProgressCallback | Non
         radiometry += described
     log.info("output grid: %d x %d px of %g m in %s", grid.width, grid.height, grid.res, grid.crs.to_string())
     runtime = request.runtime
+    calibration = None if request.calibration is None else Calibration.read(request.calibration)
     return RunPlan(refs, grid, request.layout, request.layout.block_size(request.output.block_size), request.model,
-                   runtime.device, runtime.precision, runtime.batch_size, runtime.offline, affine, radiometry)
+                   runtime.device, runtime.precision, runtime.batch_size, runtime.offline, affine, radiometry, calibration)
 
 
 def _with_scaling(source: ImagerySource, scaling: Scaling | None) -> SourceRef:
