@@ -154,6 +154,6 @@ def test_predict_applies_a_calibration_for_its_model_and_refuses_one_for_another
     assert abs(np.nanmean(calibrated.values) - lidar_mean) < 1.0 < abs(np.nanmean(raw.values) - lidar_mean)
     other = Calibration("dinov2_vitl14", *map_identity(raw.attrs)[1:], fitted.breakpoints, fitted.pairs, fitted.range_m, fitted.fitted)
     other.write(tmp_path / "other.json")
-    result = CliRunner().invoke(cli, ["predict", str(rgb), "--out", str(tmp_path / "refused.tif"), "--model", model, "--res", "0.2",
+    result = CliRunner().invoke(cli, ["predict", "--imagery", str(rgb), "--out", str(tmp_path / "refused.tif"), "--model", model, "--res", "0.2",
                                       "--chip-size", "56", "--offline", "--calibration", str(tmp_path / "other.json"), "-q"])
     assert result.exit_code == 1 and "fitted for model dinov2_vitl14" in result.output and not (tmp_path / "refused.tif").exists()
