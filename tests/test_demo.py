@@ -28,3 +28,11 @@ def test_demo_runs_and_says_it_uses_a_random_backbone(tmp_path):
             assert (out / "maps" / f"{plot}_height{suffix}").is_file()
         assert cog_validate(out / "maps" / f"{plot}_height.tif", strict=True) == (True, [], [])
     assert (out / "evaluation.png").read_bytes()[:4] == b"\x89PNG"
+    calibration = report["calibration"]
+    assert calibration["cross_validation"]["scheme"] == "leave-one-plot-out" and calibration["cross_validation"]["folds"] == 5
+    assert calibration["test_metrics_calibrated"]["n"] == report["test_metrics"]["n"]
+    import rasterio
+
+    with rasterio.open(out / "maps" / f"{TEST_PLOTS[0]}_height.tif") as src:
+        assert json.loads((out / "calibration.json").read_text())["model"] == src.tags()["canopy_model"]
+    assert "calibrated on TEAK_043" in result.output and "calibrated on" in (out / "report.md").read_text()
