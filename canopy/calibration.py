@@ -312,13 +312,11 @@ def _cross_validate(grids) -> dict:
 
 def _plot(calibration: Calibration, predicted: np.ndarray, reference: np.ndarray, png: Path) -> None:
     """The mapping over the pairs' density, with the 1:1 line and the held-out metrics."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend (a notebook's inline one) is left alone
 
     top = float(max(np.percentile(predicted, 99.5), np.percentile(reference, 99.5), 5.0))
-    fig, ax = plt.subplots(figsize=(6, 5))
+    fig = Figure(figsize=(6, 5))
+    ax = fig.subplots()
     counts = ax.hexbin(predicted, reference, gridsize=60, extent=(0, top, 0, top), mincnt=1, bins="log", cmap="Greens")
     grid = np.linspace(0, top, 200)
     ax.plot(grid, grid, color="grey", linestyle="--", linewidth=1, label="1:1")
@@ -333,5 +331,4 @@ def _plot(calibration: Calibration, predicted: np.ndarray, reference: np.ndarray
     fig.tight_layout()
     with atomic_path(png) as tmp:
         fig.savefig(tmp, format="png")
-    plt.close(fig)
 

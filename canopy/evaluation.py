@@ -330,10 +330,7 @@ def write_scatter(pairs: Sequence[tuple[str | os.PathLike, str | os.PathLike]], 
     title
         Shown above the plot.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend (a notebook's inline one) is left alone
 
     from canopy.io.atomic import atomic_path
 
@@ -341,7 +338,8 @@ def write_scatter(pairs: Sequence[tuple[str | os.PathLike, str | os.PathLike]], 
     pred_values = np.concatenate([v[0] for v in values])
     ref_values = np.concatenate([v[1] for v in values])
     top = float(max(5.0, np.nanpercentile(np.concatenate([pred_values, ref_values]), 99.5)))
-    fig, ax = plt.subplots(figsize=(5.5, 5), dpi=100)
+    fig = Figure(figsize=(5.5, 5), dpi=100)
+    ax = fig.subplots()
     counts = ax.hexbin(ref_values, pred_values, gridsize=40, extent=(0, top, 0, top), mincnt=1, bins="log", cmap="viridis")
     ax.plot([0, top], [0, top], color="#d62728", lw=1, label="1:1")
     ax.set_xlim(0, top)
@@ -357,7 +355,6 @@ def write_scatter(pairs: Sequence[tuple[str | os.PathLike, str | os.PathLike]], 
     fig.tight_layout()
     with atomic_path(png) as tmp:
         fig.savefig(tmp, format="png")
-    plt.close(fig)
 
 
 def _paired_values(prediction: str | os.PathLike, reference: str | os.PathLike, limit: int = 200_000) -> tuple[np.ndarray, np.ndarray]:
