@@ -1,3 +1,3 @@
 """The package version, read by packaging and written into output tags."""
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"

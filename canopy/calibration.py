@@ -56,6 +56,8 @@ class Calibration:
     is the predicted heights it was fitted over; ``model``, ``weights`` and ``head_weights`` are the
     maps' ``canopy_model``, ``canopy_weights`` and ``canopy_head_weights`` tags, which a map it is
     applied to must share; ``validation`` holds the held-out metrics before and after.
+
+    .. versionadded:: 0.3
     """
 
     model: str
@@ -179,6 +181,8 @@ def calibrate(
         pairs, or the reference heights span less than :data:`MIN_SPAN_M`.
     EvaluationError, ImageryReadError
         As :func:`canopy.evaluate`, for a map and reference that do not overlap or cannot be read.
+
+    .. versionadded:: 0.3
     """
     references = [str(r) for r in references]
     maps = [str(maps)] * len(references) if isinstance(maps, (str, os.PathLike)) else [str(m) for m in maps]
@@ -228,6 +232,8 @@ def apply_calibration(chm: str | os.PathLike | xr.DataArray, calibration: Calibr
     ------
     CalibrationError
         If the calibration was fitted for another model or weights, or cannot be read.
+
+    .. versionadded:: 0.3
     """
     from canopy.analysis.maps import open_map
 

@@ -37,3 +37,10 @@ def test_version_is_single_sourced():
 
     assert re.fullmatch(r"\d+\.\d+\.\d+", __version__)
     assert "dynamic" in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+
+
+def test_the_changelog_starts_with_this_version():
+    from canopy import __version__
+
+    headings = re.findall(r"^## (\d+\.\d+\.\d+)", (ROOT / "CHANGELOG.md").read_text(), flags=re.M)
+    assert headings and headings[0] == __version__, "a new version needs its CHANGELOG.md entry"

@@ -134,6 +134,8 @@ def change(
         If a map has no CRS or is in degrees, the maps do not overlap, or a threshold is negative or not a number.
     OutputPathError
         If ``out`` does not end in ``.tif`` or its folder does not exist.
+
+    .. versionadded:: 0.3
     """
     threshold = _threshold(threshold, error_rmse)
     for name, value in (("min_area_ha", min_area_ha), ("opening", opening)):

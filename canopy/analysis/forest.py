@@ -103,6 +103,8 @@ def forest(
         than half the minimum width.
     OutputPathError
         If ``out`` does not end in ``.gpkg`` or its folder does not exist.
+
+    .. versionadded:: 0.3
     """
     raster = open_height_raster(chm, max_res=definition.min_width / 2)
     if out is not None:

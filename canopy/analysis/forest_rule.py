@@ -44,6 +44,8 @@ class ForestDefinition:
         Canopy cover is more than this fraction (FAO: 10 %).
     min_width
         Forest is at least this wide (m; FAO: 20 m); also the side of the window cover is measured in.
+
+    .. versionadded:: 0.3
     """
 
     min_area_ha: float = 0.5

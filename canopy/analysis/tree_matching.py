@@ -119,6 +119,8 @@ def evaluate_trees(
     ------
     EvaluationError
         If a file cannot be read, a layer has no CRS, or a plot has no reference tree.
+
+    .. versionadded:: 0.3
     """
     detected = _read_crowns(crowns)
     truth = _read_reference(reference, plot_column)

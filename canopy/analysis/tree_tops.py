@@ -44,6 +44,8 @@ class TreeParameters:
     max_crown_diameter
         No pixel of a crown is further than half of this from its top, however tall; it also sets
         the halo a block is read with, so a crown on a block edge is whole.
+
+    .. versionadded:: 0.3
     """
 
     min_height: float = 2.0

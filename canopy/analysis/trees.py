@@ -100,6 +100,8 @@ def trees(
     HeightMapError
         If the map has no CRS, is in degrees, has no no-data value, or is coarser than 2 m; or if
         no polygon overlaps it.
+
+    .. versionadded:: 0.3
     """
     parts = list(iter_trees(chm, polygons, parameters=parameters, layer=layer, block_size=block_size, client=client))
     crs = parts[0].tops.crs
@@ -123,6 +125,8 @@ def iter_trees(
     """The trees of :func:`trees` block by block, in block order, so a writer keeps one block in memory.
 
     Takes the parameters of :func:`trees` and raises what it raises; yields at least one (maybe empty) part.
+
+    .. versionadded:: 0.3
     """
     raster = open_height_raster(chm)
     area = None if polygons is None else _polygons_on(raster, polygons, layer)
