@@ -92,17 +92,38 @@ def test_cover_and_height_classes(chm):
     assert classes.dtype == np.int8 and classes.rio.crs.to_epsg() == 32611
 
 
-def test_plot_draws_the_ramp_a_colour_bar_a_scale_bar_and_says_when_weights_were_random(chm):
+def test_plot_draws_the_ramp_a_colour_bar_a_scale_bar_and_says_what_the_heights_are(chm):
     import matplotlib
 
     matplotlib.use("Agg")  # the test has no screen; notebooks draw inline
     heights = canopy.open(chm)
-    heights.attrs["canopy_weights"] = "random(seed=0)"
+    assert "(not predicted by canopy)" in canopy.plot(heights).get_title()
+    heights.attrs.update(canopy_model="dinov2_vits14", canopy_weights="random(seed=0)", canopy_head_weights="random(seed=0)")
     ax = canopy.plot(heights)
     assert "random weights" in ax.get_title()
     assert ax.images and ax.images[0].get_clim() == (0, 20)  # the 98th percentile (15.7 m) rounded up to 5 m, as the QGIS style
     assert any(t.get_text() == "0.5 m" for t in ax.texts)  # scale bar: a round length near a fifth of the 4 m width
     assert len(ax.figure.axes) == 2  # the map and its colour bar
+    ax.figure.canvas.draw()
+    ticks = [t.get_text() for t in ax.get_xticklabels() + ax.get_yticklabels() if t.get_text()]
+    assert ticks and all("e" not in t and "+" not in t for t in ticks)  # plain coordinates, no offset or scientific notation
+    assert ax.xaxis.get_offset_text().get_text() == "" and ax.get_xlabel().startswith("easting (m), EPSG:32611")
+    heights.attrs["canopy_head_weights"] = "0" * 64
+    assert "(random backbone, trained head: not canopy's accuracy)" in canopy.plot(heights).get_title()
+    heights.attrs["canopy_weights"] = "1" * 64
+    assert canopy.plot(heights).get_title().endswith("(predicted by dinov2_vits14)")
+
+
+def test_plot_of_classes_names_each_class_in_a_legend(chm):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    classes = canopy.height_classes(canopy.open(chm), bins=(0, 5, 10))
+    ax = canopy.plot(classes, title="classes")
+    legend = ax.get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["0-5 m", "5-10 m", "10+ m"]
+    shown = ax.images[0].get_array()
+    assert sorted(np.unique(shown.compressed())) == [0, 1, 2] and shown.mask.sum() == 1  # the pixel without height
 
 
 def test_a_predicted_map_round_trips_through_netcdf_and_zarr(tmp_path):
