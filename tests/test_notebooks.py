@@ -80,3 +80,12 @@ def test_notebooks_are_committed_without_outputs_and_draw_inline():
         code = [cell for cell in notebook.cells if cell.cell_type == "code"]
         assert all(not cell.outputs for cell in code), path.name
         assert not any('matplotlib.use("Agg")' in cell.source for cell in code), path.name
+
+
+def test_the_readme_shows_a_figure_drawn_by_each_notebook_that_draws():
+    root = NOTEBOOKS[0].parents[1]
+    readme = (root / "README.md").read_text()
+    for path in NOTEBOOKS:
+        if any("figure" in cell.metadata.get("tags", []) for cell in nbformat.read(path, as_version=4).cells):
+            image = f"docs/images/notebook_{path.stem}.png"
+            assert (root / image).is_file() and image in readme, f"{path.name}: run python docs/notebook_figures.py"
