@@ -24,13 +24,13 @@ from canopy.io.gdal_cache import bounded_gdal_cache
 from canopy.io.output_lock import output_lock
 from canopy.io.partial import PartialRun
 from canopy.io.qml import style_range, write_qml
-from canopy.io.quicklook import write_quicklook
+from canopy.analysis.quicklook import write_quicklook
 from canopy.models.weights import ProgressCallback
 from canopy.request import PredictRequest
 from canopy.runtime.local import LocalEngine
 from canopy.runtime.numerics import AGREEMENT_BOUND_M
 from canopy.runtime.plan import RunPlan, make_plan
-from canopy.tiling import Block
+from canopy.grid import Block
 
 log = logging.getLogger(__name__)
 

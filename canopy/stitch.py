@@ -15,14 +15,12 @@ from collections.abc import Callable, Iterator, Mapping
 import numpy as np
 
 from canopy.tiling.block_input import BlockInput
-from canopy.tiling.blocks import Block
+from canopy.grid import Block
+from canopy.io.partial import Chips
 from canopy.tiling.chips import ChipLayout
 
 PredictFn = Callable[[np.ndarray], np.ndarray]
 """Maps a batch of chips (B, 3, S, S) in [0, 1] to heights (B, S, S) in metres."""
-
-Chips = dict[tuple[int, int], np.ndarray]
-"""Chip heights (S, S) in metres by the chip's origin (row, col) in grid coordinates."""
 
 
 def _batches(items: list, size: int) -> Iterator[list]:

@@ -12,7 +12,8 @@ import torch
 from canopy.errors import RandomWeightsWarning
 from canopy.grid import snap_grid
 from canopy.imagery import open_imagery, read_mosaic
-from canopy.imagery.aerial_normalization import QuantileRegressor, load_normalizer, region_affine
+from canopy.imagery.aerial_normalization import region_affine
+from canopy.models.aerial_normalizer import QuantileRegressor, load_normalizer
 from canopy.models.height_model import ModelRef, load_height_model
 from canopy.prediction import predict
 from rasters import NEON

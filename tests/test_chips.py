@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from canopy.tiling import ChipLayout, iter_blocks, reflect_index
+from canopy.grid import iter_blocks
+from canopy.tiling import ChipLayout, reflect_index
 
 
 def test_chip_sizes_must_fit_the_patch():

@@ -16,7 +16,7 @@ import canopy.io.cog as cog
 from canopy.grid import OutputGrid
 from canopy.io.cog import StreamingCog, overview_count
 from canopy.io.tile_codec import encode_tile
-from canopy.tiling.blocks import iter_blocks
+from canopy.grid import iter_blocks
 
 TAGS = {"canopy_model": "test", "units": "m"}
 

@@ -16,7 +16,8 @@ from canopy.models import get_model_spec
 from canopy.models.height_model import LoadedModel
 from canopy.prediction import RunSummary, predict
 from canopy.stitch import BorderChips, predict_block
-from canopy.tiling import ChipLayout, iter_blocks
+from canopy.grid import iter_blocks
+from canopy.tiling import ChipLayout
 from canopy.tiling.block_input import read_block
 from rasters import smooth_rgb, write_raster
 
@@ -168,7 +169,7 @@ def test_block_sizes_are_put_on_the_chip_lattice():
 
 def test_one_neighbour_rule_names_the_blocks_that_hand_chips_on_and_when_they_are_done():
     from canopy.stitch import handing_on, needed_after
-    from canopy.tiling import Block
+    from canopy.grid import Block
 
     step = 42
     assert handing_on(Block(0, 0, step, step), step) == []

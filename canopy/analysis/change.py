@@ -40,7 +40,7 @@ from canopy.io.gdal_cache import bounded_gdal_cache
 from canopy.io.qml import change_qml
 from canopy.io.vector_layers import write_layers
 from canopy.io.vector_styles import fill_renderer
-from canopy.tiling.blocks import iter_blocks
+from canopy.grid import iter_blocks
 
 Z_95 = 1.96
 """A change beyond ``Z_95 * sqrt(2) * RMSE`` is unlikely (5 %) to be the noise of two maps each off by RMSE."""

@@ -15,7 +15,7 @@ from canopy.analysis.forest import FOREST_CLASSES
 from canopy.io.qgis_project import ClassRaster, VectorLayer, polygon_layer, polygon_qml, store_default_style, write_project
 from canopy.io.qml import paletted_qml, style_range, write_qml
 from canopy.io.vector_styles import crowns_renderer, forest_renderer, tops_renderer
-from canopy.io.quicklook import read_decimated
+from canopy.analysis.quicklook import read_decimated
 
 
 def export_qgis(

@@ -26,7 +26,7 @@ import rasterio
 from canopy.grid import OutputGrid
 from canopy.io.tiff_file import GDAL_METADATA, GDAL_NODATA, GEO_TAGS, LONG, SHORT, Level, packed, read_ifd_tags, write_cog
 from canopy.io.tile_codec import encode_tile
-from canopy.tiling.blocks import Block
+from canopy.grid import Block
 
 TILE = 512
 BAND_DESCRIPTION = "canopy height (m)"

@@ -23,10 +23,12 @@ import numpy as np
 
 from canopy.errors import DamagedPartialWarning, ResumeError, ResumeNumericsWarning
 from canopy.io.atomic import atomic_path
-from canopy.stitch import Chips
-from canopy.tiling.blocks import Block
+from canopy.grid import Block
 
 log = logging.getLogger(__name__)
+
+Chips = dict[tuple[int, int], np.ndarray]
+"""Chip heights (S, S) in metres by the chip's origin (row, col) in grid coordinates."""
 
 _NUMERICS = "canopy_numerics"  # the one fingerprint entry a resume may change (with a warning)
 

@@ -11,9 +11,10 @@ from canopy.runtime.device import precision_name, select_device, select_precisio
 from canopy.runtime.inference import ChipPredictor, auto_batch_size
 from canopy.runtime.numerics import numerics_tag
 from canopy.runtime.plan import ModelIdentity, RunPlan, open_source
-from canopy.stitch import Chips, predict_chips
+from canopy.io.partial import Chips
+from canopy.stitch import predict_chips
 from canopy.tiling.block_input import BlockInput, read_block
-from canopy.tiling.blocks import Block
+from canopy.grid import Block
 
 
 def load_model(plan: RunPlan, progress: ProgressCallback | None = None) -> LoadedModel:

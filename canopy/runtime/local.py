@@ -10,7 +10,7 @@ from canopy.runtime.block_worker import BlockWorker, load_model
 from canopy.runtime.pipeline import run_blocks
 from canopy.runtime.plan import RunPlan
 from canopy.stitch import BorderChips, predict_block
-from canopy.tiling.blocks import Block
+from canopy.grid import Block
 
 
 class LocalEngine:

@@ -8,7 +8,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
 
-from canopy.tiling.blocks import Block
+from canopy.grid import Block
 
 Input = TypeVar("Input")
 Output = TypeVar("Output")

@@ -16,7 +16,8 @@ from canopy.errors import ResolutionWarning
 from canopy.grid import OutputGrid, plan_grid
 from canopy.choices import Device, Normalize, Precision
 from canopy.calibration import Calibration
-from canopy.imagery.aerial_normalization import load_normalizer, region_affine
+from canopy.imagery.aerial_normalization import region_affine
+from canopy.models.aerial_normalizer import load_normalizer
 from canopy.imagery.discover import open_imagery
 from canopy.imagery.geotiff import GeoTiffSource, RasterRef, date_span
 from canopy.imagery.radiometry import Scaling, describe_scalings, scaling_for_region
@@ -25,7 +26,7 @@ from canopy.models.height_model import ModelRef
 from canopy.models.registry import ModelSpec
 from canopy.models.weights import ProgressCallback
 from canopy.request import PredictRequest
-from canopy.tiling.blocks import Block, iter_blocks
+from canopy.grid import Block, iter_blocks
 from canopy.tiling.chips import ChipLayout
 
 log = logging.getLogger(__name__)

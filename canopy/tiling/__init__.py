@@ -1,6 +1,5 @@
-"""Cutting the output grid into blocks (units of work) and chips (model inputs)."""
+"""Cutting the output grid into chips, the model's inputs, and reading a block's imagery (blocks themselves are the grid's: :class:`canopy.grid.Block`)."""
 
-from canopy.tiling.blocks import Block, iter_blocks
 from canopy.tiling.chips import ChipLayout, reflect_index
 
-__all__ = ["Block", "ChipLayout", "iter_blocks", "reflect_index"]
+__all__ = ["ChipLayout", "reflect_index"]

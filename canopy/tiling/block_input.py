@@ -10,7 +10,7 @@ from canopy.errors import ImageryReadError
 from canopy.grid import OutputGrid
 from canopy.imagery.mosaic import read_mosaic
 from canopy.imagery.source import ImagerySource
-from canopy.tiling.blocks import Block
+from canopy.grid import Block
 from canopy.tiling.chips import ChipLayout, reflect_index
 
 

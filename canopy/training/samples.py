@@ -23,7 +23,8 @@ from canopy.errors import TrainingError
 from canopy.grid import OutputGrid
 from canopy.imagery import GeoTiffSource
 from canopy.models.height_model import HeightModel
-from canopy.tiling import Block, ChipLayout
+from canopy.grid import Block
+from canopy.tiling import ChipLayout
 from canopy.tiling.block_input import read_block
 
 
