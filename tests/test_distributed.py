@@ -233,7 +233,7 @@ def test_a_worker_that_cannot_open_the_imagery_says_so_and_what_to_share(tmp_pat
 
     from canopy.errors import ImageryReadError
     from canopy.request import PredictRequest
-    from canopy.runtime.dask_tasks import block_worker
+    from canopy.runtime.dask_tasks import ready_worker
     from canopy.runtime.plan import make_plan
 
     with warnings.catch_warnings():
@@ -243,7 +243,7 @@ def test_a_worker_that_cannot_open_the_imagery_says_so_and_what_to_share(tmp_pat
         elsewhere = replace(plan, sources=(replace(plan.sources[0], path=str(tmp_path / "only_on_the_client.tif")),))
         with pytest.raises(ImageryReadError, match=r"On Dask worker process \d+: Imagery .*only_on_the_client.tif does not "
                                                    r"exist.* visible to every worker at the same path"):
-            block_worker(elsewhere)
+            ready_worker(elsewhere)
 
 
 def test_workers_of_a_local_cluster_spread_over_the_gpus(monkeypatch):

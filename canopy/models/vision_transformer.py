@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from canopy.models.layers import Block, Mlp, PatchEmbed, SwiGLUFFN
+from canopy.models.layers import Mlp, PatchEmbed, SwiGLUFFN, TransformerBlock
 from canopy.models.layers.attention import Rope
 from canopy.models.layers.rope import RopePositionEmbedding
 from canopy.models.registry import BackboneSpec
@@ -46,7 +46,7 @@ class VisionTransformer(nn.Module, ABC):
         ffn = SwiGLUFFN if spec.ffn == "swiglu" else Mlp
         hidden = int(dim * spec.mlp_ratio)
         self.blocks = nn.ModuleList(
-            Block(
+            TransformerBlock(
                 dim,
                 spec.num_heads,
                 ffn(dim, hidden),

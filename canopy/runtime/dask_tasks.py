@@ -60,7 +60,7 @@ def _threads() -> int:
         return torch.get_num_threads()
 
 
-def block_worker(plan: RunPlan) -> BlockWorker:
+def ready_worker(plan: RunPlan) -> BlockWorker:
     """This process's ready worker for ``plan``: the model loaded once per model, sources opened once per plan.
 
     Only the latest model and plan are kept, so a long-lived worker serving many runs holds one of each.
@@ -151,7 +151,7 @@ def describe(plan: RunPlan) -> tuple[ModelIdentity, list[tuple[str, type]]]:
     torch.set_num_threads(_threads())  # as the blocks' tasks run, so the identity names the threads they use
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        worker = block_worker(plan)
+        worker = ready_worker(plan)
     return worker.identity, [*_MODEL_WARNINGS, *((str(w.message), w.category) for w in caught)]
 
 
@@ -160,7 +160,7 @@ def chips_task(plan: RunPlan, directory: str, block: Block) -> int:
     torch.set_num_threads(_threads())
     partial = PartialRun.attach(directory)
     partial.start_attempt(f"{block.key}.chips", _address())
-    worker = block_worker(plan)
+    worker = ready_worker(plan)
     inp = worker.read(block)
     with _MODEL_CALLS:
         own = worker.chips(inp)

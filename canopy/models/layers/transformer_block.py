@@ -9,7 +9,7 @@ from canopy.models.layers.attention import Attention, Rope
 from canopy.models.layers.layer_scale import LayerScale
 
 
-class Block(nn.Module):
+class TransformerBlock(nn.Module):
     """Pre-norm attention and feed-forward, each with LayerScale and a residual connection.
 
     Parameters
