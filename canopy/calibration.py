@@ -312,7 +312,7 @@ def _cross_validate(grids) -> dict:
         return {"scheme": scheme, "folds": 0, "note": "no fold had enough pairs outside it to fit"}
     summary = {name: array_metrics(pairs) for name, pairs in (("before", before), ("after", after))}
     return {"scheme": scheme, "folds": used,
-            **{name: {m: (None if metrics is None or metrics[m] is None else round(float(metrics[m]), 4)) for m in METRICS}
+            **{name: {m: (None if metrics is None or getattr(metrics, m) is None else round(float(getattr(metrics, m)), 4)) for m in METRICS}
                for name, metrics in summary.items()}}
 
 

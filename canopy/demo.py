@@ -167,7 +167,7 @@ def run_demo(out_dir: Path, *, epochs: int = 40, say: Callable[[str], None] = lo
             say(f"predicting {plot} over bbox {','.join(f'{v:.6f}' for v in bbox)} (EPSG:4326)")
             predict(DATA / f"{plot}_rgb.tif", bbox, model=model_file, out=target, quicklook=True, offline=True)
             maps.append(target)
-            per_plot[plot] = evaluate(target, DATA / f"{plot}_chm_1m.tif", block_size=BLOCK_SIZE)
+            per_plot[plot] = evaluate(target, DATA / f"{plot}_chm_1m.tif", block_size=BLOCK_SIZE).to_dict()
         say(f"calibrating the model's heights on the lidar of {', '.join(CALIBRATION_PLOTS)}")
         calibration_maps = []
         for plot in CALIBRATION_PLOTS:
@@ -191,30 +191,22 @@ def run_demo(out_dir: Path, *, epochs: int = 40, say: Callable[[str], None] = lo
         "validation_plots": list(trained.val_images),
         "test_plots": list(TEST_PLOTS),
         "block_size_px": BLOCK_SIZE,
-        "test_metrics": combined,
+        "test_metrics": combined.to_dict(),
         "calibration": {"plots": list(CALIBRATION_PLOTS), "file": "calibration.json", "cross_validation": calibration.validation,
-                        "test_metrics_calibrated": calibrated},
-        "baseline_training_mean": {"value_m": mean_height, **baseline},
+                        "test_metrics_calibrated": calibrated.to_dict()},
+        "baseline_training_mean": {"value_m": mean_height, **baseline.to_dict()},
         "per_plot": per_plot,
-        "validation": dataclasses.asdict(trained.validation) if trained.validation else {},
-        "training": {
-            **dataclasses.asdict(settings),
-            "train_images": list(trained.train_images),
-            "val_images": list(trained.val_images),
-            "train_pixels": trained.train_pixels,
-            "train_mean_height": trained.train_mean_height,
-            "chips": trained.chips,
-            "best_epoch": trained.best_epoch,
-        },
+        "validation": trained.to_dict()["validation"] or {},
+        "training": {**dataclasses.asdict(settings), **trained.to_dict()},
     }
     with atomic_path(out_dir / "report.json") as tmp:
         tmp.write_text(json.dumps(report, indent=2))
     with atomic_path(out_dir / "report.md") as tmp:
         tmp.write_text(_markdown(report))
-    say(f"test plots, pooled ({combined['n']} px):\n{format_table(combined)}")
-    say(f"baseline (training mean {mean_height:.2f} m everywhere): MAE {baseline['mae']:.3f} m, RMSE {baseline['rmse']:.3f} m")
-    say(f"calibrated on {', '.join(CALIBRATION_PLOTS)}, on the test plots: MAE {combined['mae']:.3f} -> {calibrated['mae']:.3f} m, "
-        f"bias {combined['bias']:.3f} -> {calibrated['bias']:.3f} m")
+    say(f"test plots, pooled ({combined.n} px):\n{format_table(combined)}")
+    say(f"baseline (training mean {mean_height:.2f} m everywhere): MAE {baseline.mae:.3f} m, RMSE {baseline.rmse:.3f} m")
+    say(f"calibrated on {', '.join(CALIBRATION_PLOTS)}, on the test plots: MAE {combined.mae:.3f} -> {calibrated.mae:.3f} m, "
+        f"bias {combined.bias:.3f} -> {calibrated.bias:.3f} m")
     return DemoResult(out_dir, maps, pretrained, notice, report)
 
 

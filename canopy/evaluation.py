@@ -13,6 +13,7 @@ rasters on the reference's grid, with d = prediction - reference:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections.abc import Sequence
@@ -30,6 +31,43 @@ from canopy.errors import EvaluationError, ImageryReadError
 from canopy.grid import intersects
 
 HEIGHT_BINS: list[tuple[float, float]] = [(0, 5), (5, 10), (10, 20), (20, 30), (30, math.inf)]
+
+
+@dataclass(frozen=True)
+class BinMetrics:
+    """The pixels of one reference height bin: how many, their MAE and bias (None when there are none)."""
+
+    n: int
+    mae: float | None
+    bias: float | None
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    """The field's metrics of a map against a reference (definitions in this module's docstring).
+
+    ``r2`` and ``r2_block`` are None when undefined (no spread, fewer than two blocks); ``by_height_bin``
+    maps bin names (``0-5``, ..., ``30+``) to :class:`BinMetrics`; ``notes`` are sentences on too few
+    blocks or an R² that suggests swapped inputs.
+
+    .. versionadded:: 0.3
+       :func:`evaluate` returned a dict before.
+    """
+
+    mae: float
+    rmse: float
+    bias: float
+    r2: float | None
+    r2_block: float | None
+    n: int
+    reference_std: float
+    n_blocks: int
+    by_height_bin: dict[str, BinMetrics]
+    notes: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict:
+        """Plain values for JSON."""
+        return dataclasses.asdict(self) | {"notes": list(self.notes)}
 
 
 def _bin_name(lo: float, hi: float) -> str:
@@ -76,29 +114,25 @@ class _Sums:
                     self.block_pred.append(float(pred[part][ok].mean()))
                     self.block_ref.append(float(ref[part][ok].mean()))
 
-    def metrics(self) -> dict:
-        """The metrics dictionary."""
+    def metrics(self) -> EvaluationResult:
+        """The metrics, without notes."""
         n = self.n
         mean_ref = self.sum_ref / n
         ss_tot = self.sum_ref_sq - n * mean_ref * mean_ref
         by_bin = {}
         for (lo, hi), (count, abs_sum, d_sum) in self.bins.items():
-            by_bin[_bin_name(lo, hi)] = {
-                "n": count,
-                "mae": abs_sum / count if count else None,
-                "bias": d_sum / count if count else None,
-            }
-        return {
-            "mae": self.sum_abs / n,
-            "rmse": math.sqrt(self.sum_sq / n),
-            "bias": self.sum_d / n,
-            "r2": 1.0 - self.sum_sq / ss_tot if ss_tot > 0 else None,
-            "r2_block": _r2(np.array(self.block_pred), np.array(self.block_ref)),
-            "n": n,
-            "reference_std": math.sqrt(max(ss_tot, 0.0) / n),
-            "n_blocks": len(self.block_ref),
-            "by_height_bin": by_bin,
-        }
+            by_bin[_bin_name(lo, hi)] = BinMetrics(count, abs_sum / count if count else None, d_sum / count if count else None)
+        return EvaluationResult(
+            mae=self.sum_abs / n,
+            rmse=math.sqrt(self.sum_sq / n),
+            bias=self.sum_d / n,
+            r2=1.0 - self.sum_sq / ss_tot if ss_tot > 0 else None,
+            r2_block=_r2(np.array(self.block_pred), np.array(self.block_ref)),
+            n=n,
+            reference_std=math.sqrt(max(ss_tot, 0.0) / n),
+            n_blocks=len(self.block_ref),
+            by_height_bin=by_bin,
+        )
 
 
 def _r2(pred: np.ndarray, ref: np.ndarray) -> float | None:
@@ -189,7 +223,7 @@ def evaluate_pairs(
     rows_per_read: int = 1000,
     constant: float | None = None,
     transform=None,
-) -> dict:
+) -> EvaluationResult:
     """Metrics pooled over several (prediction, reference) pairs, as :func:`evaluate` defines them.
 
     Parameters
@@ -206,7 +240,7 @@ def evaluate_pairs(
 
     Returns
     -------
-    dict
+    EvaluationResult
         As :func:`evaluate`.
 
     Raises
@@ -223,11 +257,10 @@ def evaluate_pairs(
         names = ", ".join(f"{p} vs {r}" for p, r in pairs)
         raise EvaluationError(f"{names}: no pixel is valid in both; check their nodata values and extents.")
     metrics = sums.metrics()
-    metrics["notes"] = _notes(metrics, block_size)
-    return metrics
+    return dataclasses.replace(metrics, notes=tuple(_notes(metrics, block_size)))
 
 
-def array_metrics(pairs, block_size: int = 50) -> dict | None:
+def array_metrics(pairs, block_size: int = 50) -> EvaluationResult | None:
     """The metrics of :func:`evaluate` over (prediction, reference) 2-D arrays on one grid (NaN for no data);
     None when no pixel is valid in both."""
     sums = _Sums()
@@ -236,29 +269,30 @@ def array_metrics(pairs, block_size: int = 50) -> dict | None:
     return sums.metrics() if sums.n else None
 
 
-def _notes(metrics: dict, block_size: int) -> list[str]:
+def _notes(metrics: EvaluationResult, block_size: int) -> list[str]:
     """What a reader of the metrics should know: too few blocks for block R², or an R² that points to a mix-up."""
     notes = []
-    if metrics["n_blocks"] < 2:
-        suggested = max(2, int(math.sqrt(metrics["n"] / 10)))
+    if metrics.n_blocks < 2:
+        suggested = max(2, int(math.sqrt(metrics.n / 10)))
         notes.append(
             f"Block R² needs at least two {block_size} x {block_size} px blocks at least half valid, and the area holds "
-            f"{metrics['n_blocks']}: lower --block-size (e.g. {suggested}) to get one."
+            f"{metrics.n_blocks}: lower --block-size (e.g. {suggested}) to get one."
         )
-    if metrics["r2"] is not None and metrics["r2"] < -1:
-        spread = f"{metrics['reference_std']:.2f} m"
+    if metrics.r2 is not None and metrics.r2 < -1:
+        spread = f"{metrics.reference_std:.2f} m"
         notes.append(
             f"R² far below 0 means the map is much worse than the reference's own mean everywhere; the reference's "
             f"heights vary by only {spread} (std): check that PREDICTION comes first and the lidar REFERENCE second, "
             "that both are heights in metres, and which model and weights made the map."
-            if metrics["reference_std"] < 1.0 else
+            if metrics.reference_std < 1.0 else
             "R² far below 0 means the map is much worse than the reference's own mean everywhere: check that both are "
             "heights in metres over the same place, and which model and weights made the map (random weights give this)."
         )
     return notes
 
 
-def evaluate(prediction: str | os.PathLike, reference: str | os.PathLike, block_size: int = 50, rows_per_read: int = 1000) -> dict:
+def evaluate(prediction: str | os.PathLike, reference: str | os.PathLike, block_size: int = 50,
+             rows_per_read: int = 1000) -> EvaluationResult:
     """Compare a canopy height map with a reference canopy height model.
 
     The prediction is brought onto the reference's grid (averaged when finer, reprojected when the
@@ -278,10 +312,12 @@ def evaluate(prediction: str | os.PathLike, reference: str | os.PathLike, block_
 
     Returns
     -------
-    dict
-        ``mae``, ``rmse``, ``bias``, ``r2``, ``r2_block`` (None when fewer than two blocks),
-        ``n`` (pixels compared), ``reference_std``, ``n_blocks``, ``by_height_bin`` ({bin: {n, mae,
-        bias}}) and ``notes`` (sentences on too few blocks, or an R² that suggests swapped inputs).
+    EvaluationResult
+        MAE, RMSE, bias, R², block R² (None when fewer than two blocks), pixels compared, the
+        reference's spread, blocks, metrics per reference height bin, and notes; ``to_dict()`` for JSON.
+
+    .. versionchanged:: 0.3
+       Returns an :class:`EvaluationResult` instead of a dict.
 
     Raises
     ------
@@ -293,29 +329,29 @@ def evaluate(prediction: str | os.PathLike, reference: str | os.PathLike, block_
     return evaluate_pairs([(prediction, reference)], block_size, rows_per_read)
 
 
-def format_table(metrics: dict) -> str:
+def format_table(metrics: EvaluationResult) -> str:
     """The metrics as a readable plain-text table."""
 
     def fmt(value: float | None, unit: str = "") -> str:
         return "n/a" if value is None else f"{value:.3f}{unit}"
 
     lines = [
-        f"pixels compared   {metrics['n']}",
-        f"MAE               {fmt(metrics['mae'], ' m')}",
-        f"RMSE              {fmt(metrics['rmse'], ' m')}",
-        f"bias (pred - ref) {fmt(metrics['bias'], ' m')}",
-        f"R² (pixels)       {fmt(metrics['r2'])}",
-        f"R² (blocks)       {fmt(metrics['r2_block'])}  ({metrics['n_blocks']} blocks)",
+        f"pixels compared   {metrics.n}",
+        f"MAE               {fmt(metrics.mae, ' m')}",
+        f"RMSE              {fmt(metrics.rmse, ' m')}",
+        f"bias (pred - ref) {fmt(metrics.bias, ' m')}",
+        f"R² (pixels)       {fmt(metrics.r2)}",
+        f"R² (blocks)       {fmt(metrics.r2_block)}  ({metrics.n_blocks} blocks)",
         "",
         "reference height  pixels     MAE        bias",
     ]
-    for name, row in metrics["by_height_bin"].items():
-        lines.append(f"{name + ' m':<17} {row['n']:<10} {fmt(row['mae'], ' m'):<10} {fmt(row['bias'], ' m')}")
-    lines += [f"\nnote: {note}" for note in metrics.get("notes", [])]
+    for name, row in metrics.by_height_bin.items():
+        lines.append(f"{name + ' m':<17} {row.n:<10} {fmt(row.mae, ' m'):<10} {fmt(row.bias, ' m')}")
+    lines += [f"\nnote: {note}" for note in metrics.notes]
     return "\n".join(lines)
 
 
-def write_scatter(pairs: Sequence[tuple[str | os.PathLike, str | os.PathLike]], metrics: dict, png: Path, title: str | None = None) -> None:
+def write_scatter(pairs: Sequence[tuple[str | os.PathLike, str | os.PathLike]], metrics: EvaluationResult, png: Path, title: str | None = None) -> None:
     """A density scatter of prediction against reference with the 1:1 line and the metrics.
 
     Parameters
@@ -347,8 +383,8 @@ def write_scatter(pairs: Sequence[tuple[str | os.PathLike, str | os.PathLike]], 
     ax.set_xlabel("reference canopy height (m)")
     ax.set_ylabel("predicted canopy height (m)")
     ax.set_title(title or "prediction vs reference")
-    r2 = "n/a" if metrics["r2"] is None else f"{metrics['r2']:.2f}"
-    ax.text(0.03, 0.97, f"MAE {metrics['mae']:.2f} m\nRMSE {metrics['rmse']:.2f} m\nbias {metrics['bias']:+.2f} m\nR² {r2}\nn {metrics['n']}",
+    r2 = "n/a" if metrics.r2 is None else f"{metrics.r2:.2f}"
+    ax.text(0.03, 0.97, f"MAE {metrics.mae:.2f} m\nRMSE {metrics.rmse:.2f} m\nbias {metrics.bias:+.2f} m\nR² {r2}\nn {metrics.n}",
             transform=ax.transAxes, va="top", fontsize=9, bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"})
     ax.legend(loc="lower right")
     fig.colorbar(counts, ax=ax, label="pixels")

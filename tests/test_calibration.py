@@ -51,7 +51,7 @@ def test_a_known_distortion_is_undone_on_held_out_plots(maps, tmp_path):
     fitted = canopy.calibrate(maps[:7], _references(PLOTS[:7]), tmp_path / "calib.json", plot=tmp_path / "calib.png")
     held = list(zip(maps[7:], _references(PLOTS[7:])))
     before, after = evaluate_pairs(held), evaluate_pairs(held, transform=fitted.apply)
-    assert before["mae"] > 1.5 and after["mae"] < 0.05 and abs(after["bias"]) < 0.05
+    assert before.mae > 1.5 and after.mae < 0.05 and abs(after.bias) < 0.05
     v = fitted.validation
     assert v["scheme"] == "leave-one-plot-out" and v["folds"] == 7
     assert v["after"]["mae"] < 0.2 * v["before"]["mae"] and v["after"]["r2"] > v["before"]["r2"]

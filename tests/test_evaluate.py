@@ -47,9 +47,9 @@ def test_metrics_match_a_hand_computation(tmp_path):
     prediction, ref = _pair(tmp_path)
     got = evaluate(prediction, ref, block_size=2)
     expected = _by_hand(PRED, REF)
-    assert got["n"] == expected["n"] == 14
+    assert got.n == expected["n"] == 14
     for key in ("mae", "rmse", "bias", "r2"):
-        assert got[key] == pytest.approx(expected[key], rel=1e-6), key
+        assert getattr(got, key) == pytest.approx(expected[key], rel=1e-6), key
     # blocks of 2 x 2: each has >= half its pixels valid, so four block means
     blocks_p = [PRED[:2, :2], PRED[:2, 2:], PRED[2:, :2], PRED[2:, 2:]]
     blocks_r = [REF[:2, :2], REF[:2, 2:], REF[2:, :2], REF[2:, 2:]]
@@ -59,12 +59,12 @@ def test_metrics_match_a_hand_computation(tmp_path):
         bp.append(p[ok].mean())
         br.append(r[ok].mean())
     bp, br = np.array(bp), np.array(br)
-    assert got["n_blocks"] == 4
-    assert got["r2_block"] == pytest.approx(1 - ((bp - br) ** 2).sum() / ((br - br.mean()) ** 2).sum(), rel=1e-6)
-    bins = got["by_height_bin"]
-    assert bins["0-5"]["n"] == 3 and bins["30+"]["n"] == 3  # reference 3 m has no prediction
-    assert bins["0-5"]["mae"] == pytest.approx(np.mean([1, 1, 1]))
-    assert bins["30+"]["bias"] == pytest.approx(np.mean([30 - 31, 33 - 35, 38 - 40]))
+    assert got.n_blocks == 4
+    assert got.r2_block == pytest.approx(1 - ((bp - br) ** 2).sum() / ((br - br.mean()) ** 2).sum(), rel=1e-6)
+    bins = got.by_height_bin
+    assert bins["0-5"].n == 3 and bins["30+"].n == 3  # reference 3 m has no prediction
+    assert bins["0-5"].mae == pytest.approx(np.mean([1, 1, 1]))
+    assert bins["30+"].bias == pytest.approx(np.mean([30 - 31, 33 - 35, 38 - 40]))
 
 
 def test_a_finer_prediction_is_averaged_onto_the_reference_grid(tmp_path):
@@ -76,7 +76,7 @@ def test_a_finer_prediction_is_averaged_onto_the_reference_grid(tmp_path):
     got = evaluate(prediction, ref)
     expected_pred = PRED.copy()
     expected_pred[0, 0] += 0.25
-    assert got["mae"] == pytest.approx(_by_hand(expected_pred, REF)["mae"], rel=1e-5)
+    assert got.mae == pytest.approx(_by_hand(expected_pred, REF)["mae"], rel=1e-5)
 
 
 def test_a_prediction_in_another_crs_is_reprojected(tmp_path):
@@ -86,19 +86,19 @@ def test_a_prediction_in_another_crs_is_reprojected(tmp_path):
     prediction, ref = _pair(tmp_path, pred=const, pred_transform=transform, pred_crs="EPSG:4326")
     got = evaluate(prediction, ref)
     expected = _by_hand(np.full((4, 4), 10.0, np.float32), REF)
-    assert got["n"] == 15
-    assert got["mae"] == pytest.approx(expected["mae"], rel=1e-5)
-    assert got["bias"] == pytest.approx(expected["bias"], rel=1e-5)
+    assert got.n == 15
+    assert got.mae == pytest.approx(expected["mae"], rel=1e-5)
+    assert got.bias == pytest.approx(expected["bias"], rel=1e-5)
 
 
 def test_baseline_constant_and_pooling(tmp_path):
     prediction, ref = _pair(tmp_path)
     single = evaluate(prediction, ref)
     pooled = evaluate_pairs([(prediction, ref), (prediction, ref)])
-    assert pooled["n"] == 2 * single["n"] and pooled["mae"] == pytest.approx(single["mae"])
+    assert pooled.n == 2 * single.n and pooled.mae == pytest.approx(single.mae)
     baseline = evaluate_pairs([(None, ref)], constant=5.0)
     ok = REF != -9999
-    assert baseline["mae"] == pytest.approx(np.abs(5.0 - REF[ok]).mean())
+    assert baseline.mae == pytest.approx(np.abs(5.0 - REF[ok]).mean())
 
 
 def test_no_overlap_and_no_shared_valid_pixel_are_errors(tmp_path):
@@ -115,10 +115,10 @@ def test_no_overlap_and_no_shared_valid_pixel_are_errors(tmp_path):
 def test_neon_reference_against_itself_is_perfect():
     chm = NEON / "TEAK_043_chm_1m.tif"
     got = evaluate(chm, chm, block_size=10)
-    assert got["mae"] == 0 and got["r2"] == 1 and got["r2_block"] == 1 and got["n_blocks"] == 16
+    assert got.mae == 0 and got.r2 == 1 and got.r2_block == 1 and got.n_blocks == 16
     with rasterio.open(chm) as src:
         data = src.read(1)
-    assert got["n"] == int((data != -9999).sum())
+    assert got.n == int((data != -9999).sum())
 
 
 def test_cli_prints_a_table_and_writes_json_and_a_plot(tmp_path):
@@ -137,9 +137,9 @@ def test_cli_prints_a_table_and_writes_json_and_a_plot(tmp_path):
 def test_notes_say_when_blocks_are_too_big_and_when_inputs_look_swapped(tmp_path):
     prediction, ref = _pair(tmp_path)
     got = evaluate(prediction, ref, block_size=50)
-    assert got["n_blocks"] == 0 and got["r2_block"] is None
-    assert any("lower --block-size" in note for note in got["notes"])
-    assert evaluate(prediction, ref, block_size=2)["notes"] == []
+    assert got.n_blocks == 0 and got.r2_block is None
+    assert any("lower --block-size" in note for note in got.notes)
+    assert evaluate(prediction, ref, block_size=2).notes == ()
     flat = write_raster(tmp_path / "flat.tif", data=np.full((1, 4, 4), 3.0, np.float32) + np.eye(4, dtype=np.float32)[None] * 0.1,
                         width=4, height=4, count=1, dtype="float32", transform=ORIGIN, nodata=float("nan"))
     swapped = CliRunner().invoke(cli, ["evaluate", str(ref), str(flat), "--block-size", "2"])

@@ -23,6 +23,6 @@ def evaluate(prediction: Path, reference: Path, json_out: Path | None, plot: Pat
     click.echo(format_table(metrics))
     if json_out is not None:
         with atomic_path(json_out) as tmp:
-            tmp.write_text(json.dumps(metrics, indent=2))
+            tmp.write_text(json.dumps(metrics.to_dict(), indent=2))
     if plot is not None:
         write_scatter([(prediction, reference)], metrics, plot, title=f"{prediction.name} vs {reference.name}")

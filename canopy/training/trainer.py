@@ -99,6 +99,14 @@ class TrainResult:
     history: tuple[EpochReport, ...]
     validation: Metrics | None
 
+    def to_dict(self) -> dict:
+        """Plain values for JSON (the path as text, tuples as lists).
+
+        .. versionadded:: 0.3
+        """
+        return {**dataclasses.asdict(self), "path": str(self.path), "train_images": list(self.train_images),
+                "val_images": list(self.val_images), "history": [dataclasses.asdict(r) for r in self.history]}
+
 
 def _augment(sample: Sample, k: int, flip: bool) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
     """Rotate by k quarter turns and optionally mirror both the feature maps and the target.
@@ -266,21 +274,12 @@ def train(
         int(train_targets.numel()), float(train_targets.mean()), len(train_samples) + len(val_samples), best_epoch,
         tuple(history), validation,
     )
-    training = {
-        "train_images": list(result.train_images),
-        "val_images": list(result.val_images),
-        "train_pixels": result.train_pixels,
-        "train_mean_height": result.train_mean_height,
-        "chips": result.chips,
-        "epochs": settings.epochs,
-        "best_epoch": best_epoch,
-        "seed": settings.seed,
-        "head": settings.head,
-        "chip_size": spec.chip_size,
-        "learning_rate": settings.learning_rate,
-        "history": [{"epoch": r.epoch, "train_loss": r.train_loss, "val_mae": r.val_mae} for r in history],
-    }
-    save_model_file(out, spec, resolved.identity, head_module, training, dataclasses.asdict(validation) if validation else {})
+    record = result.to_dict()
+    training = {key: record[key] for key in ("train_images", "val_images", "train_pixels", "train_mean_height", "chips",
+                                             "best_epoch", "history")}
+    training.update(epochs=settings.epochs, seed=settings.seed, head=settings.head, chip_size=spec.chip_size,
+                    learning_rate=settings.learning_rate)
+    save_model_file(out, spec, resolved.identity, head_module, training, record["validation"] or {})
     return result
 
 
