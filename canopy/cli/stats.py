@@ -6,9 +6,6 @@ from pathlib import Path
 
 import click
 
-_FORMATS = (".gpkg", ".csv", ".parquet")
-
-
 def _names(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
     """A comma-separated list of statistic names."""
     return tuple(name.strip() for name in value.split(",") if name.strip())
@@ -33,11 +30,10 @@ def stats(chm: Path, polygons: Path, layer: str | None, names: tuple[str, ...], 
     """Height statistics, canopy cover and stand structure (gaps, trees, top height) of each polygon over CHM,
     every pixel weighted by its area inside; plus valid and inside fractions and area."""
     from canopy.analysis.zonal import STRUCTURE, zonal_stats
-    from canopy.errors import OutputPathError
-    from canopy.io.atomic import atomic_path
+    from canopy.io.tables import check_table_path, write_table
 
-    if out is not None and out.suffix.lower() not in _FORMATS:
-        raise OutputPathError(f"Output {out} must end in .gpkg, .csv or .parquet.")
+    if out is not None:
+        check_table_path(out)
     names = tuple(n for name in names for n in (STRUCTURE if name == "structure" else (name,)))
     trees = _read_trees(trees_file) if trees_file is not None else None
     table = zonal_stats(chm, polygons, stats=names, cover_threshold=cover_threshold if len(cover_threshold) > 1 else cover_threshold[0],
@@ -45,15 +41,7 @@ def stats(chm: Path, polygons: Path, layer: str | None, names: tuple[str, ...], 
     if out is None:
         click.echo(table.drop(columns=table.geometry.name).to_string(index=False))
         return
-    with atomic_path(out) as tmp:
-        tmp.unlink()  # the GeoPackage driver creates its file itself
-        suffix = out.suffix.lower()
-        if suffix == ".gpkg":
-            table.to_file(tmp, driver="GPKG", layer=out.stem)
-        elif suffix == ".csv":
-            table.assign(**{table.geometry.name: table.geometry.to_wkt()}).to_csv(tmp, index=False)
-        else:
-            table.to_parquet(tmp)
+    write_table(table, out)
     click.echo(f"wrote {out} ({len(table)} polygons)", err=True)
 
 
