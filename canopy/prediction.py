@@ -90,6 +90,7 @@ def predict(
     client: Any = None,
     progress: Callable[[Progress], None] | None = None,
     download_progress: ProgressCallback | None = None,
+    cluster_started: Callable[[str], None] | None = None,
     **options: Any,
 ) -> xr.DataArray:
     """Predict canopy height over a region and return it as a georeferenced DataArray.
@@ -118,6 +119,8 @@ def predict(
         Called after each block with a :class:`Progress`.
     download_progress
         Called while weights download.
+    cluster_started
+        Called with the dashboard's address when a local Dask cluster (``workers``) has started.
     **options
         The keywords of :meth:`PredictRequest.from_options <canopy.request.PredictRequest.from_options>`:
         ``bbox_crs`` (CRS of ``bbox``, default EPSG:4326); ``model`` (a registry name, see
@@ -167,7 +170,7 @@ def predict(
         if client is None and request.runtime.cluster.distributed:
             from canopy.runtime.distributed import connect
 
-            client = stack.enter_context(connect(request.runtime.cluster))
+            client = stack.enter_context(connect(request.runtime.cluster, on_start=cluster_started))
         engine = _engine(plan, client, download_progress)
         stack.callback(engine.close)
         target = request.output.path

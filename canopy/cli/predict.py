@@ -91,17 +91,13 @@ def predict(quiet: bool, **options) -> None:
     """
     from canopy.prediction import RunSummary, predict as run_predict
     from canopy.request import PredictRequest
-    from canopy.runtime.distributed import connect
 
     request = PredictRequest.from_options(**{**options, "imagery": list(options["imagery"]), "collections": list(options["collections"])})
-    cluster = request.runtime.cluster
     with ExitStack() as stack:
-        client = None
-        if cluster.distributed:
-            client = stack.enter_context(connect(cluster, on_start=lambda link: click.echo(f"Dask dashboard: {link}", err=True)))
         on_download = stack.enter_context(download_progress(quiet))
         on_block = stack.enter_context(block_progress(quiet))
-        result = run_predict(request, client=client, progress=on_block, download_progress=on_download)
+        result = run_predict(request, progress=on_block, download_progress=on_download,
+                             cluster_started=lambda link: click.echo(f"Dask dashboard: {link}", err=True))
     out = request.output.path
     summary = RunSummary.from_attrs(result.attrs)
     height, width = result.shape
