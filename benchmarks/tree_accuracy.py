@@ -43,6 +43,7 @@ def plot_scores(parameters: TreeParameters) -> pd.DataFrame:
 
 
 def main() -> None:
+    """Parse the parameters and print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     for f in fields(TreeParameters):
         parser.add_argument(f"--{f.name.replace('_', '-')}", type=float, default=f.default)

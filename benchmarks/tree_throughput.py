@@ -70,6 +70,7 @@ def make_forest(path: Path, size: int, res: float = 0.5, seed: int = 0) -> None:
 
 
 def main() -> None:
+    """Make the forest, run the trees in a fresh process and print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=10000)
     parser.add_argument("--block-size", type=int, default=2048)

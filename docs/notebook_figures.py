@@ -31,6 +31,7 @@ def first_figure(path: Path) -> bytes | None:
 
 
 def main() -> None:
+    """Write every notebook's first figure."""
     for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
         png = first_figure(path)
         if png is not None:

@@ -253,6 +253,7 @@ class _ChangeRun:
         return np.load(self.scratch / f"d_{block.key}.npy", mmap_mode="r")
 
     def _key(self, block) -> tuple[int, int]:
+        """A block's (row, column) in the grid of blocks."""
         return block.row // self.block_size, block.col // self.block_size
 
     def measure(self) -> None:

@@ -139,6 +139,7 @@ def _stream(raster: HeightRaster, definition: ForestDefinition, size: int, scrat
     blocks = [(i, j) for i in range(grid[0]) for j in range(grid[1])]
 
     def window(i: int, j: int) -> tuple[int, int, int, int]:
+        """Block (i, j)'s first row, first column, height and width."""
         return i * size, j * size, min(size, raster.height - i * size), min(size, raster.width - j * size)
 
     stored = lambda i, j: scratch / f"c{i}_{j}.npy"  # noqa: E731  (a block's candidates: 1, 0, or NODATA)

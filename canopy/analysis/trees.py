@@ -107,6 +107,7 @@ def trees(
     crs = parts[0].tops.crs
 
     def joined(frames: list[gpd.GeoDataFrame]) -> gpd.GeoDataFrame:
+        """The blocks' rows in one table, in tree_id order."""
         table = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), crs=crs)
         return table.sort_values("tree_id", kind="stable", ignore_index=True)
 

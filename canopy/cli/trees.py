@@ -28,6 +28,7 @@ def documented_options(cls: type):
     helps = _field_help(cls)
 
     def decorate(command):
+        """Add the options to ``command``, in the fields' order."""
         for f in reversed(fields(cls)):
             command = click.option(f"--{f.name.replace('_', '-')}", type=float, default=f.default, show_default=True,
                                    help=helps[f.name])(command)
