@@ -122,27 +122,12 @@ def predict(
     cluster_started
         Called with the dashboard's address when a local Dask cluster (``workers``) has started.
     **options
-        The keywords of :meth:`PredictRequest.from_options <canopy.request.PredictRequest.from_options>`:
-        ``bbox_crs`` (CRS of ``bbox``, default EPSG:4326); ``model`` (a registry name, see
-        ``canopy models``, or a model file from ``canopy train``; None for Meta's huge canopy-height
-        model when its weights are cached); ``weights`` (a path, ``random`` for tests and
-        benchmarks, or None for the cache or a download); ``out`` (write the map here as a COG plus
-        ``<name>.qml``; None keeps it in memory); ``res`` (pixel size in metres, default the
-        model's); ``crs`` (default the imagery's, or the region's UTM zone); ``chip_size`` (a
-        multiple of the model's patch size) and ``overlap`` (default a quarter chip);
-        ``batch_size`` (chips per model call; None for the device's fastest); ``block_size`` (block
-        side in output pixels, rounded to a whole multiple of the chip stride, default 2048);
-        ``device`` (``auto``, ``cpu``, ``cuda``, ``mps``); ``precision`` (``auto``: bf16 on CUDA GPUs
-        and on CPUs with bf16 matrix instructions, fp32 elsewhere and for int8 models on the CPU;
-        ``fp32``, ``bf16``, ``fp16``); ``resume`` (continue a partial run of the same settings at
-        ``out``); ``quicklook`` (also write ``<name>.png``); ``offline`` (forbid downloads; None
-        reads ``CANOPY_OFFLINE``); ``bands`` (1-based red, green, blue); ``collections``,
-        ``datetime``, ``asset`` (STAC filters and the RGB asset key); ``mosaic_order`` (``finest``,
-        ``latest`` or ``given``); ``normalize`` (``none``, or ``aerial`` for Meta's aerial
-        normalisation over the whole region) and ``normalizer_weights``; ``workers`` and
-        ``threads_per_worker`` (start a local Dask cluster), ``scheduler`` or ``scheduler_file``
-        (use a running one); ``calibration`` (a file from ``canopy calibrate``, applied to the
-        heights; refused if fitted for another model or weights).
+        The keywords of :meth:`PredictRequest.from_options <canopy.request.PredictRequest.from_options>`,
+        one per predict option, each named, defaulted and explained once in
+        :data:`canopy.predict_options.PREDICT_OPTIONS` (listed in ``docs/predict_options.md``): the
+        region's CRS, the model and its weights, the output and its grid, the chip layout, batch and
+        block sizes, device and precision, resume and quicklook, the imagery's bands and STAC
+        filters, the mosaic order, aerial normalisation, the cluster, and a calibration.
 
     Returns
     -------

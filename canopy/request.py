@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 from rasterio.crs import CRS
 
+from canopy.predict_options import DEFAULT_BLOCK_SIZE
 from canopy.choices import Device, Normalize, Precision
 from canopy.errors import ChipLayoutError, OutputPathError, RequestError
 from canopy.grid import Region, parse_crs
@@ -27,7 +28,6 @@ from canopy.models.defaults import default_model
 from canopy.models.height_model import ModelRef
 from canopy.tiling.chips import ChipLayout
 
-DEFAULT_BLOCK_SIZE = 2048
 
 
 def check_output_path(out: str | os.PathLike) -> Path:

@@ -111,3 +111,38 @@ def test_every_file_in_configs_is_read_and_the_example_request_states_the_real_d
     assert stated and all(stated[key] == defaults[key].default for key in stated), stated
     request = PredictRequest.from_yaml(example, imagery=[RGB], model="dinov2_vits14", weights="random")
     assert request == PredictRequest.from_options(RGB, model="dinov2_vits14", weights="random")
+
+
+def test_one_table_names_defaults_and_explains_every_predict_option():
+    """canopy/predict_options.py is the one place: from_options, to_options, the CLI, configs/predict.yaml and
+    docs/predict_options.md must agree with it."""
+    import inspect
+    from pathlib import Path
+
+    import click
+    import yaml
+
+    from canopy.cli.predict import predict as predict_command
+    from canopy.models.registry import config_dir
+    from canopy.predict_options import OPTION, PREDICT_OPTIONS, markdown_table
+
+    names = [o.name for o in PREDICT_OPTIONS]
+    keywords = inspect.signature(PredictRequest.from_options).parameters
+    assert set(keywords) == set(names), set(keywords) ^ set(names)
+    for name, parameter in keywords.items():
+        if parameter.default is not inspect.Parameter.empty:
+            assert parameter.default == OPTION[name].default, name
+    assert set(PredictRequest.from_options(RGB, model="dinov2_vits14", weights="random").to_options()) == set(names)
+    cli = {p.name: p for p in predict_command.params if isinstance(p, click.Option) and p.name not in ("config", "quiet")}
+    assert set(cli) == set(names), set(cli) ^ set(names)
+    for name, option in cli.items():
+        assert option.help == OPTION[name].help and OPTION[name].flag in option.opts, name
+        if not option.multiple and not option.is_flag:
+            assert option.default == OPTION[name].default, name
+    text = (config_dir() / "predict.yaml").read_text()
+    stated = yaml.safe_load(text)
+    assert all(stated[key] == OPTION[key].default for key in stated), stated
+    missing = [n for n in names if f"\n{n}:" not in text and f"\n# {n}:" not in text]
+    assert not missing, f"configs/predict.yaml does not mention {missing}"
+    docs = Path(__file__).resolve().parents[1] / "docs" / "predict_options.md"
+    assert docs.read_text() == markdown_table(), "run: python -c 'from canopy.predict_options import markdown_table; print(markdown_table(), end=\"\")' > docs/predict_options.md"

@@ -5,32 +5,34 @@ from __future__ import annotations
 import click
 
 from canopy.choices import Device, Precision
+from canopy.predict_options import OPTION
 
-model_option = click.option(
-    "--model", default=None, metavar="NAME|FILE",
-    help="Model from `canopy models`, or a file from `canopy train` (default: meta-chm-v1-huge once its weights are cached)."
-)
-weights_option = click.option(
-    "--weights", default=None, metavar="PATH|random",
-    help="Checkpoint (a backbone's, or a whole published model's); 'random' for tests and benchmarks only."
-)
-offline_option = click.option(
-    "--offline", is_flag=True, default=None, help="Never download weights (also CANOPY_OFFLINE=1)."
-)
-device_option = click.option("--device", type=click.Choice([d.value for d in Device]), default="auto", show_default=True)
-precision_option = click.option("--precision", type=click.Choice([p.value for p in Precision]), default="auto", show_default=True)
+
+def predict_option(name: str, *declarations: str, **settings):
+    """A click option for the predict option ``name``: its flag, help and default from :mod:`canopy.predict_options`,
+    the click-only settings (type, metavar, flags) given here."""
+    option = OPTION[name]
+    settings.setdefault("help", option.help)
+    if not settings.get("multiple") and "default" not in settings:
+        settings["default"] = option.default
+    return click.option(option.flag, *declarations, **settings)
+
+
+model_option = predict_option("model", metavar="NAME|FILE")
+weights_option = predict_option("weights", metavar="PATH|random")
+offline_option = predict_option("offline", is_flag=True)
+device_option = predict_option("device", type=click.Choice([d.value for d in Device]), show_default=True)
+precision_option = predict_option("precision", type=click.Choice([p.value for p in Precision]), show_default=True)
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 
 
 def cluster_options(command):
     """The Dask options of a command that computes blocks: ``--workers``, ``--threads-per-worker``, ``--scheduler``, ``--scheduler-file``."""
     for option in reversed((
-        click.option("--workers", type=click.IntRange(min=1), default=None,
-                     help="Start a local Dask cluster of this many worker processes (each loads a model once)."),
-        click.option("--threads-per-worker", type=click.IntRange(min=1), default=None,
-                     help="Threads of each local worker  [default: cores / workers]"),
-        click.option("--scheduler", default=None, metavar="tcp://HOST:PORT", help="Run on an existing Dask cluster by its scheduler's address."),
-        click.option("--scheduler-file", default=None, type=click.Path(dir_okay=False), help="Run on an existing Dask cluster by its scheduler file."),
+        predict_option("workers", type=click.IntRange(min=1)),
+        predict_option("threads_per_worker", type=click.IntRange(min=1)),
+        predict_option("scheduler", metavar="tcp://HOST:PORT"),
+        predict_option("scheduler_file", type=click.Path(dir_okay=False)),
     )):
         command = option(command)
     return command

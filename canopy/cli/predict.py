@@ -14,6 +14,7 @@ from canopy.cli.options import (
     model_option,
     offline_option,
     precision_option,
+    predict_option,
     quiet_option,
     weights_option,
 )
@@ -50,35 +51,30 @@ class _BBoxText(click.ParamType):
 
 @click.command()
 @config_option
-@click.option("--imagery", "imagery", multiple=True, required=True, metavar="SRC",
-              help="GeoTIFF file or URL, directory or glob of GeoTIFFs, STAC catalogue (.json) or STAC API (stac+https://…/search); repeatable.")
-@click.option("--bands", type=_Bands(), default=None, metavar="R,G,B", help="1-based band indexes of red, green, blue (default: by colour interpretation).")
-@click.option("--collection", "collections", multiple=True, help="STAC collection to search; repeatable.")
-@click.option("--datetime", default=None, metavar="INTERVAL", help="STAC datetime filter, e.g. 2020-01-01/2022-12-31.")
-@click.option("--asset", default=None, help="STAC asset key of the RGB image (default: visual, rgb, image or data).")
-@click.option("--mosaic-order", type=click.Choice([o.value for o in MosaicOrder]), default="finest", show_default=True,
-              help="Which source wins where several overlap.")
-@click.option("--normalize", type=click.Choice([n.value for n in Normalize]), default="none", show_default=True,
-              help="aerial: stretch aerial imagery to the satellite radiometry Meta's models expect (whole region).")
-@click.option("--normalizer-weights", default=None, metavar="PATH", help="Checkpoint of the aerial normalisation network.")
-@click.option("--calibration", default=None, type=click.Path(exists=True, dir_okay=False),
-              help="A file from `canopy calibrate`, applied to the heights (made for this model and weights).")
-@click.option("--bbox", type=_BBoxText(), default=None, metavar="MINX,MINY,MAXX,MAXY", help="Region (west,south,east,north); default the imagery's extent.")
-@click.option("--bbox-crs", default="EPSG:4326", show_default=True, help="CRS of --bbox.")
-@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Output COG (.tif); a .qml style is written beside it.")
+@predict_option("imagery", "imagery", multiple=True, required=True, metavar="SRC")
+@predict_option("bands", type=_Bands(), metavar="R,G,B")
+@predict_option("collections", "collections", multiple=True)
+@predict_option("datetime", metavar="INTERVAL")
+@predict_option("asset")
+@predict_option("mosaic_order", type=click.Choice([o.value for o in MosaicOrder]), show_default=True)
+@predict_option("normalize", type=click.Choice([n.value for n in Normalize]), show_default=True)
+@predict_option("normalizer_weights", metavar="PATH")
+@predict_option("calibration", type=click.Path(exists=True, dir_okay=False))
+@predict_option("bbox", type=_BBoxText(), metavar="MINX,MINY,MAXX,MAXY")
+@predict_option("bbox_crs", show_default=True)
+@predict_option("out", required=True, type=click.Path(dir_okay=False, path_type=Path))
 @model_option
 @weights_option
-@click.option("--res", type=float, default=None, help="Output pixel size in metres (default: the model's).")
-@click.option("--crs", default=None, help="Output CRS (default: the imagery's, or the region's UTM zone).")
-@click.option("--chip-size", type=int, default=None, help="Chip side in px, a multiple of the patch size (default: the model's).")
-@click.option("--overlap", type=int, default=None, help="Overlap between chips in px (default: a quarter chip).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=None,
-              help="Chips per model call  [default: 4 on the CPU, 32 chips of 256 px (scaled by area) on a GPU]")
-@click.option("--block-size", type=click.IntRange(min=16), default=2048, show_default=True, help="Block side in output px.")
+@predict_option("res", type=float)
+@predict_option("crs")
+@predict_option("chip_size", type=int)
+@predict_option("overlap", type=int)
+@predict_option("batch_size", type=click.IntRange(min=1))
+@predict_option("block_size", type=click.IntRange(min=16), show_default=True)
 @device_option
 @precision_option
-@click.option("--resume", is_flag=True, help="Continue an interrupted run with the same settings.")
-@click.option("--quicklook", is_flag=True, help="Also write <name>.png with a colour bar.")
+@predict_option("resume", is_flag=True)
+@predict_option("quicklook", is_flag=True)
 @offline_option
 @cluster_options
 @quiet_option
