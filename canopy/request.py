@@ -321,16 +321,10 @@ class PredictRequest:
         CanopyError
             As :meth:`from_options`.
         """
-        try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise RequestError(f"Request file {path} cannot be read ({exc}); give a YAML file of predict options.") from None
-        if not isinstance(data, dict):
-            raise RequestError(f"Request file {path} must hold a mapping of option names to values.")
-        values = {**{str(k).replace("-", "_"): v for k, v in data.items()}, **overrides}
-        unknown = sorted(set(values) - set(OPTION_NAMES))
+        values = {**read_option_file(path, OPTION_NAMES), **overrides}
+        unknown = sorted(set(overrides) - set(OPTION_NAMES))
         if unknown:
-            raise RequestError(f"Request file {path} has unknown keys {unknown}; known are {sorted(OPTION_NAMES)}.")
+            raise RequestError(f"Options {unknown} are not predict options; known are {sorted(OPTION_NAMES)}.")
         if "imagery" not in values:
             raise RequestError(f"Request file {path} names no imagery; add an imagery: list of paths or URLs.")
         return cls.from_options(**values)
@@ -338,6 +332,28 @@ class PredictRequest:
 
 OPTION_NAMES = tuple(inspect.signature(PredictRequest.from_options).parameters)
 """The option names a request is made from: ``canopy.predict``'s keywords, YAML keys and (with dashes) CLI flags."""
+
+
+def read_option_file(path: str | os.PathLike, known: Sequence[str]) -> dict[str, Any]:
+    """The option values of a YAML file (keys with ``-`` or ``_``): the one reader of ``--config`` files and
+    :meth:`PredictRequest.from_yaml`.
+
+    Raises
+    ------
+    RequestError
+        If the file cannot be read, is not a mapping, or has keys not in ``known`` (the message lists them).
+    """
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise RequestError(f"Option file {path} cannot be read ({exc}); give a YAML file of option values.") from None
+    if not isinstance(data, dict):
+        raise RequestError(f"Option file {path} must hold a mapping of option names to values.")
+    values = {str(k).replace("-", "_"): v for k, v in data.items()}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise RequestError(f"Option file {path} has unknown keys {unknown}; known are {sorted(known)}.")
+    return values
 
 
 def _crs_text(crs: CRS) -> str:

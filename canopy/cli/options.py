@@ -46,20 +46,14 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) 
     """
     if value is None:
         return None
-    import yaml
+    from canopy.errors import RequestError
+    from canopy.request import read_option_file
 
+    known = sorted(p.name for p in ctx.command.params if p.name and p.name != param.name)
     try:
-        with open(value) as handle:
-            data = yaml.safe_load(handle) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise click.BadParameter(f"cannot read {value}: {exc}", ctx=ctx, param=param) from None
-    if not isinstance(data, dict):
-        raise click.BadParameter(f"{value} must hold a mapping of option names to values", ctx=ctx, param=param)
-    known = {p.name for p in ctx.command.params if p.name and p.name != param.name}
-    values = {str(k).replace("-", "_"): v for k, v in data.items()}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise click.BadParameter(f"{value} has unknown keys {unknown}; known are {sorted(known)}", ctx=ctx, param=param)
+        values = read_option_file(value, known)
+    except RequestError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
     ctx.default_map = {**(ctx.default_map or {}), **values}
     return value
 
