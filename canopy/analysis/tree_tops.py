@@ -22,8 +22,8 @@ TALLEST_TREE_M = 120.0
 class TreeParameters:
     """How trees are found and delineated; every length is in metres, so one set works from 0.1 m to 2 m pixels.
 
-    The defaults scored best on the bundled NEON plots (``docs/trees.md``, which gives the search
-    and its caveat: 13 plots of two conifer sites).
+    The defaults scored best on the bundled NEON plots' lidar CHMs (``docs/trees.md``, which gives
+    the search and its caveat: 13 plots of two conifer sites).
 
     Parameters
     ----------
@@ -38,7 +38,7 @@ class TreeParameters:
     crown_ratio
         A crown holds pixels at least this fraction of its top's height, so gaps and understorey
         between crowns are left out (Silva et al. 2016's ``exclusion``; lidR's default 0.3 keeps
-        lower branches that people do not outline on an orthophoto, 0.65 scored best here).
+        lower branches that people do not outline on an orthophoto; 0.6 scored best here).
     crown_diameter_ratio
         A crown is at most this fraction of its top's height across (Silva et al. 2016's 0.6).
     max_crown_diameter
@@ -52,7 +52,7 @@ class TreeParameters:
     smoothing: float = 0.4
     window_intercept: float = 1.0
     window_slope: float = 0.03
-    crown_ratio: float = 0.65
+    crown_ratio: float = 0.6
     crown_diameter_ratio: float = 0.6
     max_crown_diameter: float = 20.0
 
