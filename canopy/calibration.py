@@ -262,8 +262,9 @@ def _pairs_on_grid(prediction: str, reference: str) -> tuple[np.ndarray, np.ndar
 
 def _valid(grids) -> tuple[np.ndarray, np.ndarray]:
     """The pairs valid in both, as two flat float64 arrays."""
-    predicted = np.concatenate([p[np.isfinite(p) & np.isfinite(r)] for p, r in grids]).astype(np.float64)
-    reference = np.concatenate([r[np.isfinite(p) & np.isfinite(r)] for p, r in grids]).astype(np.float64)
+    valid = [np.isfinite(p) & np.isfinite(r) for p, r in grids]
+    predicted = np.concatenate([p[ok] for (p, _), ok in zip(grids, valid)]).astype(np.float64)
+    reference = np.concatenate([r[ok] for (_, r), ok in zip(grids, valid)]).astype(np.float64)
     return predicted, reference
 
 

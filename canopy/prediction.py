@@ -15,8 +15,10 @@ from typing import Any
 import xarray as xr
 
 from canopy.analysis.maps import open_map
+from canopy.analysis.quicklook import write_quicklook
 from canopy.calibration import map_identity
 from canopy.errors import LargeRegionWarning, RequestError
+from canopy.grid import Block
 from canopy.imagery import ImagerySource
 from canopy.io.atomic import atomic_path
 from canopy.io.cog import StreamingCog, height_percentile
@@ -24,13 +26,11 @@ from canopy.io.gdal_cache import bounded_gdal_cache
 from canopy.io.output_lock import output_lock
 from canopy.io.partial import PartialRun
 from canopy.io.qml import style_range, write_qml
-from canopy.analysis.quicklook import write_quicklook
 from canopy.models.weights import ProgressCallback
 from canopy.request import PredictRequest
 from canopy.runtime.local import LocalEngine
 from canopy.runtime.numerics import AGREEMENT_BOUND_M
 from canopy.runtime.plan import RunPlan, make_plan
-from canopy.grid import Block
 
 log = logging.getLogger(__name__)
 

@@ -13,10 +13,9 @@ from rasterio.crs import CRS
 from rio_cogeo.cogeo import cog_validate
 
 import canopy.io.cog as cog
-from canopy.grid import OutputGrid
+from canopy.grid import OutputGrid, iter_blocks
 from canopy.io.cog import StreamingCog, overview_count
 from canopy.io.tile_codec import encode_tile
-from canopy.grid import iter_blocks
 
 TAGS = {"canopy_model": "test", "units": "m"}
 

@@ -10,13 +10,12 @@ from affine import Affine
 from rio_cogeo.cogeo import cog_validate
 
 import canopy.runtime.block_worker as block_worker
-from canopy.grid import OutputGrid, snap_grid
+from canopy.grid import OutputGrid, iter_blocks, snap_grid
 from canopy.imagery import GeoTiffSource, read_mosaic
 from canopy.models import get_model_spec
 from canopy.models.height_model import LoadedModel
 from canopy.prediction import RunSummary, predict
 from canopy.stitch import BorderChips, predict_block
-from canopy.grid import iter_blocks
 from canopy.tiling import ChipLayout
 from canopy.tiling.block_input import read_block
 from rasters import smooth_rgb, write_raster
@@ -168,8 +167,8 @@ def test_block_sizes_are_put_on_the_chip_lattice():
 
 
 def test_one_neighbour_rule_names_the_blocks_that_hand_chips_on_and_when_they_are_done():
-    from canopy.stitch import handing_on, needed_after
     from canopy.grid import Block
+    from canopy.stitch import handing_on, needed_after
 
     step = 42
     assert handing_on(Block(0, 0, step, step), step) == []

@@ -33,14 +33,13 @@ from canopy.analysis.height_raster import open_height_raster
 from canopy.analysis.map_on_grid import MapOnGrid
 from canopy.analysis.morphology import opened
 from canopy.errors import CanopyWarning, HeightMapError, OutputPathError
-from canopy.grid import OutputGrid, intersects, parse_crs, snap_grid, to_crs
+from canopy.grid import OutputGrid, intersects, iter_blocks, parse_crs, snap_grid, to_crs
 from canopy.io.atomic import atomic_path
 from canopy.io.cog import StreamingCog
 from canopy.io.gdal_cache import bounded_gdal_cache
-from canopy.io.qml import change_qml
+from canopy.io.qml import change_qml, style_range
 from canopy.io.vector_layers import write_layers
-from canopy.io.vector_styles import fill_renderer
-from canopy.grid import iter_blocks
+from canopy.io.vector_styles import fill_qml
 
 Z_95 = 1.96
 """A change beyond ``Z_95 * sqrt(2) * RMSE`` is unlikely (5 %) to be the noise of two maps each off by RMSE."""
@@ -170,12 +169,12 @@ def change(
                     "canopy_change_threshold_m": f"{threshold:g}", "units": "m"}
             with atomic_path(target) as tmp:
                 run.cog.finish(tmp, tags)
-            vmax = max(5.0, 5.0 * math.ceil(run.largest_change() / 5.0))
+            vmax = style_range(run.largest_change())
             with atomic_path(target.with_suffix(".qml")) as tmp:
                 tmp.write_text(change_qml(vmax))
             if out is not None:
                 write_layers(out.with_suffix(".gpkg"), [{"loss": loss, "gain": gain}], {"loss": "Polygon", "gain": "Polygon"},
-                             {"loss": _fill_qml(LOSS_FILL), "gain": _fill_qml(GAIN_FILL)}, "written by canopy change")
+                             {"loss": fill_qml(LOSS_FILL), "gain": fill_qml(GAIN_FILL)}, "written by canopy change")
             from canopy.analysis.maps import open_map
 
             difference = open_map(target)
@@ -190,15 +189,6 @@ def change(
     return ChangeResult(difference, loss, gain, dates[0], dates[1], threshold, forest_map, lost)
 
 
-def _fill_qml(fill: str) -> str:
-    """A polygon style document with a translucent fill."""
-    return f"""<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>
-<qgis version="3.22.0" styleCategories="Symbology">
-{fill_renderer(fill, fill.rsplit(",", 1)[0] + ",255", "0.4")}
-</qgis>
-"""
-
-
 def _threshold(threshold: float | None, error_rmse: float | None) -> float:
     """The change threshold in metres, from itself or from an RMSE; one sentence when neither is a usable number."""
     value, name = (threshold, "threshold") if error_rmse is None else (error_rmse, "error_rmse")
@@ -210,15 +200,11 @@ def _threshold(threshold: float | None, error_rmse: float | None) -> float:
 def _common_grid(first, second, res: float | None, crs: str | None) -> OutputGrid:
     """The first map's grid, or a grid of ``res`` in ``crs`` over the maps' overlap; refused when they do not overlap."""
     target_crs = first.crs if crs is None else parse_crs(crs, "--crs")
-    boxes = []
-    for raster in (first, second):
-        left, top = raster.transform * (0, 0)
-        right, bottom = raster.transform * (raster.width, raster.height)
-        boxes.append(to_crs((left, bottom, right, top), raster.crs, target_crs))
+    boxes = [to_crs(raster.bounds, raster.crs, target_crs) for raster in (first, second)]
     if not intersects(*boxes):
         raise HeightMapError(f"Maps {first.name} and {second.name} do not overlap; compare two maps of the same place.")
     if res is None and crs is None:
-        left, top = first.transform * (0, 0)
+        left, _, _, top = first.bounds
         return OutputGrid(first.crs, first.res, left, top, first.width, first.height)
     overlap = (max(boxes[0][0], boxes[1][0]), max(boxes[0][1], boxes[1][1]), min(boxes[0][2], boxes[1][2]), min(boxes[0][3], boxes[1][3]))
     return snap_grid(overlap, target_crs, res if res is not None else first.res)
@@ -242,8 +228,7 @@ class _ChangeRun:
         self.radius = opening / 2 / grid.res
         self.halo = 2 * int(math.ceil(self.radius)) + 1 if opening > 0 else 0
         self.blocks = iter_blocks(grid.height, grid.width, block_size)
-        rows, cols = -(-grid.height // block_size), -(-grid.width // block_size)
-        self.parts = {"loss": BlockParts(rows, cols), "gain": BlockParts(rows, cols)}
+        self.parts = {"loss": BlockParts(), "gain": BlockParts()}
         self.cog = StreamingCog(grid, self.blocks, block_size, self._difference, scratch, description="height change (m)")
         self._histogram = np.zeros(301, np.int64)  # |change| in 0.5 m bins up to 150 m, for the style's range
         self.before_file = scratch / "before.tif" if keep_before else None

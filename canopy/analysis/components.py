@@ -22,16 +22,10 @@ def label(mask: np.ndarray) -> tuple[np.ndarray, int]:
 
 
 class BlockParts:
-    """The parts of a mask over a grid of blocks, added block by block, then joined.
+    """The parts of a mask over a grid of blocks, added block by block (keyed by their (row, column) in the grid of
+    blocks), then joined."""
 
-    Parameters
-    ----------
-    rows, cols
-        The number of block rows and columns.
-    """
-
-    def __init__(self, rows: int, cols: int) -> None:
-        self._shape = (rows, cols)
+    def __init__(self) -> None:
         self._offset: dict[tuple[int, int], int] = {}
         self._sizes: list[np.ndarray] = []
         self._flags: list[np.ndarray] = []

@@ -33,6 +33,7 @@ from canopy.analysis.components import EIGHT, BlockParts, label
 from canopy.analysis.forest_rule import ForestDefinition, candidates
 from canopy.analysis.height_raster import HeightRaster, open_height_raster
 from canopy.errors import OutputPathError
+from canopy.grid import iter_blocks
 from canopy.io.atomic import atomic_path
 from canopy.io.gdal_cache import bounded_gdal_cache
 from canopy.io.qml import paletted_qml
@@ -136,19 +137,14 @@ def _stream(raster: HeightRaster, definition: ForestDefinition, size: int, scrat
     halo = definition.halo(res)
     min_pixels = definition.min_area_ha * 1e4 / res**2
     grid = (-(-raster.height // size), -(-raster.width // size))
-    blocks = [(i, j) for i in range(grid[0]) for j in range(grid[1])]
-
-    def window(i: int, j: int) -> tuple[int, int, int, int]:
-        """Block (i, j)'s first row, first column, height and width."""
-        return i * size, j * size, min(size, raster.height - i * size), min(size, raster.width - j * size)
-
+    blocks = {(b.row // size, b.col // size): b for b in iter_blocks(raster.height, raster.width, size)}
     stored = lambda i, j: scratch / f"c{i}_{j}.npy"  # noqa: E731  (a block's candidates: 1, 0, or NODATA)
-    candidate_parts = BlockParts(*grid)
-    for i, j in blocks:
-        row, col, height, width = window(i, j)
-        heights = raster.read(row - halo, col - halo, height + 2 * halo, width + 2 * halo)
-        found = candidates(heights, res, definition)[halo : halo + height, halo : halo + width]
-        valid = np.isfinite(heights[halo : halo + height, halo : halo + width])
+    candidate_parts = BlockParts()
+    for (i, j), b in blocks.items():
+        heights = raster.read(b.row - halo, b.col - halo, b.height + 2 * halo, b.width + 2 * halo)
+        inner = (slice(halo, halo + b.height), slice(halo, halo + b.width))
+        found = candidates(heights, res, definition)[inner]
+        valid = np.isfinite(heights[inner])
         np.save(stored(i, j), np.where(valid, found, NODATA).astype(np.uint8))
         candidate_parts.add((i, j), *label(found))
     candidate_parts.join()
@@ -162,7 +158,7 @@ def _stream(raster: HeightRaster, definition: ForestDefinition, size: int, scrat
         rest, rest_count = label((store == 0) | ((store == 1) & ~big))
         return store, big, rest, rest_count
 
-    open_parts = BlockParts(*grid)
+    open_parts = BlockParts()
     for i, j in blocks:
         store, _, rest, count = split(i, j)
         edge = ndimage.binary_dilation(_nodata_ring(stored, i, j, grid, store), EIGHT)[1:-1, 1:-1]
@@ -174,14 +170,13 @@ def _stream(raster: HeightRaster, definition: ForestDefinition, size: int, scrat
     mask_file = scratch / "mask.tif"
     pieces: list[shapely.Geometry] = []
     with rasterio.open(mask_file, "w", **profile) as dst:
-        for i, j in blocks:
+        for (i, j), b in blocks.items():
             store, big, rest, count = split(i, j)
             area, touches = open_parts.whole((i, j), count)
             enclosed = (rest > 0) & (area[rest] <= min_pixels) & ~touches[rest]
             final = big | enclosed
-            row, col, height, width = window(i, j)
-            dst.write(np.where(store == NODATA, NODATA, final).astype(np.uint8)[None], window=Window(col, row, width, height))
-            transform = raster.transform * raster.transform.translation(col, row)
+            dst.write(np.where(store == NODATA, NODATA, final).astype(np.uint8)[None], window=Window(b.col, b.row, b.width, b.height))
+            transform = raster.transform * raster.transform.translation(b.col, b.row)
             pieces.extend(shapely.geometry.shape(g) for g, _ in shapes(final.astype(np.uint8), mask=final, transform=transform))
             stored(i, j).unlink()
     return mask_file, _dissolved(pieces, raster.crs)

@@ -8,6 +8,7 @@ lies outside is NaN, as is no-data.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,21 +42,32 @@ class HeightRaster:
         """The pixel size in metres."""
         return abs(self.transform.a)
 
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """(left, bottom, right, top) in the map's CRS."""
+        left, top = self.transform * (0, 0)
+        right, bottom = self.transform * (self.width, self.height)
+        return left, bottom, right, top
+
     def read(self, row: int, col: int, height: int, width: int) -> np.ndarray:
         """Heights (float32, NaN for no-data and outside the map) of the window whose top-left pixel is (row, col)."""
-        out = np.full((height, width), np.nan, np.float32)
-        top, left = max(row, 0), max(col, 0)
-        bottom, right = min(row + height, self.height), min(col + width, self.width)
-        if top >= bottom or left >= right:
-            return out
-        part = (slice(top - row, bottom - row), slice(left - col, right - col))
         if self.data is not None:
-            out[part] = self.data[top:bottom, left:right]
-            return out
+            return read_padded(lambda w: np.asarray(self.data[w.toslices()]), row, col, height, width, (self.height, self.width))
         with rasterio.open(self.path) as src:
-            values = src.read(1, window=Window(left, top, right - left, bottom - top), masked=True)
-        out[part] = values.astype(np.float32).filled(np.nan)
-        return out
+            return read_padded(lambda w: src.read(1, window=w, masked=True), row, col, height, width, (self.height, self.width))
+
+
+def read_padded(read: Callable[[Window], np.ndarray], row: int, col: int, height: int, width: int,
+                shape: tuple[int, int]) -> np.ndarray:
+    """A window of a raster of ``shape`` that may reach past its edges: float32, NaN outside it and where ``read``
+    (which reads a window inside it, masked or with NaN) has no data."""
+    out = np.full((height, width), np.nan, np.float32)
+    top, left = max(row, 0), max(col, 0)
+    bottom, right = min(row + height, shape[0]), min(col + width, shape[1])
+    if top < bottom and left < right:
+        values = np.ma.asarray(read(Window(left, top, right - left, bottom - top)))
+        out[top - row : bottom - row, left - col : right - col] = values.astype(np.float32).filled(np.nan)
+    return out
 
 
 MAX_RES_M = 2.0

@@ -13,6 +13,7 @@ from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
+from canopy.analysis.height_raster import read_padded
 from canopy.grid import OutputGrid
 
 
@@ -44,20 +45,15 @@ class MapOnGrid:
 
     def read(self, row: int, col: int, height: int, width: int) -> np.ndarray:
         """Heights of the grid window at (row, col), NaN outside the map, outside the grid and for no data."""
-        out = np.full((height, width), np.nan, np.float32)
-        top, left = max(row, 0), max(col, 0)
-        bottom, right = min(row + height, self.grid.height), min(col + width, self.grid.width)
-        if top >= bottom or left >= right:
-            return out
-        part = (slice(top - row, bottom - row), slice(left - col, right - col))
+        return read_padded(self._read_inside, row, col, height, width, self.grid.shape)
+
+    def _read_inside(self, window: Window) -> np.ndarray:
+        """A window inside the grid, masked where the map has no data (or does not reach)."""
         if self._vrt is not None:
-            values = self._vrt.read(1, window=Window(left, top, right - left, bottom - top), masked=True)
-        else:
-            r0, c0 = top + self._offset[0], left + self._offset[1]
-            values = self._src.read(1, window=Window(c0, r0, right - left, bottom - top), boundless=True, masked=True,
-                                    fill_value=self._src.nodata if self._src.nodata is not None else np.nan)
-        out[part] = values.astype(np.float32).filled(np.nan)
-        return out
+            return self._vrt.read(1, window=window, masked=True)
+        moved = Window(window.col_off + self._offset[1], window.row_off + self._offset[0], window.width, window.height)
+        return self._src.read(1, window=moved, boundless=True, masked=True,
+                              fill_value=self._src.nodata if self._src.nodata is not None else np.nan)
 
     def close(self) -> None:
         """Close the map."""

@@ -24,6 +24,7 @@ from canopy.analysis.crowns import crown_labels
 from canopy.analysis.height_raster import HeightRaster, open_height_raster
 from canopy.analysis.tree_tops import TreeParameters, find_tops, smoothed
 from canopy.errors import HeightMapError
+from canopy.grid import Block, iter_blocks
 from canopy.io.gdal_cache import bounded_gdal_cache
 
 TOP_COLUMNS = ("tree_id", "height", "crown_diameter_m")
@@ -48,16 +49,6 @@ class TreeLayers:
         return len(self.tops)
 
 
-@dataclass(frozen=True)
-class _Block:
-    """A block of the map in pixels: top-left (row, col) and size."""
-
-    row: int
-    col: int
-    height: int
-    width: int
-
-
 def trees(
     chm: str | os.PathLike | xr.DataArray,
     polygons: str | os.PathLike | gpd.GeoDataFrame | None = None,
@@ -70,8 +61,8 @@ def trees(
     """Find tree tops and delineate crowns in a canopy height map (predicted or lidar).
 
     Tops are local maxima of the lightly smoothed map in a window that grows with height (as
-    lidR's variable-window ``lmf``); crowns grow from them by marker-controlled watershed (as
-    ForestTools' ``mcws``). :class:`~canopy.analysis.tree_tops.TreeParameters` documents each
+    lidR's variable-window ``lmf``); crowns follow Silva et al. (2016), as lidR's ``silva2016``:
+    each pixel tall enough goes to its nearest top. :class:`~canopy.analysis.tree_tops.TreeParameters` documents each
     parameter and its default; all are in metres, so they hold from 0.1 m to 2 m pixels.
 
     Parameters
@@ -144,7 +135,7 @@ def iter_trees(
                 yield _within(part, area)
 
 
-def block_trees(raster: HeightRaster, block: _Block, parameters: TreeParameters) -> TreeLayers:
+def block_trees(raster: HeightRaster, block: Block, parameters: TreeParameters) -> TreeLayers:
     """The trees whose tops lie in one block, their crowns whole (a pure function of its arguments, for Dask)."""
     res = raster.res
     halo = parameters.halo(res)
@@ -178,16 +169,14 @@ def block_trees(raster: HeightRaster, block: _Block, parameters: TreeParameters)
     return TreeLayers(tops.iloc[order].reset_index(drop=True), crown_table.iloc[order].reset_index(drop=True))
 
 
-def _blocks(raster: HeightRaster, size: int, bounds: np.ndarray | None) -> list[_Block]:
+def _blocks(raster: HeightRaster, size: int, bounds: np.ndarray | None) -> list[Block]:
     """The blocks covering the map, row by row (only those meeting ``bounds``, the polygons' extent, when given)."""
-    rows, cols = range(0, raster.height, size), range(0, raster.width, size)
-    if bounds is not None:
-        inverse = ~raster.transform
-        c0, r0 = inverse * (bounds[0], bounds[3])
-        c1, r1 = inverse * (bounds[2], bounds[1])
-        rows = [r for r in rows if r + size > r0 and r < r1]
-        cols = [c for c in cols if c + size > c0 and c < c1]
-    return [_Block(r, c, min(size, raster.height - r), min(size, raster.width - c)) for r in rows for c in cols]
+    blocks = iter_blocks(raster.height, raster.width, size)
+    if bounds is None:
+        return blocks
+    c0, r0 = ~raster.transform * (bounds[0], bounds[3])
+    c1, r1 = ~raster.transform * (bounds[2], bounds[1])
+    return [b for b in blocks if b.row + b.height > r0 and b.row < r1 and b.col + b.width > c0 and b.col < c1]
 
 
 def _polygons_on(raster: HeightRaster, polygons, layer: str | None) -> gpd.GeoDataFrame:
@@ -195,9 +184,7 @@ def _polygons_on(raster: HeightRaster, polygons, layer: str | None) -> gpd.GeoDa
     from canopy.analysis.zonal import read_polygons
 
     table = read_polygons(polygons, layer).to_crs(raster.crs)
-    left, top = raster.transform * (0, 0)
-    right, bottom = raster.transform * (raster.width, raster.height)
-    if not table.intersects(shapely.box(left, bottom, right, top)).any():
+    if not table.intersects(shapely.box(*raster.bounds)).any():
         raise HeightMapError(f"No polygon of {polygons if not isinstance(polygons, gpd.GeoDataFrame) else 'the table'} "
                              f"overlaps map {raster.name}; check that they cover the same place.")
     return table

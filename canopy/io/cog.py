@@ -23,10 +23,9 @@ from pathlib import Path
 import numpy as np
 import rasterio
 
-from canopy.grid import OutputGrid
+from canopy.grid import Block, OutputGrid
 from canopy.io.tiff_file import GDAL_METADATA, GDAL_NODATA, GEO_TAGS, LONG, SHORT, Level, packed, read_ifd_tags, write_cog
 from canopy.io.tile_codec import encode_tile
-from canopy.grid import Block
 
 TILE = 512
 BAND_DESCRIPTION = "canopy height (m)"

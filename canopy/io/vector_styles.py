@@ -103,6 +103,11 @@ def crowns_qml() -> str:
     return _qml(crowns_renderer())
 
 
+def fill_qml(fill: str) -> str:
+    """The style document of polygons filled with ``fill`` (RGBA, translucent) and outlined in the same colour, opaque."""
+    return _qml(fill_renderer(fill, fill.rsplit(",", 1)[0] + ",255", "0.4"))
+
+
 def forest_qml() -> str:
     """The style document of forest polygons."""
     return _qml(forest_renderer())

@@ -12,21 +12,20 @@ import numpy as np
 from rasterio.crs import CRS
 
 from canopy._version import __version__
-from canopy.errors import ResolutionWarning
-from canopy.grid import OutputGrid, plan_grid
-from canopy.choices import Device, Normalize, Precision
 from canopy.calibration import Calibration
+from canopy.choices import Device, Normalize, Precision
+from canopy.errors import ResolutionWarning
+from canopy.grid import Block, OutputGrid, iter_blocks, plan_grid
 from canopy.imagery.aerial_normalization import region_affine
-from canopy.models.aerial_normalizer import load_normalizer
 from canopy.imagery.discover import open_imagery
 from canopy.imagery.geotiff import GeoTiffSource, RasterRef, date_span
 from canopy.imagery.radiometry import Scaling, describe_scalings, scaling_for_region
 from canopy.imagery.source import ImagerySource
+from canopy.models.aerial_normalizer import load_normalizer
 from canopy.models.height_model import ModelRef
 from canopy.models.registry import ModelSpec
 from canopy.models.weights import ProgressCallback
 from canopy.request import PredictRequest
-from canopy.grid import Block, iter_blocks
 from canopy.tiling.chips import ChipLayout
 
 log = logging.getLogger(__name__)

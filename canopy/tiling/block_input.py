@@ -7,10 +7,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from canopy.errors import ImageryReadError
-from canopy.grid import OutputGrid
+from canopy.grid import Block, OutputGrid
 from canopy.imagery.mosaic import read_mosaic
 from canopy.imagery.source import ImagerySource
-from canopy.grid import Block
 from canopy.tiling.chips import ChipLayout, reflect_index
 
 

@@ -20,10 +20,9 @@ import torch
 from rasterio.enums import Resampling
 
 from canopy.errors import TrainingError
-from canopy.grid import OutputGrid
+from canopy.grid import Block, OutputGrid
 from canopy.imagery import GeoTiffSource
 from canopy.models.height_model import HeightModel
-from canopy.grid import Block
 from canopy.tiling import ChipLayout
 from canopy.tiling.block_input import read_block
 
