@@ -36,7 +36,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1)
     args = parser.parse_args()
     from canopy.request import PredictRequest
-    from canopy.runtime.plan import make_plan, open_source
+    from canopy.runtime.plan import make_plan
     from canopy.tiling.block_input import read_block
 
     warnings.simplefilter("ignore")
@@ -47,14 +47,12 @@ def main() -> None:
                 for block_size in (196, 980):
                     request = PredictRequest.from_options(imagery, model="dinov2_vits14", weights="random", res=0.13,
                                                           block_size=block_size, chip_size=224, overlap=56, crs=crs)
-                    plan = make_plan(request)
-                    sources = [open_source(s) for s in plan.sources]
-                    start = time.perf_counter()
-                    for block in plan.blocks():
-                        read_block(sources, plan.grid, block, plan.layout, np.zeros(3, np.float32))
-                    seconds = time.perf_counter() - start
-                    for source in sources:
-                        source.close()
+                    with make_plan(request) as plan:
+                        sources = plan.sources.open()
+                        start = time.perf_counter()
+                        for block in plan.blocks():
+                            read_block(sources, plan.grid, block, plan.layout, np.zeros(3, np.float32))
+                        seconds = time.perf_counter() - start
                     where = "own CRS" if crs is None else f"to {crs}"
                     print(f"{args.label}: {plan.grid.width} x {plan.grid.height} px {where}, blocks of {plan.block_size} px: "
                           f"{seconds:.2f} s ({plan.grid.width * plan.grid.height / seconds / 1e6:.1f} Mpx/s)", flush=True)

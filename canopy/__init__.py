@@ -1,7 +1,7 @@
 """canopy: canopy height maps from very-high-resolution RGB imagery.
 
 The public API: :func:`predict` maps a region (from keywords or a :class:`PredictRequest`, in this
-process or on a Dask cluster); :func:`open` reads a map as xarray; :func:`zonal_stats`,
+process or on a Dask cluster), and :func:`predict_to_file` writes one and returns its :class:`RunSummary`; :func:`open` reads a map as xarray; :func:`zonal_stats`,
 :func:`cover`, :func:`height_classes` and :func:`plot` analyse it; :func:`trees` finds its trees
 (:class:`TreeParameters`) and :func:`evaluate_trees` scores them against reference crowns;
 :func:`forest` maps forest under the FAO definition (:class:`ForestDefinition`); :func:`change`
@@ -38,6 +38,7 @@ _EXPORTS = {
     "open": ("canopy.analysis.maps", "open_map"),
     "plot": ("canopy.analysis.plot", "plot"),
     "predict": ("canopy.prediction", "predict"),
+    "predict_to_file": ("canopy.prediction", "predict_to_file"),
     "train": ("canopy.training", "train"),
     "TreeParameters": ("canopy.analysis.tree_tops", "TreeParameters"),
     "trees": ("canopy.analysis.trees", "trees"),

@@ -8,7 +8,7 @@ import tempfile
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from canopy.grid import Block
 from canopy.imagery import ImagerySource
 from canopy.io.atomic import atomic_path
 from canopy.io.cog import StreamingCog, height_percentile
-from canopy.io.gdal_cache import bounded_gdal_cache
+from canopy.io.gdal_env import run_env
 from canopy.io.output_lock import output_lock
 from canopy.io.partial import PartialRun
 from canopy.io.qml import style_range, write_qml
@@ -52,11 +52,15 @@ class Progress:
 
 @dataclass(frozen=True)
 class RunSummary:
-    """What a run did: blocks computed now and reused from a partial run, chips run, chip, overlap and block size used.
+    """What a run did: blocks computed now and reused from a partial run, chips run, chip, overlap and block size used,
+    and the map's grid (``width`` x ``height`` px of ``res`` m in ``crs``).
 
     ``chip_pixels_per_output_pixel`` is the chips' area over the area of the blocks computed: the
     work per output pixel, at best the lattice's overlap factor ``(chip / (chip - overlap))²``
     (less where chips with no imagery are skipped, a little more along the region's edges).
+
+    .. versionchanged:: 0.3.0
+       ``width``, ``height``, ``res`` and ``crs``.
     """
 
     blocks_computed: int
@@ -66,6 +70,10 @@ class RunSummary:
     overlap: int
     block_size: int
     chip_pixels_per_output_pixel: float
+    width: int
+    height: int
+    res: float
+    crs: str
 
     def to_attrs(self) -> dict[str, int | float]:
         """The summary as plain attributes, ``canopy_run_<field>``, which netCDF and Zarr can store."""
@@ -148,27 +156,66 @@ def predict(
         request = imagery
     else:
         request = PredictRequest.from_options(imagery, bbox, **options)
+    calls = {"client": client, "progress": progress, "download_progress": download_progress, "cluster_started": cluster_started}
+    target = request.output.path
+    if target is not None:
+        summary = predict_to_file(request, **calls)
+        result = open_map(target)
+    else:
+        distributed = client is not None or request.runtime.cluster.distributed
+        with tempfile.TemporaryDirectory(prefix="canopy-", dir=os.environ.get("CANOPY_SCRATCH") if distributed else None) as tmp:
+            summary = predict_to_file(replace(request, output=replace(request.output, path=Path(tmp) / "height.tif",
+                                                                       resume=False, quicklook=False)), **calls)
+            with open_map(Path(tmp) / "height.tif") as data:
+                result = data.load()
+    result.attrs.update(summary.to_attrs())
+    return result
+
+
+def predict_to_file(
+    request: PredictRequest,
+    *,
+    client: Any = None,
+    progress: Callable[[Progress], None] | None = None,
+    download_progress: ProgressCallback | None = None,
+    cluster_started: Callable[[str], None] | None = None,
+) -> RunSummary:
+    """Run a request whose output is a file, and say what the run did: :func:`predict` without reading the map back.
+
+    Parameters
+    ----------
+    request
+        A request with an output path (``out``).
+    client, progress, download_progress, cluster_started
+        As :func:`predict`.
+
+    Returns
+    -------
+    RunSummary
+
+    Raises
+    ------
+    RequestError
+        If the request has no output path.
+    CanopyError
+        As :func:`predict`.
+
+    .. versionadded:: 0.3.0
+    """
+    target = request.output.path
+    if target is None:
+        raise RequestError("canopy.predict_to_file needs a request with an output path; pass out=... (or use canopy.predict).")
     with ExitStack() as stack:
-        stack.enter_context(bounded_gdal_cache())
-        plan = make_plan(request, download_progress)
+        stack.enter_context(run_env())
+        plan = stack.enter_context(make_plan(request, download_progress))
         _warn_if_large(plan)
         if client is None and request.runtime.cluster.distributed:
-            from canopy.runtime.distributed import connect
+            from canopy.cluster import connect
 
             client = stack.enter_context(connect(request.runtime.cluster, on_start=cluster_started))
         engine = _engine(plan, client, download_progress)
         stack.callback(engine.close)
-        target = request.output.path
-        if target is None:
-            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="canopy-", dir=_scratch(client))))
-            summary = _run(plan, engine, tmp / "height.tif", False, False, progress)
-            with open_map(tmp / "height.tif") as data:
-                result = data.load()
-        else:
-            summary = _run(plan, engine, target, request.output.resume, request.output.quicklook, progress)
-            result = open_map(target)
-    result.attrs.update(summary.to_attrs())
-    return result
+        return _run(plan, engine, target, request.output.resume, request.output.quicklook, progress)
 
 
 LARGE_KM2 = 25.0
@@ -198,11 +245,6 @@ def _engine(plan: RunPlan, client: Any, download_progress: ProgressCallback | No
     from canopy.runtime.distributed import DaskEngine
 
     return DaskEngine(plan, client)
-
-
-def _scratch(client: Any) -> str | None:
-    """Where an in-memory run keeps its blocks: the system's temporary folder, or ``CANOPY_SCRATCH`` on a cluster."""
-    return os.environ.get("CANOPY_SCRATCH") if client is not None else None
 
 
 def _run(plan: RunPlan, engine, target: Path, resume: bool, quicklook: bool, progress: Callable[[Progress], None] | None) -> RunSummary:
@@ -260,7 +302,8 @@ def _run_locked(plan: RunPlan, engine, target: Path, resume: bool, quicklook: bo
     partial.remove()
     area = sum(b.height * b.width for b in todo)
     per_pixel = chips * layout.size**2 / area if area else 0.0
-    summary = RunSummary(len(todo), len(blocks) - len(todo), chips, layout.size, layout.overlap, plan.block_size, per_pixel)
+    summary = RunSummary(len(todo), len(blocks) - len(todo), chips, layout.size, layout.overlap, plan.block_size, per_pixel,
+                         grid.width, grid.height, grid.res, grid.crs.to_string())
     log.info("computed %d blocks, reused %d; %d chips, %.2f chip px per output px", summary.blocks_computed,
              summary.blocks_reused, summary.chips, per_pixel)
     return summary

@@ -21,6 +21,7 @@ from rasterio.crs import CRS
 
 from canopy.predict_options import DEFAULT_BLOCK_SIZE
 from canopy.choices import Device, Normalize, Precision
+from canopy.cluster import ClusterSpec
 from canopy.errors import ChipLayoutError, OutputPathError, RequestError
 from canopy.grid import Region, parse_crs
 from canopy.imagery.source import ImageryOptions, ImagerySource
@@ -101,39 +102,6 @@ class OutputSpec:
             raise RequestError(f"--block-size {self.block_size} must be at least 16 px.")
         if self.path is None and (self.resume or self.quicklook):
             raise RequestError("--resume and --quicklook need --out, the file they continue or sit beside.")
-
-
-@dataclass(frozen=True)
-class ClusterSpec:
-    """Where blocks are computed: this process (all None), a local Dask cluster of ``workers`` processes,
-    or an existing cluster given by its scheduler's address or scheduler file.
-
-    Raises
-    ------
-    RequestError
-        If more than one of ``workers``, ``scheduler`` and ``scheduler_file`` is given, or
-        ``threads_per_worker`` without ``workers``.
-    """
-
-    workers: int | None = None
-    threads_per_worker: int | None = None
-    scheduler: str | None = None
-    scheduler_file: str | None = None
-
-    def __post_init__(self) -> None:
-        given = [name for name in ("workers", "scheduler", "scheduler_file") if getattr(self, name) is not None]
-        if len(given) > 1:
-            flags = " and ".join("--" + g.replace("_", "-") for g in given)
-            raise RequestError(f"{flags} exclude each other; start a local cluster with --workers or name an existing one.")
-        if self.workers is not None and self.workers < 1:
-            raise RequestError(f"--workers {self.workers} must be at least 1.")
-        if self.threads_per_worker is not None and (self.workers is None or self.threads_per_worker < 1):
-            raise RequestError("--threads-per-worker needs --workers and must be at least 1; an existing cluster sets its own.")
-
-    @property
-    def distributed(self) -> bool:
-        """Whether blocks run on Dask rather than in this process."""
-        return any(v is not None for v in (self.workers, self.scheduler, self.scheduler_file))
 
 
 @dataclass(frozen=True)

@@ -52,10 +52,12 @@ class _FixedQuantiles(torch.nn.Module):
 def test_the_region_is_stretched_onto_the_predicted_percentiles():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        sources = open_imagery([NEON / "TEAK_043_rgb.tif"])
-    grid = snap_grid(sources[0].bounds, sources[0].crs, 0.1)
-    gain, offset = region_affine(_FixedQuantiles(), sources, grid)
-    rgb = read_mosaic(sources, grid).rgb.reshape(3, -1)
+        opened = open_imagery([NEON / "TEAK_043_rgb.tif"])
+    with opened:
+        sources = opened.open()
+        grid = snap_grid(sources[0].bounds, sources[0].crs, 0.1)
+        gain, offset = region_affine(_FixedQuantiles(), sources, grid)
+        rgb = read_mosaic(sources, grid).rgb.reshape(3, -1)
     stretched = gain[:, None] * rgb + offset[:, None]
     np.testing.assert_allclose(np.percentile(stretched, 5, axis=1), 0.1, atol=0.01)
     np.testing.assert_allclose(np.percentile(stretched, 95, axis=1), 0.6, atol=0.01)

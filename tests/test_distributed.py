@@ -24,9 +24,8 @@ from distributed import Client, LocalCluster
 import canopy
 from canopy.errors import BlockFailedError, RandomWeightsWarning
 from canopy.prediction import RunSummary
-from canopy.request import ClusterSpec
+from canopy.cluster import ClusterSpec, connect, restore_environment
 from canopy.runtime.dask_tasks import model_loads
-from canopy.runtime.distributed import connect, restore_environment
 from canopy.runtime.numerics import AGREEMENT_BOUND_M
 from rasters import NEON
 from varied_model import spread_m, varied_model_file
@@ -234,13 +233,15 @@ def test_a_worker_that_cannot_open_the_imagery_says_so_and_what_to_share(tmp_pat
     from canopy.errors import ImageryReadError
     from canopy.request import PredictRequest
     from canopy.runtime.dask_tasks import ready_worker
+    from canopy.imagery.source_set import SourceSet
     from canopy.runtime.plan import make_plan
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         plan = make_plan(PredictRequest.from_options(RGB, out=tmp_path / "a.tif", model="dinov2_vits14", weights="random",
                                                      **OPTIONS))
-        elsewhere = replace(plan, sources=(replace(plan.sources[0], path=str(tmp_path / "only_on_the_client.tif")),))
+        plan.close()
+        elsewhere = replace(plan, sources=SourceSet([replace(plan.sources.records[0], path=str(tmp_path / "only_on_the_client.tif"))]))
         with pytest.raises(ImageryReadError, match=r"On Dask worker process \d+: Imagery .*only_on_the_client.tif does not "
                                                    r"exist.* visible to every worker at the same path"):
             ready_worker(elsewhere)

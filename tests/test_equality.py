@@ -20,7 +20,7 @@ from canopy.models.height_model import ModelRef, load_height_model
 from canopy.request import PredictRequest
 from canopy.runtime.inference import ChipPredictor
 from canopy.runtime.numerics import AGREEMENT_BOUND_M
-from canopy.runtime.plan import make_plan, open_source
+from canopy.runtime.plan import make_plan
 from canopy.tiling.block_input import read_block
 from rasters import NEON
 from varied_model import spread_m, varied_model_file
@@ -52,19 +52,15 @@ def _chip_inputs(res: float, block_size: int, crs: str | None) -> dict:
     """Every chip's RGB and validity, read block by block as a run reads them."""
     request = PredictRequest.from_options(RGB, model="dinov2_vits14", weights="random", res=res, block_size=block_size,
                                           chip_size=112, overlap=28, crs=crs)
-    plan = make_plan(request)
-    sources = [open_source(s) for s in plan.sources]
-    size, chips = plan.layout.size, {}
-    try:
+    size, chips = request.layout.size, {}
+    with make_plan(request) as plan:
+        sources = plan.sources.open()
         for block in plan.blocks():
             inp = read_block(sources, plan.grid, block, plan.layout, np.full(3, 0.5, np.float32))
             for r in inp.chip_rows:
                 for c in inp.chip_cols:
                     at = (slice(r - inp.row0, r - inp.row0 + size), slice(c - inp.col0, c - inp.col0 + size))
                     chips[r, c] = (inp.rgb[:, at[0], at[1]].copy(), inp.valid[at].copy())
-    finally:
-        for source in sources:
-            source.close()
     return chips
 
 

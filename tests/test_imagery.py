@@ -86,10 +86,12 @@ def test_uint16_tiles_share_one_scaling_computed_for_the_region(tmp_path):
     rgb16 = smooth_rgb(80, 80).astype(np.uint16) * 40 + 1000
     path = write_raster(tmp_path / "big16.tif", data=rgb16, width=80, height=80, dtype="uint16", transform=ORIGIN)
     cut_tiles(path, tmp_path / "tiles")
-    sources = open_imagery([tmp_path / "tiles"])
-    assert len(sources) == 1 and "mosaic of 4 tiles" in sources[0].name
+    with open_imagery([tmp_path / "tiles"]) as opened:
+        sources = opened.open()
+        assert len(sources) == 1 and "mosaic of 4 tiles" in sources[0].name
+        crs = sources[0].crs
     separate = [GeoTiffSource(p) for p in sorted((tmp_path / "tiles").glob("*.tif"))]
-    grid = snap_grid((321000.0, 4096960.0, 321040.0, 4097000.0), sources[0].crs, 0.5)
+    grid = snap_grid((321000.0, 4096960.0, 321040.0, 4097000.0), crs, 0.5)
     scaling = scaling_for_region(separate, grid)
     assert describe_scalings([scaling]).startswith("percentiles 2-98 over the region")
     with pytest.raises(ImageryError, match="open it with the region's scaling"):

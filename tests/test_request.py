@@ -86,6 +86,16 @@ def test_keywords_request_yaml_and_cli_make_the_same_map(tmp_path):
     assert RunSummary.from_attrs(by_keywords.attrs).blocks_computed == 4
     with pytest.raises(RequestError, match="takes a PredictRequest alone"):
         canopy.predict(request, out=tmp_path / "other.tif")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        summary = canopy.predict_to_file(PredictRequest.from_options(RGB, out=tmp_path / "file.tif", **SMALL))
+    assert (tmp_path / "file.tif").read_bytes() == expected
+    assert summary == RunSummary.from_attrs(by_keywords.attrs)
+    assert (summary.width, summary.height) == by_keywords.shape[::-1] and summary.crs == by_keywords.rio.crs.to_string()
+    assert summary.res == abs(by_keywords.rio.resolution()[0])
+    assert f"({summary.width} x {summary.height} px, {summary.res:g} m, {summary.crs})" in result.output
+    with pytest.raises(RequestError, match="needs a request with an output path"):
+        canopy.predict_to_file(PredictRequest.from_options(RGB, **SMALL))
 
 
 def test_every_file_in_configs_is_read_and_the_example_request_states_the_real_defaults():

@@ -164,7 +164,7 @@ def test_cli_writes_styled_layers_and_scores_them(tmp_path):
     result = CliRunner().invoke(cli, ["trees", chm, "--out", str(out), "--block-size", "16", "--min-height", "3"])
     assert result.exit_code == 0, result.output
     tops, crowns = gpd.read_file(out, layer="tops"), gpd.read_file(out, layer="crowns")
-    assert len(tops) == len(crowns) > 10 and tops.height.min() >= 3.0
+    assert len(tops) == len(crowns) > 10 and tops.height.min() >= 3.0 and f"({len(tops)} trees:" in result.output
     assert sorted(tops.tree_id) == sorted(canopy.trees(chm, parameters=canopy.TreeParameters(min_height=3)).tops.tree_id)
     import sqlite3
 
@@ -174,6 +174,8 @@ def test_cli_writes_styled_layers_and_scores_them(tmp_path):
     scored = CliRunner().invoke(cli, ["evaluate-trees", str(out), f"{DATA}/trees/teak_trees.geojson", "--csv", str(tmp_path / "s.csv")])
     assert scored.exit_code == 0 and "TEAK_043" in scored.output
     assert (tmp_path / "s.csv").read_text().splitlines()[1].startswith("TEAK_043,")
+    refused = CliRunner().invoke(cli, ["trees", chm, "--out", str(tmp_path / "trees.shp")])
+    assert refused.exit_code != 0 and "must end in .gpkg" in refused.output and not (tmp_path / "trees.shp").exists()
 
 
 def test_trees_on_a_dask_cluster_are_the_local_ones(forest, tmp_path):

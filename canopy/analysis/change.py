@@ -36,7 +36,7 @@ from canopy.errors import CanopyWarning, HeightMapError, OutputPathError
 from canopy.grid import OutputGrid, intersects, iter_blocks, parse_crs, snap_grid, to_crs
 from canopy.io.atomic import atomic_path
 from canopy.io.cog import StreamingCog
-from canopy.io.gdal_cache import bounded_gdal_cache
+from canopy.io.gdal_env import run_env
 from canopy.io.qml import change_qml, style_range
 from canopy.io.vector_layers import write_layers
 from canopy.io.vector_styles import fill_qml
@@ -152,7 +152,7 @@ def change(
             warnings.warn(f"Map {path} does not say when its imagery was taken (no canopy_imagery_date or TIFFTAG_DATETIME "
                           "tag); the change is reported without dates.", UnknownDateWarning, stacklevel=2)
     scratch_parent = None if out is None else out.parent
-    with tempfile.TemporaryDirectory(prefix="canopy-change-", dir=scratch_parent) as scratch, bounded_gdal_cache():
+    with tempfile.TemporaryDirectory(prefix="canopy-change-", dir=scratch_parent) as scratch, run_env():
         scratch = Path(scratch)
         run = _ChangeRun(grid, MapOnGrid(str(before), grid), MapOnGrid(str(after), grid), threshold, min_area_ha, opening,
                          block_size, scratch, forest_definition is not None)

@@ -35,7 +35,7 @@ from canopy.analysis.height_raster import HeightRaster, open_height_raster
 from canopy.errors import OutputPathError
 from canopy.grid import iter_blocks
 from canopy.io.atomic import atomic_path
-from canopy.io.gdal_cache import bounded_gdal_cache
+from canopy.io.gdal_env import run_env
 from canopy.io.qml import paletted_qml
 from canopy.io.vector_layers import write_layers
 from canopy.io.vector_styles import forest_qml
@@ -114,7 +114,7 @@ def forest(
             raise OutputPathError(f"Output {out} must be a .gpkg in an existing folder (the mask is written beside it as .tif).")
     with tempfile.TemporaryDirectory(prefix="canopy-forest-", dir=None if out is None else out.parent) as scratch:
         scratch = Path(scratch)
-        with bounded_gdal_cache():
+        with run_env():
             mask_file, polygons = _stream(raster, definition, block_size, scratch)
         if out is None:
             with rasterio.open(mask_file) as src:

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import geopandas as gpd
 import numpy as np
@@ -23,9 +26,14 @@ from rasterio.transform import xy
 from canopy.analysis.crowns import crown_labels
 from canopy.analysis.height_raster import HeightRaster, open_height_raster
 from canopy.analysis.tree_tops import TreeParameters, find_tops, smoothed
-from canopy.errors import HeightMapError
+from canopy.errors import EvaluationError, HeightMapError, OutputPathError
 from canopy.grid import Block, iter_blocks
-from canopy.io.gdal_cache import bounded_gdal_cache
+from canopy.io.gdal_env import run_env
+from canopy.io.vector_layers import write_layers
+from canopy.io.vector_styles import crowns_qml, tops_qml
+
+if TYPE_CHECKING:
+    from canopy.cluster import ClusterSpec
 
 TOP_COLUMNS = ("tree_id", "height", "crown_diameter_m")
 CROWN_COLUMNS = ("tree_id", "height", "crown_area_m2", "crown_diameter_m")
@@ -47,6 +55,22 @@ class TreeLayers:
 
     def __len__(self) -> int:
         return len(self.tops)
+
+    @classmethod
+    def read(cls, path: str | os.PathLike) -> TreeLayers:
+        """The layers of a GeoPackage written by :func:`write_trees` (``canopy trees``).
+
+        Raises
+        ------
+        EvaluationError
+            If the file cannot be read or lacks the layers ``tops`` and ``crowns``.
+
+        .. versionadded:: 0.3.0
+        """
+        try:
+            return cls(gpd.read_file(path, layer="tops"), gpd.read_file(path, layer="crowns"))
+        except Exception as exc:  # pyogrio raises its own kinds for unreadable files and missing layers
+            raise EvaluationError(f"Trees {path} cannot be read ({exc}); pass the GeoPackage from `canopy trees`.") from None
 
 
 def trees(
@@ -129,10 +153,55 @@ def iter_trees(
         futures = client.map(block_trees, [raster] * len(blocks), blocks, [parameters] * len(blocks), pure=False)
         parts = (future.result() for future in futures)
     yield _within(_empty(raster.crs), area)
-    with bounded_gdal_cache():
+    with run_env():
         for part in parts:
             if len(part):
                 yield _within(part, area)
+
+
+def write_trees(
+    chm: str | os.PathLike | xr.DataArray,
+    out: str | os.PathLike,
+    polygons: str | os.PathLike | gpd.GeoDataFrame | None = None,
+    *,
+    parameters: TreeParameters = TreeParameters(),
+    layer: str | None = None,
+    block_size: int = 2048,
+    client=None,
+    cluster: ClusterSpec | None = None,
+) -> int:
+    """Write the trees of :func:`trees` to a GeoPackage as they come, block by block: layers ``tops`` and ``crowns``,
+    each with its default QGIS style; nothing is at ``out`` until it is whole.
+
+    Takes the parameters of :func:`trees`, and ``cluster``: a local Dask cluster to start, or one to
+    connect to, for the run (when no ``client`` is given).
+
+    Returns
+    -------
+    int
+        The number of trees written.
+
+    Raises
+    ------
+    OutputPathError
+        If ``out`` does not end in ``.gpkg``.
+    HeightMapError, DistributedError
+        As :func:`trees`, and if the cluster cannot be reached.
+
+    .. versionadded:: 0.3.0
+    """
+    out = Path(out)
+    if out.suffix.lower() != ".gpkg":
+        raise OutputPathError(f"Output {out} must end in .gpkg (a GeoPackage with the layers tops and crowns).")
+    with ExitStack() as stack:
+        if client is None and cluster is not None and cluster.distributed:
+            from canopy.cluster import connect
+
+            client = stack.enter_context(connect(cluster))
+        parts = iter_trees(chm, polygons, parameters=parameters, layer=layer, block_size=block_size, client=client)
+        counts = write_layers(out, ({"tops": p.tops, "crowns": p.crowns} for p in parts), {"tops": "Point", "crowns": "Polygon"},
+                              {"tops": tops_qml(), "crowns": crowns_qml()}, "written by canopy trees")
+    return counts["tops"]
 
 
 def block_trees(raster: HeightRaster, block: Block, parameters: TreeParameters) -> TreeLayers:

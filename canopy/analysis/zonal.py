@@ -58,7 +58,7 @@ def zonal_stats(
     *,
     gap_height: float = 2.0,
     gap_min_area: float = 10.0,
-    trees: TreeLayers | None = None,
+    trees: TreeLayers | str | os.PathLike | None = None,
     tree_parameters: TreeParameters | None = None,
     forest_definition: ForestDefinition | None = None,
 ) -> gpd.GeoDataFrame:
@@ -78,7 +78,8 @@ def zonal_stats(
         each ``cover_threshold``. Stand structure: ``gap_fraction``, ``tree_count``,
         ``trees_per_ha``, ``crown_area_mean`` (m²) and ``top_height`` (m), defined in
         :mod:`canopy.analysis.stand_structure`; ``forest_fraction``, the share of the valid area
-        that is forest under ``forest_definition`` (:func:`canopy.forest`).
+        that is forest under ``forest_definition`` (:func:`canopy.forest`). ``structure`` stands
+        for all six.
     cover_threshold
         Height in metres above which a pixel is canopy: one value (column ``cover``) or several
         (columns ``cover_<t>m``, e.g. ``cover_2m`` and ``cover_5m``).
@@ -87,7 +88,8 @@ def zonal_stats(
     gap_height, gap_min_area
         A gap is a connected patch lower than ``gap_height`` metres of at least ``gap_min_area`` m².
     trees
-        The map's trees from :func:`canopy.trees`, for the tree statistics; None finds them in
+        The map's trees from :func:`canopy.trees` (or the GeoPackage ``canopy trees`` wrote), for
+        the tree statistics; None finds them in
         the polygons with ``tree_parameters`` (default :class:`~canopy.analysis.tree_tops.TreeParameters`).
     tree_parameters
         How trees are found when ``trees`` is None.
@@ -114,6 +116,9 @@ def zonal_stats(
     """
     from exactextract import exact_extract
 
+    stats = tuple(n for name in stats for n in (STRUCTURE if name == "structure" else (name,)))
+    if trees is not None and not isinstance(trees, TreeLayers):
+        trees = TreeLayers.read(trees)
     unknown = sorted(n for n in stats if n not in (*STATS, *STRUCTURE) and not _PERCENTILE.fullmatch(n))
     if unknown:
         raise EvaluationError(f"Statistics {unknown} are not among {', '.join(STATS)}, p1 to p99, {', '.join(STRUCTURE)}.")

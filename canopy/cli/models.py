@@ -8,31 +8,6 @@ from pathlib import Path
 import click
 
 
-
-def _describe_file(path: Path) -> dict:
-    """The record of a trained model file, as shown by `canopy models FILE`."""
-    from canopy.models.model_file import read_model_file
-
-    trained = read_model_file(path)
-    spec = trained.spec
-    return {
-        "name": spec.name,
-        "file": str(path),
-        "backbone": spec.backbone_name,
-        "backbone_weights": trained.backbone_weights,
-        "head": spec.head.type,
-        "layers": list(spec.head.layers),
-        "patch_size": spec.backbone.patch_size,
-        "embed_dim": spec.backbone.embed_dim,
-        "ground_resolution_m": spec.ground_resolution,
-        "chip_size": spec.chip_size,
-        "train_images": trained.training.get("train_images"),
-        "val_images": trained.training.get("val_images"),
-        "best_epoch": trained.training.get("best_epoch"),
-        "validation": trained.validation,
-    }
-
-
 class _ModelsGroup(click.Group):
     """``canopy models [FILES]`` lists or describes; ``canopy models convert`` is a subcommand beside it."""
 
@@ -86,11 +61,10 @@ def convert(source: Path, target: Path) -> None:
 def _list_or_describe(ctx: click.Context, files: tuple[Path, ...], as_json: bool) -> None:
     """List the registry, or describe trained model files."""
     from canopy.cache import cache_dir
-    from canopy.models.registry import list_models
-    from canopy.models.weights import find_cached
+    from canopy.models.catalogue import catalogue, describe_model_file
 
     if files:
-        described = [_describe_file(f) for f in files]
+        described = [describe_model_file(f).to_dict() for f in files]
         if as_json:
             click.echo(json.dumps(described, indent=2))
             return
@@ -99,29 +73,14 @@ def _list_or_describe(ctx: click.Context, files: tuple[Path, ...], as_json: bool
                 click.echo(f"{key:<20} {value}")
             click.echo("")
         return
-    rows = []
-    for spec in list_models():
-        cached = find_cached(spec)
-        rows.append(
-            {
-                "name": spec.name,
-                "patch_size": spec.backbone.patch_size,
-                "embed_dim": spec.backbone.embed_dim,
-                "ground_resolution_m": spec.ground_resolution,
-                "licence": spec.licence,
-                "cached": cached is not None,
-                "weights_path": str(cached) if cached else None,
-                "description": spec.description,
-            }
-        )
+    entries = catalogue()
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        click.echo(json.dumps([e.to_dict() for e in entries], indent=2))
         return
     header = ("model", "patch", "embed", "res (m)", "licence", "cached")
     table = [header] + [
-        (r["name"], str(r["patch_size"]), str(r["embed_dim"]), f"{r['ground_resolution_m']:g}", r["licence"],
-         "yes" if r["cached"] else "no")
-        for r in rows
+        (e.name, str(e.patch_size), str(e.embed_dim), f"{e.ground_resolution_m:g}", e.licence, "yes" if e.cached else "no")
+        for e in entries
     ]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for row in table:

@@ -85,20 +85,18 @@ def predict(quiet: bool, **options) -> None:
     (--scheduler, --scheduler-file), whose workers must see the imagery, the weights cache and
     the folder of --out.
     """
-    from canopy.prediction import RunSummary, predict as run_predict
+    from canopy.prediction import predict_to_file
     from canopy.request import PredictRequest
 
     request = PredictRequest.from_options(**{**options, "imagery": list(options["imagery"]), "collections": list(options["collections"])})
     with ExitStack() as stack:
         on_download = stack.enter_context(download_progress(quiet))
         on_block = stack.enter_context(block_progress(quiet))
-        result = run_predict(request, progress=on_block, download_progress=on_download,
-                             cluster_started=lambda link: click.echo(f"Dask dashboard: {link}", err=True))
+        summary = predict_to_file(request, progress=on_block, download_progress=on_download,
+                                  cluster_started=lambda link: click.echo(f"Dask dashboard: {link}", err=True))
     out = request.output.path
-    summary = RunSummary.from_attrs(result.attrs)
-    height, width = result.shape
     click.echo(
-        f"wrote {out} ({width} x {height} px, {abs(result.rio.resolution()[0]):g} m, {result.rio.crs}); "
+        f"wrote {out} ({summary.width} x {summary.height} px, {summary.res:g} m, {summary.crs}); "
         f"computed {summary.blocks_computed} blocks, reused {summary.blocks_reused}; "
         f"{summary.chips} chips, {summary.chip_pixels_per_output_pixel:.2f} chip px per output px",
         err=True,

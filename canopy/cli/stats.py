@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+
 def _names(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
     """A comma-separated list of statistic names."""
     return tuple(name.strip() for name in value.split(",") if name.strip())
@@ -29,30 +30,15 @@ def stats(chm: Path, polygons: Path, layer: str | None, names: tuple[str, ...], 
           gap_height: float, gap_min_area: float, trees_file: Path | None, out: Path | None) -> None:
     """Height statistics, canopy cover and stand structure (gaps, trees, top height) of each polygon over CHM,
     every pixel weighted by its area inside; plus valid and inside fractions and area."""
-    from canopy.analysis.zonal import STRUCTURE, zonal_stats
+    from canopy.analysis.zonal import zonal_stats
     from canopy.io.tables import check_table_path, write_table
 
     if out is not None:
         check_table_path(out)
-    names = tuple(n for name in names for n in (STRUCTURE if name == "structure" else (name,)))
-    trees = _read_trees(trees_file) if trees_file is not None else None
     table = zonal_stats(chm, polygons, stats=names, cover_threshold=cover_threshold if len(cover_threshold) > 1 else cover_threshold[0],
-                        layer=layer, gap_height=gap_height, gap_min_area=gap_min_area, trees=trees)
+                        layer=layer, gap_height=gap_height, gap_min_area=gap_min_area, trees=trees_file)
     if out is None:
         click.echo(table.drop(columns=table.geometry.name).to_string(index=False))
         return
     write_table(table, out)
     click.echo(f"wrote {out} ({len(table)} polygons)", err=True)
-
-
-def _read_trees(path: Path):
-    """The tops and crowns layers of a GeoPackage from ``canopy trees``."""
-    import geopandas as gpd
-
-    from canopy.analysis.trees import TreeLayers
-    from canopy.errors import EvaluationError
-
-    try:
-        return TreeLayers(gpd.read_file(path, layer="tops"), gpd.read_file(path, layer="crowns"))
-    except Exception as exc:  # pyogrio raises its own kinds for unreadable files and missing layers
-        raise EvaluationError(f"Trees {path} cannot be read ({exc}); pass the GeoPackage from `canopy trees`.") from None

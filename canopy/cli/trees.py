@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from contextlib import ExitStack
 from dataclasses import fields
 from pathlib import Path
 
@@ -53,22 +52,12 @@ def trees(chm: Path, out: Path, polygons: Path | None, layer: str | None, block_
     every length is in metres. The map is read block by block, each tree computed in the block that
     holds its top, so memory stays bounded and rows come block by block.
     """
-    from canopy.analysis.trees import iter_trees
-    from canopy.errors import OutputPathError
-    from canopy.io.vector_layers import write_layers
-    from canopy.io.vector_styles import crowns_qml, tops_qml
-    from canopy.request import ClusterSpec
-    from canopy.runtime.distributed import connect
+    from canopy.analysis.trees import write_trees
+    from canopy.cluster import ClusterSpec
 
-    if out.suffix.lower() != ".gpkg":
-        raise OutputPathError(f"Output {out} must end in .gpkg (a GeoPackage with the layers tops and crowns).")
-    cluster = ClusterSpec(workers, threads_per_worker, scheduler, scheduler_file)
-    with ExitStack() as stack:
-        client = stack.enter_context(connect(cluster)) if cluster.distributed else None
-        parts = iter_trees(chm, polygons, parameters=TreeParameters(**parameters), layer=layer, block_size=block_size, client=client)
-        counts = write_layers(out, ({"tops": p.tops, "crowns": p.crowns} for p in parts), {"tops": "Point", "crowns": "Polygon"},
-                              {"tops": tops_qml(), "crowns": crowns_qml()}, "written by canopy trees")
-    click.echo(f"wrote {out} ({counts['tops']} trees: layers tops and crowns, styled for QGIS)", err=True)
+    count = write_trees(chm, out, polygons, parameters=TreeParameters(**parameters), layer=layer, block_size=block_size,
+                        cluster=ClusterSpec(workers, threads_per_worker, scheduler, scheduler_file))
+    click.echo(f"wrote {out} ({count} trees: layers tops and crowns, styled for QGIS)", err=True)
 
 
 @click.command("evaluate-trees")

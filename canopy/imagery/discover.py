@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
 
 from canopy.errors import BBoxError, ImageryError, ImageryReadError, SkippedImageryWarning
@@ -14,6 +15,7 @@ from canopy.imagery.geotiff import GeoTiffSource
 from canopy.imagery.mosaic import merge_aligned
 from canopy.choices import MosaicOrder
 from canopy.imagery.source import ImageryOptions, ImagerySource
+from canopy.imagery.source_set import SourceObject, SourceSet
 
 
 def _expand(spec, region: BBox | None, options: ImageryOptions) -> list[tuple[str | os.PathLike, float | None]]:
@@ -44,15 +46,20 @@ def open_imagery(
     sources: Sequence[str | os.PathLike | ImagerySource],
     region: BBox | None = None,
     options: ImageryOptions | None = None,
-) -> list[ImagerySource]:
+) -> SourceSet:
     """Open every raster the named imagery stands for, in mosaic priority order.
+
+    Each raster is checked as it opens (georeferencing, bands, a readable last block), once: the
+    set's records open it again elsewhere without checking again.
 
     Parameters
     ----------
     sources
         GeoTIFF paths or URLs (remote COGs), directories or glob patterns of GeoTIFFs (indexed
         and cached), static STAC catalogues/collections/items (``.json`` paths or URLs), STAC API
-        searches (``stac+https://…/search``), or objects keeping the :class:`ImagerySource` interface.
+        searches (``stac+https://…/search``), or objects keeping the :class:`ImagerySource`
+        interface (a :class:`GeoTiffSource` is opened again from its record; other objects are used
+        as they are and never closed here).
     region
         The bbox in EPSG:4326 used to pick tiles and STAC items; None takes all.
     options
@@ -60,8 +67,9 @@ def open_imagery(
 
     Returns
     -------
-    list of ImagerySource
-        Highest priority first; aligned neighbouring GeoTIFFs joined into one mosaic source.
+    SourceSet
+        Open (close it, or use it as a context manager), highest priority first; aligned
+        neighbouring GeoTIFFs joined into one mosaic source.
 
     Raises
     ------
@@ -72,24 +80,31 @@ def open_imagery(
         If a raster has no georeferencing or too few bands, or a catalogue finds nothing.
     BBoxError
         If no tile of a directory intersects the region.
+
+    .. versionchanged:: 0.3.0
+       Returns a :class:`~canopy.imagery.source_set.SourceSet`, not a list.
     """
     options = options or ImageryOptions()
     if not sources:
         raise ImageryReadError("No imagery given; pass at least one --imagery GeoTIFF, directory or catalogue.")
     opened: list[ImagerySource] = []
-    try:
+    with ExitStack() as stack:
         for source in sources:
-            if isinstance(source, ImagerySource):
+            if isinstance(source, GeoTiffSource):
+                opened.append(stack.enter_context(source.ref.open()))
+            elif isinstance(source, ImagerySource):
                 opened.append(source)
-                continue
-            for path, date in _expand(source, region, options):
-                opened.append(GeoTiffSource(path, bands=options.bands, date=date))
-    except BaseException:
-        for source in opened:
-            source.close()
-        raise
-    if options.order == MosaicOrder.FINEST:
-        opened.sort(key=lambda s: (round(s.res, 9), -s.date))
-    elif options.order == MosaicOrder.LATEST:
-        opened.sort(key=lambda s: (-s.date, round(s.res, 9)))
-    return merge_aligned(opened)
+            else:
+                opened.extend(stack.enter_context(GeoTiffSource(path, bands=options.bands, date=date))
+                              for path, date in _expand(source, region, options))
+        if options.order == MosaicOrder.FINEST:
+            opened.sort(key=lambda s: (round(s.res, 9), -s.date))
+        elif options.order == MosaicOrder.LATEST:
+            opened.sort(key=lambda s: (-s.date, round(s.res, 9)))
+        opened = merge_aligned(opened)
+        closer = stack.pop_all()
+    for source in opened:
+        if isinstance(source, GeoTiffSource):
+            closer.callback(source.close)  # mosaics are new objects; closing a source twice is harmless
+    records = [s.ref if isinstance(s, GeoTiffSource) else SourceObject(s) for s in opened]
+    return SourceSet(records, (opened, closer))

@@ -24,6 +24,7 @@ from rasterio.windows import Window
 
 from canopy.errors import AmbiguousNodataWarning, ImageryError, ImageryReadError
 from canopy.grid import BBox, OutputGrid, intersects, to_crs
+from canopy.io.gdal_env import remote_env
 from canopy.imagery.radiometry import Scaling
 from canopy.imagery.source import Patch
 
@@ -36,8 +37,11 @@ _FRAME_MARGIN = 2
 """Pixels of the output lattice added around a raster's footprint in its frame (see ``GeoTiffSource._frame``)."""
 _MAX_ENCLOSURE_PIXELS = 2**28  # a collar raster's frame up to this size has its enclosed 255s found once, whole
 _OPEN_FRAMES = 4  # warped views kept open per raster: nearest and smooth for the run's grid, and the sample grid's
-# GDAL settings for remote rasters: no directory listing on open, retries on transient HTTP errors.
-_REMOTE_GDAL = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR", "GDAL_HTTP_MAX_RETRY": "3", "GDAL_HTTP_RETRY_DELAY": "1"}
+
+
+def _frozen(value):
+    """Lists as tuples, all the way down, so a fingerprint compares and hashes alike wherever it was made."""
+    return tuple(_frozen(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
 def is_remote(path: str | os.PathLike) -> bool:
@@ -49,19 +53,35 @@ def is_remote(path: str | os.PathLike) -> bool:
 class RasterRef:
     """A plain, picklable record of an opened raster: enough to open it again, elsewhere, without re-deciding anything.
 
-    ``nodata_rule`` is what :class:`GeoTiffSource` decided about a declared nodata of 255 (``collar``:
-    masked where connected to the collar; ``data``: read as data; ``plain``: nodata as declared), so
-    a worker that opens the raster again neither re-reads its edges nor warns again.
+    A single raster has a ``path`` (a file or URL); a mosaic of aligned tiles has ``vrt``, the VRT
+    document joining them, instead. ``nodata_rule`` is what :class:`GeoTiffSource` decided about a
+    declared nodata of 255 (``collar``: masked where connected to the collar; ``data``: read as
+    data; ``plain``: nodata as declared), so a process that opens the raster again neither
+    re-reads its edges nor warns again; and the truncated-file check is not repeated either, as the
+    raster was checked when the record was made (``fingerprint`` notices a file changed since).
     """
 
-    path: str
+    path: str | None
     bands: tuple[int, int, int]
     date: float
     name: str
     scaling: Scaling | None
     nodata_rule: str
-    identity: tuple
+    fingerprint: tuple
     taken: str | None = None
+    vrt: str | None = None
+
+    def open(self) -> GeoTiffSource:
+        """The raster opened again (a context manager that closes it).
+
+        Raises
+        ------
+        ImageryReadError
+            If it cannot be opened, or a local file changed since the record was made.
+        ImageryError
+            As :class:`GeoTiffSource`.
+        """
+        return GeoTiffSource.from_ref(self)
 
 
 def date_span(taken: Sequence[str | None]) -> str | None:
@@ -180,7 +200,7 @@ class GeoTiffSource:
     Parameters
     ----------
     path
-        A raster file or URL.
+        A raster file or URL; None for a mosaic (``vrt``).
     bands
         1-based band indexes of red, green and blue; default by colour interpretation, else 1, 2, 3.
     date
@@ -189,6 +209,15 @@ class GeoTiffSource:
     taken
         The imagery's date as ISO 8601 text, ``""`` when not known; default from ``date`` when given,
         else from the TIFF's ``DATETIME``. Maps record it (``canopy_imagery_date``).
+    scaling, nodata_rule
+        Decided for this raster already (from its :class:`RasterRef`); default decided here.
+    members
+        The fingerprints of a mosaic's tiles, its own fingerprint.
+    vrt
+        A VRT document to open instead of ``path`` (a mosaic of tiles).
+    fingerprint
+        The fingerprint of an earlier open of this raster: its last block is not read again, and a
+        local file whose size or modification time differs is refused.
 
     Raises
     ------
@@ -200,7 +229,7 @@ class GeoTiffSource:
 
     def __init__(
         self,
-        path: str | os.PathLike,
+        path: str | os.PathLike | None,
         bands: Sequence[int] | None = None,
         date: float | None = None,
         name: str | None = None,
@@ -209,38 +238,33 @@ class GeoTiffSource:
         nodata_rule: str | None = None,
         members: Sequence = (),
         taken: str | None = None,
+        vrt: str | None = None,
+        fingerprint: tuple | None = None,
     ) -> None:
-        path = _local_path(path)
-        virtual = str(path).startswith("<VRTDataset")
-        self.remote = is_remote(path)
-        self.path: str | Path = str(path) if self.remote or virtual else Path(path)
+        path = None if path is None else _local_path(path)
+        self.remote = path is not None and is_remote(path)
+        self.path: str | Path | None = str(path) if self.remote else None if path is None else Path(path)
         self.name = name or str(path).rstrip("/").rsplit("/", 1)[-1]
-        driver = "VRT" if virtual else _driver_for(str(path))
-        if self.remote or virtual:
-            for key, value in _REMOTE_GDAL.items():
-                os.environ.setdefault(key, value)
-        elif not self.path.exists():
-            raise ImageryReadError(f"Imagery {self.path} does not exist; check the path.")
-        else:
+        self.label = str(self.path) if self.path is not None else self.name  # what messages call the raster
+        driver = "VRT" if vrt is not None else _driver_for(str(path))
+        if isinstance(self.path, Path):
+            if not self.path.exists():
+                raise ImageryReadError(f"Imagery {self.label} does not exist; check the path.")
             self.path = self.path.resolve()  # absolute, as other processes (Dask workers, VRT mosaics) need it
-            if driver == "VRT":
+            self.label = str(self.path)
+            if fingerprint is not None and list(fingerprint) != self._file_fingerprint():
+                raise ImageryReadError(f"Imagery {self.label} changed since the run was planned; run it again.")
+            if driver == "VRT" and fingerprint is None:
                 _check_vrt_sources(self.path)
-        try:
-            with warnings.catch_warnings():
-                # canopy says so itself, in one sentence, if the file is not georeferenced
-                warnings.simplefilter("ignore", NotGeoreferencedWarning)
-                self._ds = rasterio.open(self.path, driver=driver)  # only that driver: a VRT named .tif is refused
-        except RasterioIOError as exc:
-            hint = ("check the URL and that the server answers range requests" if self.remote else
-                    f"canopy opens this file only as a {'VRT' if driver == 'VRT' else 'GeoTIFF'}, as its name says")
-            kind = "VRT" if driver == "VRT" else "GeoTIFF"
-            raise ImageryReadError(f"Imagery {self.path} is not a {kind} GDAL can read ({exc}); {hint}.") from exc
-        try:
-            self._check()
-            self.bands = self._select_bands(bands)
-        except BaseException:
-            self._ds.close()
-            raise
+        with remote_env(self.remote or vrt is not None):
+            self._open(driver, vrt)
+            try:
+                self._check(read_last_block=fingerprint is None)
+                self.bands = self._select_bands(bands)
+            except BaseException:
+                self._ds.close()
+                raise
+        self.vrt = vrt
         self.crs: CRS = self._ds.crs
         self.bounds: BBox = tuple(self._ds.bounds)
         self.transform = self._ds.transform
@@ -250,7 +274,7 @@ class GeoTiffSource:
         tagged = _tiff_datetime(self._ds.tags().get("TIFFTAG_DATETIME"))
         if date is None:
             known = tagged.date().isoformat() if tagged else None
-            date = tagged.timestamp() if tagged else (0.0 if isinstance(self.path, str) else self.path.stat().st_mtime)
+            date = tagged.timestamp() if tagged else (self.path.stat().st_mtime if isinstance(self.path, Path) else 0.0)
         else:
             known = datetime.fromtimestamp(date, timezone.utc).date().isoformat()
         self.taken: str | None = known if taken is None else (taken or None)  # "" from a record: not known
@@ -262,49 +286,79 @@ class GeoTiffSource:
         self._alignment: dict[tuple, tuple[int, int] | None] = {}
         self._enclosures: dict[tuple, np.ndarray] = {}
         self.nodata_rule = nodata_rule or self._nodata_rule()
-        self.members = list(members)  # identities of the tiles of a mosaic
+        self.fingerprint: tuple = _frozen(members) if members else _frozen(self._file_fingerprint())
 
-    @classmethod
-    def from_ref(cls, ref: RasterRef) -> GeoTiffSource:
-        """Open a raster again from its record, with the scaling and nodata rule it carries.
+    def _open(self, driver: str, vrt: str | None) -> None:
+        """Open the dataset with only ``driver`` (a VRT named .tif is refused).
 
         Raises
         ------
-        ImageryReadError, ImageryError
+        ImageryReadError
+            If GDAL cannot read it.
+        """
+        try:
+            with warnings.catch_warnings():
+                # canopy says so itself, in one sentence, if the file is not georeferenced
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                self._ds = rasterio.open(vrt if vrt is not None else self.path, driver=driver)
+        except RasterioIOError as exc:
+            hint = ("check the URL and that the server answers range requests" if self.remote else
+                    f"canopy opens this file only as a {'VRT' if driver == 'VRT' else 'GeoTIFF'}, as its name says")
+            kind = "VRT" if driver == "VRT" else "GeoTIFF"
+            raise ImageryReadError(f"Imagery {self.label} is not a {kind} GDAL can read ({exc}); {hint}.") from exc
+
+    @classmethod
+    def mosaic(cls, vrt: str, name: str, date: float, members: Sequence[GeoTiffSource], taken: str | None) -> GeoTiffSource:
+        """One source over a VRT document joining aligned ``members``, which it records by their fingerprints.
+
+        Raises
+        ------
+        ImageryReadError
+            If GDAL cannot open the VRT.
+        """
+        return cls(None, [1, 2, 3], date, name, vrt=vrt, members=[m.fingerprint for m in members], taken=taken or "")
+
+    @classmethod
+    def from_ref(cls, ref: RasterRef) -> GeoTiffSource:
+        """Open a raster again from its record, with the scaling and nodata rule it carries, without checking it again.
+
+        Raises
+        ------
+        ImageryReadError
+            If it cannot be opened, or a local file changed since the record was made.
+        ImageryError
             As the constructor.
         """
-        members = ref.identity if ref.path.startswith("<VRTDataset") else ()
-        return cls(ref.path, ref.bands, ref.date, ref.name, scaling=ref.scaling, nodata_rule=ref.nodata_rule, members=members,
-                   taken=ref.taken or "")
+        return cls(ref.path, ref.bands, ref.date, ref.name, scaling=ref.scaling, nodata_rule=ref.nodata_rule,
+                   members=ref.fingerprint if ref.vrt is not None else (), taken=ref.taken or "", vrt=ref.vrt,
+                   fingerprint=ref.fingerprint)
 
     @property
     def ref(self) -> RasterRef:
         """This raster as a :class:`RasterRef`."""
-        return RasterRef(str(self.path), tuple(self.bands), self.date, self.name, self.scaling, self.nodata_rule,
-                         tuple(tuple(i) if isinstance(i, list) else i for i in self.identity()), self.taken)
+        return RasterRef(None if self.path is None else str(self.path), tuple(self.bands), self.date, self.name, self.scaling,
+                         self.nodata_rule, self.fingerprint, self.taken, self.vrt)
 
-    def identity(self) -> list:
-        """What a resumed run compares to notice changed imagery: path, size and modification time."""
-        if self.members:
-            return self.members
+    def _file_fingerprint(self) -> list:
+        """Path, size and modification time of a local file; the URL of a remote one."""
         if isinstance(self.path, Path):
             stat = self.path.stat()
             return [str(self.path), stat.st_size, stat.st_mtime_ns]
         return [str(self.path)]
 
-    def _check(self) -> None:
-        """Refuse rasters canopy cannot place on a map or read as RGB."""
+    def _check(self, read_last_block: bool) -> None:
+        """Refuse rasters canopy cannot place on a map or read as RGB, and (``read_last_block``) truncated files."""
         ds = self._ds
         if ds.crs is None:
-            raise ImageryError(f"Imagery {self.path} has no CRS; assign one (e.g. gdal_edit.py -a_srs EPSG:32611).")
+            raise ImageryError(f"Imagery {self.label} has no CRS; assign one (e.g. gdal_edit.py -a_srs EPSG:32611).")
         if ds.transform.is_identity or ds.transform.b or ds.transform.d:
             what = "no geotransform" if ds.transform.is_identity else "a rotated geotransform"
-            raise ImageryError(f"Imagery {self.path} has {what}; georeference it north-up (e.g. gdalwarp) first.")
+            raise ImageryError(f"Imagery {self.label} has {what}; georeference it north-up (e.g. gdalwarp) first.")
         if ds.count < 3:
-            raise ImageryError(f"Imagery {self.path} has {ds.count} band(s); canopy needs RGB imagery with at least 3 bands.")
+            raise ImageryError(f"Imagery {self.label} has {ds.count} band(s); canopy needs RGB imagery with at least 3 bands.")
         if not (ds.crs.is_projected or ds.crs.is_geographic):
             raise ImageryError(
-                f"Imagery {self.path} is in a local (engineering) CRS that cannot be placed on the Earth; "
+                f"Imagery {self.label} is in a local (engineering) CRS that cannot be placed on the Earth; "
                 "assign its real CRS (e.g. gdal_edit.py -a_srs EPSG:32611)."
             )
         try:
@@ -313,15 +367,17 @@ class GeoTiffSource:
             lonlat = (math.inf,) * 4
         if not all(math.isfinite(v) for v in lonlat):
             raise ImageryError(
-                f"Imagery {self.path} has a CRS or extent that cannot be placed in longitude and latitude; "
+                f"Imagery {self.label} has a CRS or extent that cannot be placed in longitude and latitude; "
                 "check its georeferencing (gdalinfo) and assign a standard CRS."
             )
         block_rows, block_cols = ds.block_shapes[0]
         if block_rows * block_cols > _MAX_BLOCK_PIXELS:
             raise ImageryError(
-                f"Imagery {self.path} is stored in blocks of {block_cols} x {block_rows} px, too large to read by windows; "
+                f"Imagery {self.label} is stored in blocks of {block_cols} x {block_rows} px, too large to read by windows; "
                 "rewrite it tiled (gdal_translate -co TILED=YES)."
             )
+        if not read_last_block:
+            return
         try:
             last = Window(0, max(0, ds.height - block_rows), min(ds.width, block_cols), min(ds.height, block_rows))
             ds.read(1, window=last)
@@ -330,7 +386,7 @@ class GeoTiffSource:
 
     def _truncated(self, exc: BaseException) -> ImageryReadError:
         """The error for a file whose reads fail near its start or end, with GDAL's words."""
-        return ImageryReadError(f"Imagery {self.path} cannot be read to its end; it may be truncated (GDAL: {gdal_message(exc)}).")
+        return ImageryReadError(f"Imagery {self.label} cannot be read to its end; it may be truncated (GDAL: {gdal_message(exc)}).")
 
     def _select_bands(self, bands: Sequence[int] | None) -> list[int]:
         """Band indexes of red, green and blue: as given, else by colour interpretation, else the first three."""
@@ -338,7 +394,7 @@ class GeoTiffSource:
         if bands is not None:
             bands = list(bands)
             if len(bands) != 3 or not all(1 <= b <= count for b in bands):
-                raise ImageryError(f"Bands {bands} do not name three of the {count} bands of {self.path}; pass e.g. --bands 1,2,3.")
+                raise ImageryError(f"Bands {bands} do not name three of the {count} bands of {self.label}; pass e.g. --bands 1,2,3.")
             return bands
         interp = list(self._ds.colorinterp)
         wanted = [ColorInterp.red, ColorInterp.green, ColorInterp.blue]
@@ -478,7 +534,7 @@ class GeoTiffSource:
                 left, bottom, right, top = to_crs(grid.bounds, grid.crs, self.crs)
                 window = self._ds.window(left, bottom, right, top).round_offsets().round_lengths()
                 raise ImageryReadError(
-                    f"Reading imagery {self.path} failed at its pixels columns {window.col_off}-{window.col_off + window.width - 1}, "
+                    f"Reading imagery {self.label} failed at its pixels columns {window.col_off}-{window.col_off + window.width - 1}, "
                     f"rows {window.row_off}-{window.row_off + window.height - 1} (GDAL: {gdal_message(exc)}); "
                     "the file may be damaged or unreachable."
                 ) from exc

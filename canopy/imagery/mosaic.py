@@ -113,8 +113,7 @@ def _mosaic(members: list[GeoTiffSource]) -> GeoTiffSource:
         f"<GeoTransform>{anchor.c!r},{anchor.a!r},0,{anchor.f!r},0,{anchor.e!r}</GeoTransform>{bands}{mask}</VRTDataset>"
     )
     names = f"mosaic of {len(members)} tiles ({members[0].name}, ...)"
-    mosaic = GeoTiffSource(xml, bands=[1, 2, 3], date=max(m.date for m in members), name=names,
-                           members=[m.identity() for m in members], taken=date_span([m.taken for m in members]) or "")
+    mosaic = GeoTiffSource.mosaic(xml, names, max(m.date for m in members), members, date_span([m.taken for m in members]))
     for member in members:
         member.close()
     return mosaic

@@ -26,8 +26,13 @@ class Patch:
 class ImagerySource(Protocol):
     """Something that can say where it has imagery and read it onto any output grid.
 
-    ``date`` (POSIX seconds) orders sources for the mosaic; ``scaling`` maps band values to [0, 1]
-    and is None only for imagery that is not 8-bit and still waits for its region-wide scaling.
+    ``date`` (POSIX seconds) orders sources for the mosaic; ``taken`` is the imagery's date as ISO
+    8601 text, or None when not known; ``scaling`` maps band values to [0, 1] and is None only for
+    imagery that is not 8-bit and still waits for its region-wide scaling; ``fingerprint`` is what a
+    resumed run compares to notice changed imagery (a tuple of plain values).
+
+    .. versionchanged:: 0.3.0
+       ``fingerprint`` (an attribute) replaces the ``identity()`` method, and ``taken`` is part of the interface.
     """
 
     name: str
@@ -35,11 +40,9 @@ class ImagerySource(Protocol):
     bounds: BBox
     res: float
     date: float
+    taken: str | None
     scaling: Scaling | None
-
-    def identity(self) -> list:
-        """What a resumed run compares to notice changed imagery."""
-        ...
+    fingerprint: tuple
 
     def footprint(self, crs: CRS) -> BBox:
         """Bounds of the imagery in ``crs``."""

@@ -6,7 +6,7 @@ import logging
 import os
 import warnings
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -15,13 +15,13 @@ from torch import nn
 from canopy.errors import ModelFileError, UntrainedHeadWarning, WeightsMismatchError
 from canopy.models.backbone import build_backbone
 from canopy.models.heads import build_head
-from canopy.models.model_file import looks_like_model_file, read_model_file
+from canopy.models.model_file import ModelFile, looks_like_model_file, read_model_file
 from canopy.models.registry import ModelSpec, get_model_spec
 from canopy.models.vision_transformer import VisionTransformer, build_vision_transformer
 from canopy.models.checkpoint import built_empty, dequantize, is_dynamically_quantized, load_into, read_checkpoint, split_model_checkpoint
 from canopy.models.dinov3_checkpoint import chmv2_head_to_meta_layout
 from canopy.models.convert import converted_from
-from canopy.models.weights import ProgressCallback, ResolvedWeights, parse_random, resolve_weights, sha256_of
+from canopy.models.weights import ProgressCallback, ResolvedWeights, parse_random, resolve_weights
 
 log = logging.getLogger(__name__)
 
@@ -112,12 +112,24 @@ class ModelRef:
     """A model resolved once: its spec, the trained model file it comes from (if any), and the weights named.
 
     Plain and picklable, so a run can be shipped to other processes and load the same model there.
-    ``weights`` is a path, ``random``/``random(seed=N)``, or None for the cache or a download.
+    ``weights`` is a path, ``random``/``random(seed=N)``, or None for the cache or a download. A
+    model file is read once, here, and kept (``trained``) for loading in this process; pickled, the
+    reference keeps only the file's SHA-256, and another process reads the file once and checks it.
     """
 
     spec: ModelSpec
     weights: str | None = None
     file: str | None = None
+    file_sha256: str | None = None
+    trained: ModelFile | None = field(default=None, compare=False, repr=False)
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "trained"}
+
+    @property
+    def key(self) -> tuple:
+        """What tells loaded models apart (a process keeps one loaded per key)."""
+        return (self.spec, self.weights, self.file, self.file_sha256)
 
     @classmethod
     def resolve(cls, model: str | os.PathLike | ModelRef, weights: str | os.PathLike | None = None) -> ModelRef:
@@ -129,10 +141,11 @@ class ModelRef:
             If the name is neither.
         """
         if isinstance(model, ModelRef):
-            return model if weights is None else cls(model.spec, str(weights), model.file)
+            return model if weights is None else replace(model, weights=str(weights))
         weights = None if weights is None else str(weights)
         if looks_like_model_file(model):
-            return cls(read_model_file(model).spec, weights, str(Path(model).expanduser().resolve()))
+            trained = read_model_file(Path(model).expanduser().resolve())
+            return cls(trained.spec, weights, str(trained.path), trained.sha256, trained)
         return cls(get_model_spec(str(model)), weights)
 
     @property
@@ -176,7 +189,7 @@ def load_height_model(
         If a model file is damaged, or the backbone weights are not the ones it was trained with.
     """
     if ref.file is not None:
-        return _load_model_file(Path(ref.file), ref.weights, offline, progress)
+        return _load_model_file(ref, offline, progress)
     spec = ref.spec
     resolved = resolve_weights(spec, ref.weights, offline=offline, progress=progress)
     if spec.head_in_checkpoint and not resolved.is_random:
@@ -240,10 +253,12 @@ def _load_whole_checkpoint(spec: ModelSpec, resolved: ResolvedWeights, device: t
     return LoadedModel(model.eval(), spec, resolved.backbone_sha256 or identity, identity)
 
 
-def _load_model_file(path: Path, weights, offline, progress) -> LoadedModel:
-    """A trained model file with the backbone weights it was trained on, and nothing else."""
-    trained = read_model_file(path)
-    spec = trained.spec
+def _load_model_file(ref: ModelRef, offline, progress) -> LoadedModel:
+    """A trained model file with the backbone weights it was trained on, and nothing else; the file read once per process."""
+    trained = ref.trained or read_model_file(ref.file)
+    path, spec, weights = trained.path, trained.spec, ref.weights
+    if ref.file_sha256 is not None and trained.sha256 != ref.file_sha256:
+        raise ModelFileError(f"Model file {path} changed since the run was planned; run it again.")
     if weights is None and parse_random(trained.backbone_weights) is not None:
         weights = trained.backbone_weights
     resolved = resolve_weights(get_model_spec(spec.backbone_name), weights, offline=offline, progress=progress)
@@ -259,4 +274,4 @@ def _load_model_file(path: Path, weights, offline, progress) -> LoadedModel:
     except RuntimeError as exc:
         first = str(exc).splitlines()[0]
         raise ModelFileError(f"Model file {path.name} holds a head that does not fit its own record ({first}).") from None
-    return LoadedModel(model.eval(), spec, resolved.identity, sha256_of(path))
+    return LoadedModel(model.eval(), spec, resolved.identity, trained.sha256)

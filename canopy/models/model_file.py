@@ -9,6 +9,7 @@ ever run with the backbone weights it was trained on.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -16,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors, save_file
 
 from canopy._version import __version__
 from canopy.errors import ModelFileError
@@ -37,6 +38,7 @@ class ModelFile:
     head_state: dict[str, torch.Tensor]
     training: dict[str, Any]
     validation: dict[str, Any]
+    sha256: str = ""
 
 
 def looks_like_model_file(name: str | os.PathLike) -> bool:
@@ -85,7 +87,7 @@ def save_model_file(
 
 
 def read_model_file(path: str | os.PathLike) -> ModelFile:
-    """Read a trained model file.
+    """Read a trained model file, once: its bytes give the head's tensors, the record and the SHA-256 maps name it by.
 
     Parameters
     ----------
@@ -107,10 +109,10 @@ def read_model_file(path: str | os.PathLike) -> ModelFile:
     if not path.is_file():
         raise ModelFileError(f"Model file {path} does not exist; pass a file from `canopy train` or a name from `canopy models`.")
     try:
-        with safe_open(str(path), "pt") as handle:
-            metadata = handle.metadata() or {}
-            state = {k: handle.get_tensor(k) for k in handle.keys()}
-    except (SafetensorError, OSError) as exc:
+        data = path.read_bytes()
+        metadata = _safetensors_metadata(data)
+        state = load_safetensors(data)
+    except (SafetensorError, OSError, ValueError) as exc:
         raise ModelFileError(f"Model file {path} is not a safetensors file ({exc}).") from None
     if metadata.get("format") == "canopy-height-model/1":
         raise ModelFileError(
@@ -133,7 +135,27 @@ def read_model_file(path: str | os.PathLike) -> ModelFile:
             chip_size=int(metadata["chip_size"]),
             backbone_model=base.name,
         )
-        return ModelFile(path, spec, metadata["backbone_weights"], state, json.loads(metadata["training"]), json.loads(metadata["validation"]))
+        return ModelFile(path, spec, metadata["backbone_weights"], state, json.loads(metadata["training"]),
+                         json.loads(metadata["validation"]), hashlib.sha256(data).hexdigest())
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelFileError(f"Model file {path} has a damaged record ({exc}); train it again.") from None
+
+
+def _safetensors_metadata(data: bytes) -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors file's header (an 8-byte little-endian length, then that much JSON).
+
+    Raises
+    ------
+    ValueError
+        If the header is not there or not JSON.
+    """
+    if len(data) < 8:
+        raise ValueError("shorter than a safetensors header")
+    size = int.from_bytes(data[:8], "little")
+    if size > len(data) - 8:
+        raise ValueError("its header runs past the end of the file")
+    header = json.loads(data[8 : 8 + size])
+    if not isinstance(header, dict):
+        raise ValueError("its header is not a JSON object")
+    return header.get("__metadata__") or {}
 

@@ -19,10 +19,9 @@ import numpy as np
 import torch
 
 from canopy.errors import ImageryReadError
-from canopy.io.gdal_cache import bound_gdal_cache_for_this_process
+from canopy.io.gdal_env import bound_gdal_cache_for_this_process
 from canopy.io.partial import PartialRun
-from canopy.models.height_model import LoadedModel
-from canopy.runtime.block_worker import BlockWorker, load_model
+from canopy.runtime.block_worker import BlockWorker, PlacedModel, load_model
 from canopy.runtime.device import select_device
 from canopy.runtime.plan import ModelIdentity, RunPlan
 from canopy.stitch import BorderChips, blend_block, border_chips
@@ -33,7 +32,7 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
 
 _LOCK = threading.Lock()
 _MODEL_CALLS = threading.Lock()  # one model call at a time per process, on all its threads
-_MODEL: dict[bytes, LoadedModel] = {}
+_MODEL: dict[bytes, PlacedModel] = {}
 _MODEL_WARNINGS: list[tuple[str, type]] = []
 """What loading the model in ``_MODEL`` warned (random weights, ...): said again on every run that uses it."""
 _WORKER: dict[int, tuple[RunPlan, BlockWorker]] = {}
@@ -70,7 +69,7 @@ def ready_worker(plan: RunPlan) -> BlockWorker:
         cached = _WORKER.get(id(plan))
         if cached is not None and cached[0] is plan:  # the plan is held here, so its id is not reused
             return cached[1]
-        model_key = pickle.dumps((plan.model, select_device(plan.device).type, plan.offline, plan.input_affine))
+        model_key = pickle.dumps((plan.model.key, plan.device, plan.precision, plan.offline, plan.input_affine))
         if model_key not in _MODEL:
             _MODEL.clear()
             _undo_nanny_malloc_trim()
@@ -82,8 +81,8 @@ def ready_worker(plan: RunPlan) -> BlockWorker:
             _MODEL[model_key] = loaded
             _MODEL_WARNINGS[:] = [(str(w.message), w.category) for w in caught]
             _LOADS += 1
-        for _, old in _WORKER.values():
-            old.close()
+        for old_plan, _ in _WORKER.values():
+            old_plan.close()
         _WORKER.clear()
         try:
             worker = BlockWorker(plan, _MODEL[model_key])

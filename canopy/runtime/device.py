@@ -11,15 +11,21 @@ import torch
 from canopy.choices import Device, Precision
 from canopy.errors import DeviceError, SlowPrecisionWarning
 
+
 def select_device(name: str = "auto") -> torch.device:
-    """The device for ``name``; ``auto`` picks CUDA, then MPS, then the CPU.
+    """The device for ``name``; ``auto`` picks CUDA, then MPS, then the CPU. Resolved once per process.
 
     Raises
     ------
     DeviceError
         If the named device is not available on this machine.
     """
-    name = Device.parse(name)
+    return _device_for(Device.parse(name))
+
+
+@functools.cache
+def _device_for(name: Device) -> torch.device:
+    """:func:`select_device` for a parsed name, once per process (what is available does not change while it runs)."""
     mps = getattr(torch.backends, "mps", None)
     has_mps = bool(mps and mps.is_available())
     if name == "auto":

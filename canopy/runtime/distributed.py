@@ -1,4 +1,4 @@
-"""Blocks computed on a Dask distributed cluster: a local one started here, or an existing one.
+"""Blocks computed on a Dask distributed cluster (connected by :func:`canopy.cluster.connect`).
 
 Each block is two tasks. The first reads the block's imagery and predicts the chips it owns (the
 model's work, with no dependency on other blocks); the second blends the block from its own chips
@@ -13,21 +13,15 @@ them, weights never do; each worker process loads the model once.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import socket
 import uuid
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import CancelledError
-from contextlib import contextmanager
 from dataclasses import replace
-from urllib.parse import urlparse
 
 from canopy.errors import BlockFailedError, CanopyError, DistributedError
 from canopy.io.partial import PartialRun
-from canopy.request import ClusterSpec
 from canopy.runtime.dask_tasks import blend_task, chips_task, describe, hold
 from canopy.choices import Device, Precision
 from canopy.runtime.plan import RunPlan
@@ -38,98 +32,6 @@ log = logging.getLogger(__name__)
 
 _IN_FLIGHT_PER_THREAD = 4
 """Blocks submitted ahead per worker thread: enough to keep workers busy, few enough to bound the client."""
-
-
-@contextmanager
-def connect(cluster: ClusterSpec, on_start: Callable[[str], None] | None = None) -> Iterator:
-    """A Dask client for a cluster spec: a local cluster of worker processes started here, or an existing cluster.
-
-    Parameters
-    ----------
-    cluster
-        ``workers`` (and ``threads_per_worker``, default cores / workers) starts a local cluster on
-        127.0.0.1 that is closed on exit; ``scheduler`` or ``scheduler_file`` connects to a running one.
-    on_start
-        Called with the dashboard's address when a local cluster has started.
-
-    Yields
-    ------
-    distributed.Client
-
-    Raises
-    ------
-    DistributedError
-        If the scheduler cannot be reached.
-    """
-    import dask
-    from distributed import Client, LocalCluster
-
-    if cluster.workers is not None:
-        threads = cluster.threads_per_worker or max(1, (os.cpu_count() or 1) // cluster.workers)
-        caller = dict(os.environ)
-        try:
-            with LocalCluster(n_workers=cluster.workers, threads_per_worker=threads, processes=True, host="127.0.0.1",
-                              dashboard_address="127.0.0.1:8787") as local, Client(local) as client:
-                restore_environment(caller)
-                if on_start is not None:
-                    on_start(client.dashboard_link)
-                log.info("local Dask cluster of %d workers x %d threads, dashboard %s", cluster.workers, threads, client.dashboard_link)
-                yield client
-        finally:
-            restore_environment(caller)
-        return
-    where = cluster.scheduler or cluster.scheduler_file
-    timeout = dask.config.get("distributed.comm.timeouts.connect")
-    _refuse_if_nothing_listens(cluster.scheduler or _address_in(cluster.scheduler_file), where)
-    try:
-        client = (Client(cluster.scheduler, timeout=timeout) if cluster.scheduler
-                  else Client(scheduler_file=cluster.scheduler_file, timeout=timeout))
-    except (OSError, TimeoutError, ValueError) as exc:
-        raise DistributedError(
-            f"Cannot reach the Dask scheduler at {where} ({exc}); start one (`dask scheduler`) or check the address."
-        ) from exc
-    with client:
-        yield client
-
-
-def restore_environment(saved: dict[str, str]) -> None:
-    """Make ``os.environ`` what it was: a Dask nanny writes its workers' settings into the process that starts it
-    (``OMP_NUM_THREADS=1``, ``MALLOC_TRIM_THRESHOLD_``, ...), and every process started afterwards would inherit them."""
-    for key in set(os.environ) - set(saved):
-        del os.environ[key]
-    for key, value in saved.items():
-        if os.environ.get(key) != value:
-            os.environ[key] = value
-
-
-def _address_in(scheduler_file: str | None) -> str | None:
-    """The address a scheduler file names, or None if it cannot be read (Dask then waits for it and says why)."""
-    try:
-        return json.loads(open(scheduler_file).read())["address"] if scheduler_file else None
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def _refuse_if_nothing_listens(address: str | None, where: str) -> None:
-    """Fail at once when a scheduler's TCP port refuses connections, instead of retrying for Dask's whole connect timeout.
-
-    Raises
-    ------
-    DistributedError
-        If the connection is refused; other failures (a host that does not answer) are left to Dask.
-    """
-    parsed = urlparse(address or "")
-    if parsed.scheme != "tcp" or not parsed.hostname or parsed.port is None:
-        return
-    try:
-        socket.create_connection((parsed.hostname, parsed.port), timeout=5).close()
-    except ConnectionRefusedError:
-        raise DistributedError(
-            f"Cannot reach the Dask scheduler at {where}: nothing listens at {address}; start one (`dask scheduler`) "
-            "or check the address."
-        ) from None
-    except OSError:
-        return
 
 
 class DaskEngine:

@@ -58,5 +58,4 @@ class LocalEngine:
         return worker.predictor.chips_done - before
 
     def close(self) -> None:
-        """Close the sources."""
-        self.worker.close()
+        """Nothing to release: the plan's owner closes its sources."""

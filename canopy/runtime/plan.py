@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 from rasterio.crs import CRS
@@ -18,9 +18,9 @@ from canopy.errors import ResolutionWarning
 from canopy.grid import Block, OutputGrid, iter_blocks, plan_grid
 from canopy.imagery.aerial_normalization import region_affine
 from canopy.imagery.discover import open_imagery
-from canopy.imagery.geotiff import GeoTiffSource, RasterRef, date_span
-from canopy.imagery.radiometry import Scaling, describe_scalings, scaling_for_region
+from canopy.imagery.radiometry import describe_scalings, scaling_for_region
 from canopy.imagery.source import ImagerySource
+from canopy.imagery.source_set import SourceSet
 from canopy.models.aerial_normalizer import load_normalizer
 from canopy.models.height_model import ModelRef
 from canopy.models.registry import ModelSpec
@@ -29,10 +29,6 @@ from canopy.request import PredictRequest
 from canopy.tiling.chips import ChipLayout
 
 log = logging.getLogger(__name__)
-
-SourceRef = RasterRef | ImagerySource
-"""A source as a plan carries it: a GeoTIFF's record (opened again where it is read), or a source object."""
-
 
 @dataclass(frozen=True)
 class ModelIdentity:
@@ -55,10 +51,12 @@ class RunPlan:
 
     ``input_affine`` is the region's aerial normalisation (gain, offset per band), folded into the
     model's input normalisation wherever it is loaded; None without ``--normalize aerial``.
-    ``calibration`` maps the blended heights (``--calibration``).
+    ``calibration`` maps the blended heights (``--calibration``). ``sources`` are open in the
+    process that made the plan, and opened once in any other that reads them; closing the plan
+    (or leaving its ``with`` block) closes them.
     """
 
-    sources: tuple[SourceRef, ...]
+    sources: SourceSet
     grid: OutputGrid
     layout: ChipLayout
     block_size: int
@@ -78,7 +76,7 @@ class RunPlan:
     def tags(self, identity: ModelIdentity) -> dict[str, str]:
         """The GeoTIFF tags that record how the map was made."""
         spec = self.model.spec
-        names = [s.name for s in self.sources]
+        names = self.sources.names
         listed = ", ".join(names[:20]) + (f" and {len(names) - 20} more" if len(names) > 20 else "")
         return {
             "canopy_model": spec.name,
@@ -92,14 +90,10 @@ class RunPlan:
             "canopy_numerics": identity.numerics,
             "canopy_radiometry": self.radiometry,
             "canopy_imagery": listed,
-            **({"canopy_imagery_date": taken} if (taken := self.imagery_date()) else {}),
+            **({"canopy_imagery_date": taken} if (taken := self.sources.taken()) else {}),
             **({"canopy_calibration": self.calibration.digest} if self.calibration is not None else {}),
             "units": "m",
         }
-
-    def imagery_date(self) -> str | None:
-        """When the imagery was taken, as ISO 8601 (a day, or ``first/last`` over several), when every source says."""
-        return date_span([getattr(s, "taken", None) for s in self.sources])
 
     def fingerprint(self, identity: ModelIdentity) -> dict:
         """The tags plus what else a resumed run must share with the one it continues (``canopy_numerics`` may differ, with a warning)."""
@@ -109,27 +103,25 @@ class RunPlan:
             "grid": [grid.crs.to_wkt(), grid.res, grid.left, grid.top, grid.width, grid.height],
             "block_size": self.block_size,
             "device": identity.device,
-            "imagery": [list(s.identity) if isinstance(s, RasterRef) else s.identity() for s in self.sources],
+            "imagery": self.sources.fingerprints,
         }
 
+    def close(self) -> None:
+        """Close the sources this process opened for the plan."""
+        self.sources.close()
 
-def open_source(source: SourceRef) -> ImagerySource:
-    """A source ready to read: a GeoTIFF opened from its record, or the source object itself.
+    def __enter__(self) -> RunPlan:
+        return self
 
-    Raises
-    ------
-    ImageryReadError, ImageryError
-        As :class:`~canopy.imagery.GeoTiffSource`.
-    """
-    return GeoTiffSource.from_ref(source) if isinstance(source, RasterRef) else source
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def make_plan(request: PredictRequest, download_progress: ProgressCallback | None = None) -> RunPlan:
     """Resolve a request against its imagery: open it, plan the output grid, fix the radiometry.
 
-    Sources are opened here once to check them, plan the grid and compute a region-wide scaling
-    for imagery that is not 8-bit (and, with ``--normalize aerial``, the region's normalisation);
-    the plan keeps plain records of them, which the processes computing blocks open again.
+    Sources are opened and checked here, once: the plan keeps them open for this process and plain
+    records of them for others (Dask workers), which open them again without checking again.
 
     Parameters
     ----------
@@ -141,56 +133,43 @@ def make_plan(request: PredictRequest, download_progress: ProgressCallback | Non
     Returns
     -------
     RunPlan
+        Holding its sources open: close it, or use it as a context manager.
 
     Raises
     ------
     CanopyError
-        The subclass naming what is wrong with the imagery or the region.
+        The subclass naming what is wrong with the imagery or the region; nothing is left open.
     """
     spec = request.model.spec
     region = request.region
     sources = open_imagery(list(request.imagery.sources), region.to(CRS.from_epsg(4326)) if region else None,
                            request.imagery.options)
     try:
-        grid = plan_grid([(s.crs, s.bounds) for s in sources], region, request.output.res or spec.ground_resolution,
+        opened = sources.open()
+        grid = plan_grid([(s.crs, s.bounds) for s in opened], region, request.output.res or spec.ground_resolution,
                          request.output.crs)
-        scaling = scaling_for_region(sources, grid)
-        refs = tuple(_with_scaling(s, scaling) for s in sources)
-        radiometry = describe_scalings([s.scaling or scaling for s in sources])
-        _warn_about_resolution(spec, sources)
-    finally:
-        for source in sources:
-            if isinstance(source, GeoTiffSource):
-                source.close()
-    affine = None
-    if request.imagery.normalize == Normalize.AERIAL:
-        affine, described = _aerial_affine(request, refs, grid, download_progress)
-        radiometry += described
+        scaling = scaling_for_region(opened, grid)
+        radiometry = describe_scalings([s.scaling or scaling for s in opened])
+        _warn_about_resolution(spec, opened)
+        sources = sources.with_scaling(scaling)
+        affine = None
+        if request.imagery.normalize == Normalize.AERIAL:
+            affine, described = _aerial_affine(request, sources.open(), grid, download_progress)
+            radiometry += described
+        calibration = None if request.calibration is None else Calibration.read(request.calibration)
+    except BaseException:
+        sources.close()
+        raise
     log.info("output grid: %d x %d px of %g m in %s", grid.width, grid.height, grid.res, grid.crs.to_string())
     runtime = request.runtime
-    calibration = None if request.calibration is None else Calibration.read(request.calibration)
-    return RunPlan(refs, grid, request.layout, request.layout.block_size(request.output.block_size), request.model,
+    return RunPlan(sources, grid, request.layout, request.layout.block_size(request.output.block_size), request.model,
                    runtime.device, runtime.precision, runtime.batch_size, runtime.offline, affine, radiometry, calibration)
 
 
-def _with_scaling(source: ImagerySource, scaling: Scaling | None) -> SourceRef:
-    """A source's record carrying the region's scaling where it has none of its own."""
-    if not isinstance(source, GeoTiffSource):
-        return source
-    ref = source.ref
-    return ref if ref.scaling is not None else replace(ref, scaling=scaling)
-
-
-def _aerial_affine(request: PredictRequest, refs: Sequence[SourceRef], grid: OutputGrid, progress) -> tuple:
+def _aerial_affine(request: PredictRequest, sources: Sequence[ImagerySource], grid: OutputGrid, progress) -> tuple:
     """The region's aerial normalisation as (gain, offset) tuples, and what to add to the radiometry tag."""
     network = load_normalizer(request.imagery.normalizer_weights, offline=request.runtime.offline, progress=progress)
-    sources = [open_source(r) for r in refs]
-    try:
-        gain, offset = region_affine(network, sources, grid)
-    finally:
-        for ref, source in zip(refs, sources):
-            if isinstance(ref, RasterRef):
-                source.close()
+    gain, offset = region_affine(network, sources, grid)
     log.info("aerial normalisation: gain %s, offset %s", gain, offset)
     described = f"; aerial normalisation for the region: rgb * {np.round(gain, 4).tolist()} + {np.round(offset, 4).tolist()}"
     return (tuple(float(v) for v in gain), tuple(float(v) for v in offset)), described
