@@ -21,13 +21,13 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from predict_throughput import PEAK, machine_record, make_scene  # noqa: E402
+from child import PEAK, child_figures  # noqa: E402
+from predict_throughput import machine_record, make_scene  # noqa: E402
 
 CLIENT = PEAK + """
 import hashlib, json, time, warnings
@@ -71,10 +71,7 @@ def run_client(scene: Path, size: int, workers: int, threads: int, out: Path, ar
                          model=args.model, chip=args.chip, block=args.block_size, out=str(out), scene=str(scene))
     script = out.with_suffix(".py")
     script.write_text(code)  # a file, not -c: Dask's worker processes start by spawn and re-import the main module
-    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
-    if done.returncode:
-        raise SystemExit(f"the client with {workers} worker(s) failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return child_figures([sys.executable, str(script)])
 
 
 def main() -> None:

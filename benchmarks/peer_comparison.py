@@ -32,7 +32,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from predict_throughput import PEAK, machine_record, make_scene  # noqa: E402
+from child import PEAK, child_figures  # noqa: E402
+from predict_throughput import machine_record, make_scene  # noqa: E402
 
 RES = 0.6
 
@@ -115,12 +116,8 @@ def same_heights(peer_python: str, int8: Path, folder: Path) -> float:
 def run(python: str, code: str) -> dict:
     """One variant in a fresh process; its own figures plus the process's wall time."""
     start = time.perf_counter()
-    done = subprocess.run([python, "-c", code], capture_output=True, text=True)
-    wall = time.perf_counter() - start
-    if done.returncode != 0:
-        raise SystemExit(f"variant failed:\n{done.stderr[-3000:]}")
-    figures = json.loads(done.stdout.strip().splitlines()[-1])
-    figures["process_seconds"] = wall
+    figures = child_figures([python, "-c", code])
+    figures["process_seconds"] = time.perf_counter() - start
     return figures
 
 

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from child import child_figures  # noqa: E402
 from predict_throughput import machine_record, make_scene  # noqa: E402
 
 CANOPY = """
@@ -68,10 +68,10 @@ rasterio.shutil.copy(vrt, out, driver="COG", BLOCKSIZE=512, COMPRESS="DEFLATE", 
 print(json.dumps({"seconds": time.perf_counter() - start}))
 """
 
+
 def _run(code: str, *args: str) -> float:
     """Run a child process and return the seconds it reports."""
-    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])["seconds"]
+    return child_figures([sys.executable, "-c", code, *args])["seconds"]
 
 
 def main() -> None:

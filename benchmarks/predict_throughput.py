@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,14 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-
-PEAK = """
-def peak_rss_mb():  # VmHWM: this process's own high-water mark (ru_maxrss carries the parent's over exec)
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-"""
-"""Code for a benchmark's child process: its own peak resident memory in MB."""
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from child import PEAK, child_figures  # noqa: E402
 
 
 def machine_record() -> dict:
@@ -119,8 +112,7 @@ s = RunSummary.from_attrs(result.attrs)
 print(json.dumps({{"seconds": elapsed, "chips": s.chips, "blocks": s.blocks_computed,
                   "peak_rss_mb": peak_rss_mb()}}))
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    figures = json.loads(out.stdout.strip().splitlines()[-1])
+    figures = child_figures([sys.executable, "-c", code])
     figures["megapixels_per_s"] = size * size / figures["seconds"] / 1e6
     return figures
 

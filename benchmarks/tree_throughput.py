@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -23,20 +22,17 @@ from affine import Affine
 from rasterio.windows import Window
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from child import PEAK, child_figures  # noqa: E402
 from predict_throughput import machine_record  # noqa: E402
 
-RUN = """
-import json, resource, sys, time
-from pathlib import Path
-from canopy.analysis.trees import iter_trees
-from canopy.io.vector_layers import write_layers
-from canopy.io.vector_styles import crowns_qml, tops_qml
-chm, out, block_size = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
+RUN = PEAK + """
+import json, sys, time
+from canopy.analysis.trees import write_trees
+chm, out, block_size = sys.argv[1], sys.argv[2], int(sys.argv[3])
 start = time.perf_counter()
-parts = ({"tops": p.tops, "crowns": p.crowns} for p in iter_trees(chm, block_size=block_size))
-counts = write_layers(out, parts, {"tops": "Point", "crowns": "Polygon"}, {"tops": tops_qml(), "crowns": crowns_qml()}, "benchmark")
+trees = write_trees(chm, out, block_size=block_size)
 seconds = time.perf_counter() - start
-print(json.dumps({"trees": counts["tops"], "seconds": seconds, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+print(json.dumps({"trees": trees, "seconds": seconds, "peak_mb": peak_rss_mb()}))
 """
 
 _TILE = 1000  # the forest is drawn tile by tile, crowns straddling tiles included, so memory stays small
@@ -79,9 +75,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         chm = Path(tmp) / "forest.tif"
         make_forest(chm, args.size)
-        out = subprocess.run([sys.executable, "-c", RUN, str(chm), str(Path(tmp) / "trees.gpkg"), str(args.block_size)],
-                             capture_output=True, text=True, check=True)
-        result = json.loads(out.stdout.strip().splitlines()[-1])
+        result = child_figures([sys.executable, "-c", RUN, str(chm), str(Path(tmp) / "trees.gpkg"), str(args.block_size)])
     mpx = args.size**2 / 1e6
     print(f"{mpx:.0f} Mpx at 0.5 m, blocks of {args.block_size} px: {result['trees']} trees in {result['seconds']:.1f} s "
           f"({result['trees'] / result['seconds']:.0f} trees/s, {mpx / result['seconds']:.2f} Mpx/s), peak memory {result['peak_mb']:.0f} MB")

@@ -277,6 +277,7 @@ def _union(boxes: list[BBox]) -> BBox:
     """The smallest box containing all ``boxes``."""
     return (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
 
+
 @dataclass(frozen=True)
 class Block:
     """A block, the unit of memory, progress, resume and distribution: rows ``row .. row + height`` and columns ``col .. col + width`` of the output grid."""

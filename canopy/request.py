@@ -30,7 +30,6 @@ from canopy.models.height_model import ModelRef
 from canopy.tiling.chips import ChipLayout
 
 
-
 def check_output_path(out: str | os.PathLike) -> Path:
     """Refuse an output path that cannot be written, before any work is done.
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from canopy.tiling.block_input import BlockInput
 from canopy.grid import Block
-from canopy.io.partial import Chips
+from canopy.io.partial import ChipHeights
 from canopy.tiling.chips import ChipLayout
 
 PredictFn = Callable[[np.ndarray], np.ndarray]
@@ -29,7 +29,7 @@ def _batches(items: list, size: int) -> Iterator[list]:
         yield items[start : start + size]
 
 
-def predict_chips(inp: BlockInput, layout: ChipLayout, predict: PredictFn, batch_size: int) -> Chips:
+def predict_chips(inp: BlockInput, layout: ChipLayout, predict: PredictFn, batch_size: int) -> ChipHeights:
     """Predict every chip whose origin lies in a block, in lattice order; chips with no valid pixel are skipped.
 
     Parameters
@@ -45,7 +45,7 @@ def predict_chips(inp: BlockInput, layout: ChipLayout, predict: PredictFn, batch
 
     Returns
     -------
-    Chips
+    ChipHeights
     """
     size = layout.size
     origins = [
@@ -54,7 +54,7 @@ def predict_chips(inp: BlockInput, layout: ChipLayout, predict: PredictFn, batch
         for c in inp.chip_cols
         if inp.valid[r - inp.row0 : r - inp.row0 + size, c - inp.col0 : c - inp.col0 + size].any()
     ]
-    chips: Chips = {}
+    chips: ChipHeights = {}
     for batch in _batches(origins, batch_size):
         stack = np.stack(
             [inp.rgb[:, r - inp.row0 : r - inp.row0 + size, c - inp.col0 : c - inp.col0 + size] for r, c in batch]
@@ -64,7 +64,8 @@ def predict_chips(inp: BlockInput, layout: ChipLayout, predict: PredictFn, batch
     return chips
 
 
-def border_chips(block: Block, layout: ChipLayout, chips: Mapping[tuple[int, int], np.ndarray], shape: tuple[int, int]) -> Chips:
+def border_chips(block: Block, layout: ChipLayout, chips: Mapping[tuple[int, int], np.ndarray],
+                 shape: tuple[int, int]) -> ChipHeights:
     """The chips of a block that reach into a later block (right of it or below it, inside the grid's ``shape``)."""
     bottom, right = min(block.row + block.height, shape[0]), min(block.col + block.width, shape[1])
     return {
@@ -150,20 +151,20 @@ class BorderChips:
         Reads the chips a block handed on in an earlier run, by block key.
     """
 
-    def __init__(self, block_size: int, shape: tuple[int, int], load: Callable[[str], Chips]) -> None:
+    def __init__(self, block_size: int, shape: tuple[int, int], load: Callable[[str], ChipHeights]) -> None:
         self.block_size = block_size
         self.shape = shape
         self._load = load
-        self._kept: dict[tuple[int, int], Chips] = {}
+        self._kept: dict[tuple[int, int], ChipHeights] = {}
 
-    def put(self, block: Block, chips: Chips) -> None:
+    def put(self, block: Block, chips: ChipHeights) -> None:
         """Keep the chips ``block`` hands on."""
         self._kept[block.row, block.col] = chips
 
-    def around(self, block: Block) -> Chips:
+    def around(self, block: Block) -> ChipHeights:
         """The chips of the blocks above, to the left and above-left of ``block``; forget what no later block needs."""
         step = self.block_size
-        gathered: Chips = {}
+        gathered: ChipHeights = {}
         for row, col in handing_on(block, step):
             if (row, col) not in self._kept:
                 self._kept[row, col] = self._load(Block(row, col, step, step).key)
@@ -173,7 +174,7 @@ class BorderChips:
         return gathered
 
 
-def blend_block(block: Block, layout: ChipLayout, own: Chips, borders: BorderChips, valid: np.ndarray,
+def blend_block(block: Block, layout: ChipLayout, own: ChipHeights, borders: BorderChips, valid: np.ndarray,
                 calibrate: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
     """Blend a block from its own chips and those the blocks before it handed on, then ``calibrate`` the heights
     (a :class:`~canopy.calibration.Calibration`'s ``apply``): the blend step of both engines."""
@@ -184,7 +185,7 @@ def blend_block(block: Block, layout: ChipLayout, own: Chips, borders: BorderChi
 def predict_block(
     inp: BlockInput, layout: ChipLayout, predict: PredictFn, batch_size: int, borders: BorderChips,
     calibrate: Callable[[np.ndarray], np.ndarray] | None = None,
-) -> tuple[np.ndarray, Chips]:
+) -> tuple[np.ndarray, ChipHeights]:
     """Predict a block's own chips and blend them with the chips its neighbours handed on (in one process).
 
     A Dask run does the same in two tasks: :func:`predict_chips` and :func:`border_chips` in the
@@ -209,7 +210,7 @@ def predict_block(
     -------
     numpy.ndarray
         float32 (height, width) heights of the block; NaN where there is no imagery.
-    Chips
+    ChipHeights
         The block's chips that reach into later blocks, to be kept for a resumed run.
     """
     own = predict_chips(inp, layout, predict, batch_size)

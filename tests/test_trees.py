@@ -41,6 +41,7 @@ def test_a_map_cut_into_blocks_gives_the_trees_of_the_whole_map(forest):
 def test_two_crowns_give_two_trees_at_their_tops_and_a_bump_on_one_is_no_tree():
     res = 0.25
     yy, xx = (np.mgrid[0:120, 0:160] + 0.5) * res
+
     def dome(x, y, h, r):
         d = np.hypot(xx - x, yy - y)
         return np.where(d < r, h * (1 - 0.5 * (d / r) ** 2), 0.0)

@@ -317,7 +317,6 @@ class _ChangeRun:
         self.after.close()
 
 
-
 def _without_small_holes(shape: shapely.Geometry, min_area: float) -> shapely.Geometry:
     """A polygon (or each of a multipolygon's) without its holes smaller than ``min_area`` m²: the gaps between
     the crowns of a harvested stand lost no height, but belong to the harvest."""

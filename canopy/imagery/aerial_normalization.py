@@ -18,6 +18,7 @@ from canopy.grid import OutputGrid
 from canopy.imagery.mosaic import read_mosaic
 from canopy.models.aerial_normalizer import TILE, QuantileRegressor
 
+
 def region_affine(network: QuantileRegressor, sources: list, grid: OutputGrid, max_tiles: int = 16) -> tuple[np.ndarray, np.ndarray]:
     """Per-band gain and offset that stretch the region's imagery to satellite-like radiometry.
 

@@ -27,7 +27,7 @@ from canopy.grid import Block
 
 log = logging.getLogger(__name__)
 
-Chips = dict[tuple[int, int], np.ndarray]
+ChipHeights = dict[tuple[int, int], np.ndarray]
 """Chip heights (S, S) in metres by the chip's origin (row, col) in grid coordinates."""
 
 _NUMERICS = "canopy_numerics"  # the one fingerprint entry a resume may change (with a warning)
@@ -124,20 +124,20 @@ class PartialRun:
         """Keys of the blocks already written, with the chips they hand on."""
         return {p.stem for p in self.dir.glob("r*_c*.npy") if self._border_path(p.stem).is_file()}
 
-    def write(self, block: Block, data: np.ndarray, border: Chips) -> None:
+    def write(self, block: Block, data: np.ndarray, border: ChipHeights) -> None:
         """Store one block's heights and the chips it hands on, each atomically, the chips first."""
         self.write_border(block.key, border)
         self.write_block(block, data)
 
-    def write_border(self, key: str, border: Chips) -> None:
+    def write_border(self, key: str, border: ChipHeights) -> None:
         """Store, atomically, the chips block ``key`` hands on to later blocks."""
         _save_chips(self._border_path(key), border)
 
-    def write_inner(self, key: str, inner: Chips, valid: np.ndarray) -> None:
+    def write_inner(self, key: str, inner: ChipHeights, valid: np.ndarray) -> None:
         """Store, atomically, a block's chips that stay inside it and its pixels' validity, until it is blended."""
         _save_chips(self._inner_path(key), inner, valid=np.packbits(valid), shape=np.array(valid.shape))
 
-    def read_inner(self, key: str) -> tuple[Chips, np.ndarray]:
+    def read_inner(self, key: str) -> tuple[ChipHeights, np.ndarray]:
         """The chips and validity :meth:`write_inner` stored."""
         with np.load(self._inner_path(key)) as stored:
             shape = tuple(stored["shape"])
@@ -172,7 +172,7 @@ class PartialRun:
         """One stored block's heights, memory-mapped."""
         return np.load(self._path(block), mmap_mode="r")
 
-    def read_border(self, key: str) -> Chips:
+    def read_border(self, key: str) -> ChipHeights:
         """The chips block ``key`` handed on, as written by :meth:`write`."""
         with np.load(self._border_path(key)) as stored:
             return _chips_from(stored)
@@ -182,7 +182,7 @@ class PartialRun:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def _save_chips(path: Path, chips: Chips, **extra: np.ndarray) -> None:
+def _save_chips(path: Path, chips: ChipHeights, **extra: np.ndarray) -> None:
     """Write chips (origins and heights, in lattice order) and any extra arrays to an ``.npz``, atomically."""
     origins = np.array(sorted(chips), np.int64).reshape(-1, 2)
     heights = np.stack([chips[r, c] for r, c in sorted(chips)]) if chips else np.zeros((0, 0, 0), np.float32)
@@ -190,6 +190,6 @@ def _save_chips(path: Path, chips: Chips, **extra: np.ndarray) -> None:
         np.savez(f, origins=origins, heights=heights, **extra)
 
 
-def _chips_from(stored) -> Chips:
+def _chips_from(stored) -> ChipHeights:
     """Chips by origin from a loaded ``.npz`` of :func:`_save_chips`."""
     return {(int(r), int(c)): h for (r, c), h in zip(stored["origins"], stored["heights"])}

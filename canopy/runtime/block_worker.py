@@ -13,7 +13,7 @@ from canopy.runtime.device import precision_name, select_device, select_precisio
 from canopy.runtime.inference import ChipPredictor, auto_batch_size
 from canopy.runtime.numerics import numerics_tag
 from canopy.runtime.plan import ModelIdentity, RunPlan
-from canopy.io.partial import Chips
+from canopy.io.partial import ChipHeights
 from canopy.stitch import predict_chips
 from canopy.tiling.block_input import BlockInput, read_block
 from canopy.grid import Block
@@ -75,6 +75,6 @@ class BlockWorker:
         """The imagery under a block and its chips."""
         return read_block(self.sources, self.plan.grid, block, self.plan.layout, self._fill)
 
-    def chips(self, inp: BlockInput) -> Chips:
+    def chips(self, inp: BlockInput) -> ChipHeights:
         """Predict the chips a block owns."""
         return predict_chips(inp, self.plan.layout, self.predictor, self.batch_size)

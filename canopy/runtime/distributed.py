@@ -170,6 +170,7 @@ class DaskEngine:
             f"{workers[-1]}); the blocks already finished are kept: look at the workers' logs, remove the cause and run "
             "again with --resume."
         )
+
     def _cancel(self, futures: list) -> None:
         """Cancel futures, quietly if the cluster is already gone."""
         try:

@@ -30,6 +30,7 @@ from canopy.tiling.chips import ChipLayout
 
 log = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class ModelIdentity:
     """Which weights ran, in what precision on what kind of device, with what numerics: what a map's tags record.
