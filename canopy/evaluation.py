@@ -14,6 +14,7 @@ rasters on the reference's grid, with d = prediction - reference:
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 from collections.abc import Sequence
@@ -29,6 +30,7 @@ from rasterio.windows import Window
 
 from canopy.errors import EvaluationError, ImageryReadError
 from canopy.grid import intersects
+from canopy.io.atomic import atomic_path
 
 HEIGHT_BINS: list[tuple[float, float]] = [(0, 5), (5, 10), (10, 20), (20, 30), (30, math.inf)]
 
@@ -68,6 +70,14 @@ class EvaluationResult:
     def to_dict(self) -> dict:
         """Plain values for JSON."""
         return dataclasses.asdict(self) | {"notes": list(self.notes)}
+
+    def write_json(self, path: str | os.PathLike) -> None:
+        """Write :meth:`to_dict` as JSON, atomically.
+
+        .. versionadded:: 0.3.0
+        """
+        with atomic_path(Path(path)) as tmp:
+            tmp.write_text(json.dumps(self.to_dict(), indent=2))
 
 
 def _bin_name(lo: float, hi: float) -> str:
@@ -367,8 +377,6 @@ def write_scatter(pairs: Sequence[tuple[str | os.PathLike, str | os.PathLike]], 
         Shown above the plot.
     """
     from matplotlib.figure import Figure  # no pyplot: the caller's backend (a notebook's inline one) is left alone
-
-    from canopy.io.atomic import atomic_path
 
     values = [_paired_values(p, r) for p, r in pairs]
     pred_values = np.concatenate([v[0] for v in values])

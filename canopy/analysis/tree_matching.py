@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
@@ -20,6 +21,7 @@ from scipy.optimize import linear_sum_assignment
 
 from canopy.analysis.zonal import read_polygons
 from canopy.errors import EvaluationError
+from canopy.io.atomic import atomic_path
 
 IOU_THRESHOLD = 0.4
 
@@ -61,6 +63,14 @@ class TreeScores:
                 "matched": sum(p.matched for p in self.plots), "precision": self.precision, "recall": self.recall,
                 "mean_iou": float(np.nanmean([p.mean_iou for p in self.plots])) if any(p.matched for p in self.plots) else np.nan}
         return pd.DataFrame([*rows, mean])
+
+    def write_csv(self, path: str | os.PathLike) -> None:
+        """Write :meth:`table` as CSV, atomically.
+
+        .. versionadded:: 0.3.0
+        """
+        with atomic_path(Path(path)) as tmp:
+            self.table().to_csv(tmp, index=False)
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
@@ -17,12 +16,10 @@ import click
 def evaluate(prediction: Path, reference: Path, json_out: Path | None, plot: Path | None, block_size: int) -> None:
     """Compare PREDICTION with REFERENCE on the reference's grid: MAE, RMSE, bias, R², block R²."""
     from canopy.evaluation import evaluate as run_evaluate, format_table, write_scatter
-    from canopy.io.atomic import atomic_path
 
     metrics = run_evaluate(prediction, reference, block_size=block_size)
     click.echo(format_table(metrics))
     if json_out is not None:
-        with atomic_path(json_out) as tmp:
-            tmp.write_text(json.dumps(metrics.to_dict(), indent=2))
+        metrics.write_json(json_out)
     if plot is not None:
         write_scatter([(prediction, reference)], metrics, plot, title=f"{prediction.name} vs {reference.name}")

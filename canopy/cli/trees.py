@@ -77,10 +77,8 @@ def evaluate_trees(detected: Path, reference: tuple[Path, ...], plots: Path | No
     their means over plots. Without a plot column, each REFERENCE file is one plot.
     """
     from canopy.analysis.tree_matching import evaluate_trees as score
-    from canopy.io.atomic import atomic_path
 
-    table = score(detected, list(reference), plots=plots, plot_column=plot_column, iou_threshold=iou).table()
-    click.echo(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    scores = score(detected, list(reference), plots=plots, plot_column=plot_column, iou_threshold=iou)
+    click.echo(scores.table().to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     if csv_out is not None:
-        with atomic_path(csv_out) as tmp:
-            table.to_csv(tmp, index=False)
+        scores.write_csv(csv_out)
