@@ -70,3 +70,21 @@ def test_missing_cuda_is_a_clear_error():
 def test_cuda_bf16_is_the_auto_precision():
     device = select_device("cuda")
     assert select_precision(device, "auto") is torch.bfloat16
+
+
+def test_a_run_resolves_its_device_once_and_its_precision_with_the_model(monkeypatch, tmp_path):
+    from canopy import predict
+    from canopy.runtime import block_worker
+
+    device_module._device_for.cache_clear()
+    resolved = []
+    select = block_worker.select_precision
+    monkeypatch.setattr(block_worker, "select_precision", lambda *a, **k: resolved.append(a) or select(*a, **k))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name in ("a", "b"):
+            predict(os.path.join(os.path.dirname(__file__), "..", "canopy", "data", "neon", "TEAK_043_rgb.tif"),
+                    (321040.0, 4096740.0, 321050.0, 4096750.0), bbox_crs="EPSG:32611", model="dinov2_vits14",
+                    weights="random", chip_size=56, device="cpu", out=tmp_path / f"{name}.tif")
+    assert device_module._device_for.cache_info().misses == 1  # this process asked once, for both runs
+    assert len(resolved) == 2  # once per run, with its model, not again by the block worker

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import pickle
 
 import pytest
 import rasterio
@@ -13,6 +14,7 @@ from rio_cogeo.cogeo import cog_validate
 
 from canopy.cli.main import cli
 from canopy.errors import ModelFileError, RandomWeightsWarning, TrainingError
+from canopy.models import height_model
 from canopy.models.height_model import ModelRef, load_height_model
 from canopy.models.model_file import read_model_file
 from canopy.prediction import predict
@@ -77,17 +79,41 @@ def test_model_file_round_trips(trained):
         assert torch.equal(value, model_file.head_state[key])
 
 
-def test_predict_with_the_model_file(trained, tmp_path):
+def test_predict_with_the_model_file(trained, tmp_path, monkeypatch):
     out, _, _ = trained
     target = tmp_path / "map.tif"
+    reads = []
+    read = height_model.read_model_file
+    monkeypatch.setattr(height_model, "read_model_file", lambda path: reads.append(path) or read(path))
     with pytest.warns(RandomWeightsWarning):
         result = predict(NEON / "TEAK_049_rgb.tif", model=out, out=target)
+    assert len(reads) == 1  # the record, the head and its SHA-256 from one read of the file
     assert cog_validate(target, strict=True) == (True, [], [])
     with rasterio.open(target) as dst:
         assert dst.tags()["canopy_model"] == "head"
         assert dst.tags()["canopy_weights"] == "random(seed=0)"
         assert len(dst.tags()["canopy_head_weights"]) == 64
     assert float(result.max()) > 0.5
+
+
+def test_a_model_file_travels_as_its_digest_and_a_changed_file_is_refused(trained, tmp_path):
+    out, _, _ = trained
+    copy = tmp_path / "head.safetensors"
+    copy.write_bytes(out.read_bytes())
+    ref = ModelRef.resolve(copy)
+    shipped = pickle.loads(pickle.dumps(ref))
+    assert ref.trained is not None and shipped.trained is None and shipped == ref
+    assert len(pickle.dumps(ref)) < copy.stat().st_size / 4  # the head's tensors stay behind
+    with pytest.warns(RandomWeightsWarning):
+        here, there = load_height_model(ref), load_height_model(shipped)
+    assert here.head_weights == there.head_weights == ref.file_sha256
+    for name, tensor in here.model.head.state_dict().items():
+        assert torch.equal(tensor, there.model.head.state_dict()[name])
+    data = bytearray(copy.read_bytes())
+    data[-1] ^= 1  # one bit of the last tensor
+    copy.write_bytes(bytes(data))
+    with pytest.raises(ModelFileError, match=r"head.safetensors changed since the run was planned; run it again"):
+        load_height_model(shipped)
 
 
 def test_a_different_backbone_is_refused(trained, tmp_path):
