@@ -97,10 +97,15 @@ def predict(quiet: bool, **options) -> None:
     out = request.output.path
     click.echo(
         f"wrote {out} ({summary.width} x {summary.height} px, {summary.res:g} m, {summary.crs}); "
-        f"computed {summary.blocks_computed} blocks, reused {summary.blocks_reused}; "
-        f"{summary.chips} chips, {summary.chip_pixels_per_output_pixel:.2f} chip px per output px",
+        f"computed {_count(summary.blocks_computed, 'block')}, reused {summary.blocks_reused}; "
+        f"{_count(summary.chips, 'chip')}, {summary.chip_pixels_per_output_pixel:.2f} chip px per output px",
         err=True,
     )
     click.echo(f"wrote {out.with_suffix('.qml')} (QGIS style)", err=True)
     if request.output.quicklook:
         click.echo(f"wrote {out.with_suffix('.png')} (quicklook)", err=True)
+
+
+def _count(n: int, word: str) -> str:
+    """``1 block``, ``2 blocks``."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
