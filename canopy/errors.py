@@ -6,6 +6,18 @@ as usual; the CLI turns any :class:`CanopyError` into a one-line message and a n
 
 from __future__ import annotations
 
+import sys
+import warnings
+
+
+def warn(message: str, category: type[Warning]) -> None:
+    """Issue a warning at the caller's line: the first frame outside the canopy package, however deep canopy called this
+    from (a ``stacklevel`` counted by hand at each call pointed into canopy as soon as a call moved)."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_globals.get("__name__", "").partition(".")[0] == "canopy":
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level + 1)
+
 
 class CanopyError(Exception):
     """Root of every error canopy raises on purpose."""

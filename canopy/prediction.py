@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, fields, replace
@@ -17,7 +16,7 @@ import xarray as xr
 from canopy.analysis.maps import open_map
 from canopy.analysis.quicklook import write_quicklook
 from canopy.calibration import map_identity
-from canopy.errors import LargeRegionWarning, RequestError
+from canopy.errors import LargeRegionWarning, RequestError, warn
 from canopy.grid import Block
 from canopy.imagery import ImagerySource
 from canopy.io.atomic import atomic_path
@@ -159,13 +158,13 @@ def predict(
     calls = {"client": client, "progress": progress, "download_progress": download_progress, "cluster_started": cluster_started}
     target = request.output.path
     if target is not None:
-        summary = predict_to_file(request, **calls)
+        summary = _execute(request, **calls)
         result = open_map(target)
     else:
         distributed = client is not None or request.runtime.cluster.distributed
         with tempfile.TemporaryDirectory(prefix="canopy-", dir=os.environ.get("CANOPY_SCRATCH") if distributed else None) as tmp:
-            summary = predict_to_file(replace(request, output=replace(request.output, path=Path(tmp) / "height.tif",
-                                                                       resume=False, quicklook=False)), **calls)
+            summary = _execute(replace(request, output=replace(request.output, path=Path(tmp) / "height.tif",
+                                                                resume=False, quicklook=False)), **calls)
             with open_map(Path(tmp) / "height.tif") as data:
                 result = data.load()
     result.attrs.update(summary.to_attrs())
@@ -202,9 +201,13 @@ def predict_to_file(
 
     .. versionadded:: 0.3.0
     """
-    target = request.output.path
-    if target is None:
+    if request.output.path is None:
         raise RequestError("canopy.predict_to_file needs a request with an output path; pass out=... (or use canopy.predict).")
+    return _execute(request, client=client, progress=progress, download_progress=download_progress, cluster_started=cluster_started)
+
+
+def _execute(request: PredictRequest, *, client, progress, download_progress, cluster_started) -> RunSummary:
+    """Plan a request with an output path, connect to its cluster if it names one, and run it (two calls below the user's)."""
     with ExitStack() as stack:
         stack.enter_context(run_env())
         plan = stack.enter_context(make_plan(request, download_progress))
@@ -215,7 +218,7 @@ def predict_to_file(
             client = stack.enter_context(connect(request.runtime.cluster, on_start=cluster_started))
         engine = _engine(plan, client, download_progress)
         stack.callback(engine.close)
-        return _run(plan, engine, target, request.output.resume, request.output.quicklook, progress)
+        return _run(plan, engine, request.output.path, request.output.resume, request.output.quicklook, progress)
 
 
 LARGE_KM2 = 25.0
@@ -229,12 +232,11 @@ def _warn_if_large(plan: RunPlan) -> None:
     if km2 <= LARGE_KM2:
         return
     blocks = len(plan.blocks())
-    warnings.warn(
+    warn(
         f"The region is {km2:,.1f} km² ({grid.width:,} x {grid.height:,} px of {grid.res:g} m, {blocks:,} blocks): a long run; "
         "the progress bar shows the time left once the first blocks are done. Limit it with --bbox if that is not what "
         "you meant; areas without imagery cost no model time.",
         LargeRegionWarning,
-        stacklevel=3,
     )
 
 

@@ -186,3 +186,17 @@ def test_a_large_sparse_region_is_announced_before_the_run_starts(tmp_path):
     large = [w for w in caught if issubclass(w.category, LargeRegionWarning)]
     assert len(large) == 1 and re.search(r"3,600.0 km² \(200,000 x 200,00\d px of 0.3 m, [\d,]+ blocks\)", str(large[0].message))
     assert not (tmp_path / "big.tif").exists()
+
+
+def test_warnings_point_at_the_callers_line_however_deep_canopy_issued_them(tmp_path):
+    import warnings
+
+    import canopy
+    from canopy.errors import CanopyWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        canopy.predict(RGB, out=tmp_path / "h.tif", model="dinov2_vits14", weights="random", chip_size=56)
+    ours = [w for w in caught if issubclass(w.category, CanopyWarning)]
+    assert {w.category.__name__ for w in ours} >= {"RandomWeightsWarning", "AmbiguousNodataWarning"}
+    assert {(w.filename, w.lineno) for w in ours} == {(__file__, ours[0].lineno)}

@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 import os
 import tempfile
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +31,7 @@ from canopy.analysis.forest_rule import ForestDefinition
 from canopy.analysis.height_raster import open_height_raster
 from canopy.analysis.map_on_grid import MapOnGrid
 from canopy.analysis.morphology import opened
-from canopy.errors import CanopyWarning, HeightMapError, OutputPathError
+from canopy.errors import CanopyWarning, HeightMapError, OutputPathError, warn
 from canopy.grid import OutputGrid, intersects, iter_blocks, parse_crs, snap_grid, to_crs
 from canopy.io.atomic import atomic_path
 from canopy.io.cog import StreamingCog
@@ -149,8 +148,8 @@ def change(
     dates = (_imagery_date(before), _imagery_date(after))
     for path, date in zip((before, after), dates):
         if date is None:
-            warnings.warn(f"Map {path} does not say when its imagery was taken (no canopy_imagery_date or TIFFTAG_DATETIME "
-                          "tag); the change is reported without dates.", UnknownDateWarning, stacklevel=2)
+            warn(f"Map {path} does not say when its imagery was taken (no canopy_imagery_date or TIFFTAG_DATETIME "
+                          "tag); the change is reported without dates.", UnknownDateWarning)
     scratch_parent = None if out is None else out.parent
     with tempfile.TemporaryDirectory(prefix="canopy-change-", dir=scratch_parent) as scratch, run_env():
         scratch = Path(scratch)

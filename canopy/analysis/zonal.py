@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import warnings
 from collections.abc import Sequence
 from contextlib import contextmanager
 
@@ -26,7 +25,7 @@ from canopy.analysis.stand_structure import gap_values, tree_columns
 from canopy.analysis.tree_tops import TreeParameters
 from canopy.analysis.trees import TreeLayers
 from canopy.analysis.trees import trees as trees_in
-from canopy.errors import CanopyWarning, EvaluationError
+from canopy.errors import CanopyWarning, EvaluationError, warn
 
 STATS = ("mean", "median", "p95", "max", "cover")
 """The statistics :func:`zonal_stats` gives by default."""
@@ -159,8 +158,8 @@ def zonal_stats(
         result[name] = [row[name] for row in rows]
     outside = int((result["inside_fraction"] == 0).sum()) if rows else 0
     if outside:
-        warnings.warn(f"{outside} of {len(result)} polygons lie outside the map; their statistics are NaN.",
-                      PolygonOutsideWarning, stacklevel=2)
+        warn(f"{outside} of {len(result)} polygons lie outside the map; their statistics are NaN.",
+                      PolygonOutsideWarning)
     return result
 
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
-from canopy.errors import BBoxError, ImageryError, ImageryReadError, SkippedImageryWarning
+from canopy.errors import BBoxError, ImageryError, ImageryReadError, SkippedImageryWarning, warn
 from canopy.grid import BBox
 from canopy.imagery import stac, tile_index
 from canopy.imagery.geotiff import GeoTiffSource
@@ -31,8 +30,8 @@ def _expand(spec, region: BBox | None, options: ImageryOptions) -> list[tuple[st
         if len(skipped):
             listed = "; ".join(f"{Path(p).name} {problem}" for p, problem in zip(skipped["path"][:5], skipped["problem"][:5]))
             more = f"; and {len(skipped) - 5} more" if len(skipped) > 5 else ""
-            warnings.warn(f"Imagery {text}: skipped {len(skipped)} of {len(index)} rasters that are not usable RGB imagery "
-                          f"({listed}{more}); `canopy index {text}` lists them.", SkippedImageryWarning, stacklevel=4)
+            warn(f"Imagery {text}: skipped {len(skipped)} of {len(index)} rasters that are not usable RGB imagery "
+                          f"({listed}{more}); `canopy index {text}` lists them.", SkippedImageryWarning)
         usable = tile_index.query(index, region)
         if index["problem"].notna().all():
             raise ImageryError(f"No raster in {text} is usable RGB imagery: each has no CRS, fewer than 3 bands or cannot be read (see the warning).")

@@ -22,7 +22,7 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioError, RasterioIOEr
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
-from canopy.errors import AmbiguousNodataWarning, ImageryError, ImageryReadError
+from canopy.errors import AmbiguousNodataWarning, ImageryError, ImageryReadError, warn
 from canopy.grid import BBox, OutputGrid, intersects, to_crs
 from canopy.io.gdal_env import remote_env
 from canopy.imagery.radiometry import Scaling
@@ -420,18 +420,16 @@ class GeoTiffSource:
         except RasterioError as exc:
             raise self._truncated(exc) from exc
         if (edges == 255).all(axis=0).mean() >= 0.5:
-            warnings.warn(
+            warn(
                 f"Imagery {self.name} declares nodata=255, which is also a saturated pixel value, and has a collar of "
                 "255: canopy masks 255 where it is connected to the collar and reads enclosed pixels of 255 as data.",
                 AmbiguousNodataWarning,
-                stacklevel=3,
             )
             return "collar"
-        warnings.warn(
+        warn(
             f"Imagery {self.name} declares nodata=255, which is also a saturated pixel value, and its edges hold "
             "image data: canopy reads pixels of 255 as data, not as nodata.",
             AmbiguousNodataWarning,
-            stacklevel=3,
         )
         return "data"
 

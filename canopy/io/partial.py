@@ -15,13 +15,12 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from canopy.errors import DamagedPartialWarning, ResumeError, ResumeNumericsWarning
+from canopy.errors import DamagedPartialWarning, ResumeError, ResumeNumericsWarning, warn
 from canopy.io.atomic import atomic_path
 from canopy.grid import Block
 
@@ -63,11 +62,10 @@ class PartialRun:
             earlier = json.loads(manifest.read_text())
             changed = sorted(k for k in set(earlier) | set(fingerprint) if earlier.get(k) != fingerprint.get(k))
             if changed == [_NUMERICS]:
-                warnings.warn(
+                warn(
                     f"The partial run in {self.dir} was computed in another configuration ({earlier[_NUMERICS]}) than this "
                     f"one ({fingerprint[_NUMERICS]}): the blocks of the two agree within {bound_m:g} m, not byte for byte.",
                     ResumeNumericsWarning,
-                    stacklevel=3,
                 )
             elif changed:
                 raise ResumeError(
@@ -76,11 +74,10 @@ class PartialRun:
                 )
             damaged = self._drop_damaged()
             if damaged:
-                warnings.warn(
+                warn(
                     f"The partial run in {self.dir} held {damaged} damaged block(s) (unreadable or cut short); "
                     "they are computed again.",
                     DamagedPartialWarning,
-                    stacklevel=3,
                 )
             log.info("resuming: %d blocks already done in %s", len(self.done()), self.dir)
             return

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
-import warnings
 
-from canopy.errors import RandomWeightsWarning
+from canopy.errors import RandomWeightsWarning, warn
 from canopy.models.checkpoint import StateDict, built_empty, load_into, read_state_dict, to_meta_layout
 from canopy.models.dinov3_checkpoint import dinov3_to_meta_layout
 from canopy.models.registry import ModelSpec, get_model_spec
@@ -39,11 +38,10 @@ def build_backbone(spec: ModelSpec, resolved: ResolvedWeights, state: StateDict 
     """
     if resolved.is_random:
         model = build_vision_transformer(spec.backbone)
-        warnings.warn(
+        warn(
             f"{spec.name} uses RANDOM weights ({resolved.identity}): the heights it gives mean nothing; "
             "use this only for tests and benchmarks.",
             RandomWeightsWarning,
-            stacklevel=2,
         )
         model.init_random(resolved.seed or 0)
     else:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from canopy.errors import ModelFileError, UntrainedHeadWarning, WeightsMismatchError
+from canopy.errors import ModelFileError, UntrainedHeadWarning, WeightsMismatchError, warn
 from canopy.models.backbone import build_backbone
 from canopy.models.heads import build_head
 from canopy.models.model_file import ModelFile, looks_like_model_file, read_model_file
@@ -198,11 +197,10 @@ def load_height_model(
     seed = resolved.seed or 0
     model.init_head_random(seed)
     if not resolved.is_random and not spec.head_in_checkpoint:
-        warnings.warn(
+        warn(
             f"The height head of {spec.name} has no trained weights (random(seed={seed})): its heights mean nothing; "
             "train one on lidar with `canopy train` and pass the file as --model.",
             UntrainedHeadWarning,
-            stacklevel=2,
         )
     return LoadedModel(model.eval(), spec, resolved.identity, f"random(seed={seed})")
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import functools
-import warnings
 from pathlib import Path
 
 import torch
 
 from canopy.choices import Device, Precision
-from canopy.errors import DeviceError, SlowPrecisionWarning
+from canopy.errors import DeviceError, SlowPrecisionWarning, warn
 
 
 def select_device(name: str = "auto") -> torch.device:
@@ -92,11 +91,10 @@ def select_precision(device: torch.device, name: str = "auto", quantized: bool =
     if name == "fp16" and cpu:
         raise DeviceError("Precision fp16 is not supported on the CPU; use fp32 or bf16.")
     if name == "bf16" and cpu and not cpu_has_bf16_instructions():
-        warnings.warn(
+        warn(
             "Precision bf16 on this CPU, which has no bf16 matrix instructions (AMX-BF16 or AVX512-BF16), "
             "runs several times slower than fp32; use --precision fp32 or auto.",
             SlowPrecisionWarning,
-            stacklevel=2,
         )
     return torch.bfloat16 if name == "bf16" else torch.float16
 

@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import logging
 import uuid
-import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import CancelledError
 from dataclasses import replace
 
-from canopy.errors import BlockFailedError, CanopyError, DistributedError
+from canopy.errors import BlockFailedError, CanopyError, DistributedError, warn
 from canopy.io.partial import PartialRun
 from canopy.runtime.dask_tasks import blend_task, chips_task, describe, hold
 from canopy.choices import Device, Precision
@@ -58,7 +57,7 @@ class DaskEngine:
         future = client.submit(describe, plan, key=f"canopy-describe-{self._token}", pure=False)
         self.identity, caught = self._result(future, None, None)
         for message, category in caught:
-            warnings.warn(message, category, stacklevel=3)
+            warn(message, category)
         # every worker runs what the first chose for "auto", so a mixed cluster cannot mix devices or precisions
         self.plan = replace(plan, device=Device(self.identity.device), precision=Precision(self.identity.precision))
         self._plan = client.submit(hold, self.plan, key=f"canopy-plan-{self._token}", pure=False)

@@ -4,7 +4,6 @@ so that this process or any Dask worker can compute any block of it the same way
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -14,7 +13,7 @@ from rasterio.crs import CRS
 from canopy._version import __version__
 from canopy.calibration import Calibration
 from canopy.choices import Device, Normalize, Precision
-from canopy.errors import ResolutionWarning
+from canopy.errors import ResolutionWarning, warn
 from canopy.grid import Block, OutputGrid, iter_blocks, plan_grid
 from canopy.imagery.aerial_normalization import region_affine
 from canopy.imagery.discover import open_imagery
@@ -184,10 +183,9 @@ def _warn_about_resolution(spec: ModelSpec, sources: Sequence[ImagerySource]) ->
     for source in sources:
         if source.crs.is_projected and not low <= source.res <= high:
             side = "finer" if source.res < low else "coarser"
-            warnings.warn(
+            warn(
                 f"Imagery {source.name} is at {source.res:g} m, {side} than the {low:g}-{high:g} m that {spec.name} "
                 f"was made for (it is resampled to {spec.ground_resolution:g} m): expect less accurate heights, "
                 "particularly for small or sparse trees.",
                 ResolutionWarning,
-                stacklevel=4,
             )
