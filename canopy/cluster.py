@@ -140,3 +140,20 @@ def _refuse_if_nothing_listens(address: str | None, where: str) -> None:
         ) from None
     except OSError:
         return
+
+
+@contextmanager
+def client_for(client, cluster: ClusterSpec | None, on_start: Callable[[str], None] | None = None) -> Iterator:
+    """The Dask client a call computes on: ``client`` when given, else one connected for the call (:func:`connect`) when
+    ``cluster`` names a cluster, else None (this process).
+
+    Raises
+    ------
+    DistributedError
+        If the scheduler cannot be reached.
+    """
+    if client is not None or cluster is None or not cluster.distributed:
+        yield client
+        return
+    with connect(cluster, on_start) as connected:
+        yield connected

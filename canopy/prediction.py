@@ -16,6 +16,7 @@ import xarray as xr
 from canopy.analysis.maps import open_map
 from canopy.analysis.quicklook import write_quicklook
 from canopy.calibration import map_identity
+from canopy.cluster import client_for
 from canopy.errors import LargeRegionWarning, RequestError, warn
 from canopy.grid import Block
 from canopy.imagery import ImagerySource
@@ -212,10 +213,7 @@ def _execute(request: PredictRequest, *, client, progress, download_progress, cl
         stack.enter_context(run_env())
         plan = stack.enter_context(make_plan(request, download_progress))
         _warn_if_large(plan)
-        if client is None and request.runtime.cluster.distributed:
-            from canopy.cluster import connect
-
-            client = stack.enter_context(connect(request.runtime.cluster, on_start=cluster_started))
+        client = stack.enter_context(client_for(client, request.runtime.cluster, cluster_started))
         engine = _engine(plan, client, download_progress)
         stack.callback(engine.close)
         return _run(plan, engine, request.output.path, request.output.resume, request.output.quicklook, progress)

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import geopandas as gpd
 import numpy as np
@@ -26,14 +24,12 @@ from rasterio.transform import xy
 from canopy.analysis.crowns import crown_labels
 from canopy.analysis.height_raster import HeightRaster, open_height_raster
 from canopy.analysis.tree_tops import TreeParameters, find_tops, smoothed
+from canopy.cluster import ClusterSpec, client_for
 from canopy.errors import EvaluationError, HeightMapError, OutputPathError
 from canopy.grid import Block, iter_blocks
 from canopy.io.gdal_env import run_env
 from canopy.io.vector_layers import write_layers
 from canopy.io.vector_styles import crowns_qml, tops_qml
-
-if TYPE_CHECKING:
-    from canopy.cluster import ClusterSpec
 
 TOP_COLUMNS = ("tree_id", "height", "crown_diameter_m")
 CROWN_COLUMNS = ("tree_id", "height", "crown_area_m2", "crown_diameter_m")
@@ -193,11 +189,7 @@ def write_trees(
     out = Path(out)
     if out.suffix.lower() != ".gpkg":
         raise OutputPathError(f"Output {out} must end in .gpkg (a GeoPackage with the layers tops and crowns).")
-    with ExitStack() as stack:
-        if client is None and cluster is not None and cluster.distributed:
-            from canopy.cluster import connect
-
-            client = stack.enter_context(connect(cluster))
+    with client_for(client, cluster) as client:
         parts = iter_trees(chm, polygons, parameters=parameters, layer=layer, block_size=block_size, client=client)
         counts = write_layers(out, ({"tops": p.tops, "crowns": p.crowns} for p in parts), {"tops": "Point", "crowns": "Polygon"},
                               {"tops": tops_qml(), "crowns": crowns_qml()}, "written by canopy trees")

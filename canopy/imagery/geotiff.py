@@ -216,8 +216,8 @@ class GeoTiffSource:
     vrt
         A VRT document to open instead of ``path`` (a mosaic of tiles).
     fingerprint
-        The fingerprint of an earlier open of this raster: its last block is not read again, and a
-        local file whose size or modification time differs is refused.
+        The fingerprint of an earlier open of this raster (its own from then on): its last block is
+        not read again, and a local file whose size or modification time differs is refused.
 
     Raises
     ------
@@ -286,7 +286,7 @@ class GeoTiffSource:
         self._alignment: dict[tuple, tuple[int, int] | None] = {}
         self._enclosures: dict[tuple, np.ndarray] = {}
         self.nodata_rule = nodata_rule or self._nodata_rule()
-        self.fingerprint: tuple = _frozen(members) if members else _frozen(self._file_fingerprint())
+        self.fingerprint: tuple = _frozen(fingerprint if fingerprint is not None else members or self._file_fingerprint())
 
     def _open(self, driver: str, vrt: str | None) -> None:
         """Open the dataset with only ``driver`` (a VRT named .tif is refused).
@@ -330,8 +330,7 @@ class GeoTiffSource:
             As the constructor.
         """
         return cls(ref.path, ref.bands, ref.date, ref.name, scaling=ref.scaling, nodata_rule=ref.nodata_rule,
-                   members=ref.fingerprint if ref.vrt is not None else (), taken=ref.taken or "", vrt=ref.vrt,
-                   fingerprint=ref.fingerprint)
+                   taken=ref.taken or "", vrt=ref.vrt, fingerprint=ref.fingerprint)
 
     @property
     def ref(self) -> RasterRef:

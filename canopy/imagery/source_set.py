@@ -113,6 +113,7 @@ class SourceSet:
         """What a resumed run compares, per source (as lists, as JSON stores them)."""
         return [_listed(r.fingerprint) for r in self.records]
 
+    @property
     def taken(self) -> str | None:
         """When the imagery was taken (a day, or ``first/last``), when every source says."""
         return date_span([r.taken for r in self.records])

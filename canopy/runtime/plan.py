@@ -90,7 +90,7 @@ class RunPlan:
             "canopy_numerics": identity.numerics,
             "canopy_radiometry": self.radiometry,
             "canopy_imagery": listed,
-            **({"canopy_imagery_date": taken} if (taken := self.sources.taken()) else {}),
+            **({"canopy_imagery_date": taken} if (taken := self.sources.taken) else {}),
             **({"canopy_calibration": self.calibration.digest} if self.calibration is not None else {}),
             "units": "m",
         }
