@@ -34,6 +34,7 @@ import xarray as xr
 from canopy.errors import CanopyError
 from canopy.evaluation import array_metrics, paired_bands
 from canopy.io.atomic import atomic_path
+from canopy.io.output_lock import output_lock
 
 FORMAT = "canopy-calibration/1"
 MIN_PAIRS = 1000
@@ -203,10 +204,13 @@ def calibrate(
                               (float(predicted.min()), float(predicted.max())),
                               datetime.now(timezone.utc).isoformat(timespec="seconds"), tuple(Path(r).name for r in references),
                               validation)
-    if out is not None:
-        calibration.write(out)
-    if plot is not None:
-        _plot(calibration, predicted, reference, Path(plot))
+    written = [Path(path) for path in (out, plot) if path is not None]
+    if written:
+        with output_lock(written[0], written[1:]):
+            if out is not None:
+                calibration.write(out)
+            if plot is not None:
+                _plot(calibration, predicted, reference, Path(plot))
     return calibration
 
 
@@ -248,7 +252,7 @@ def apply_calibration(chm: str | os.PathLike | xr.DataArray, calibration: Calibr
         plain = result.copy()
         plain.attrs = {}
         plain.encoding = {}
-        with atomic_path(Path(out)) as tmp:
+        with output_lock(Path(out)), atomic_path(Path(out)) as tmp:
             plain.rio.write_nodata(np.nan, encoded=False).rio.to_raster(tmp, driver="COG", dtype="float32", compress="DEFLATE",
                                                                          predictor=3, tags=tags)
     return result

@@ -229,3 +229,18 @@ def heights(model: SSLAE, rgb: torch.Tensor, mean, std) -> torch.Tensor:
     """Metres for RGB in [0, 1], as ``inference.py`` does it: normalise, run, times 10."""
     x = (rgb - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
     return 10 * model(x)
+
+
+def float_from_int8(quantised: nn.Module, like: SSLAE) -> SSLAE:
+    """``like`` with the int8 weights of ``quantised`` (a dynamically quantised copy of it) put back as floats.
+
+    What a float conversion of a compressed file must compute: the int8 weights' values, with float activations.
+    """
+    layers = dict(quantised.named_modules())
+    with torch.no_grad():
+        for name, module in like.named_modules():
+            packed = layers.get(name)
+            if isinstance(module, nn.Linear) and packed is not None and callable(getattr(packed, "weight", None)):
+                module.weight.copy_(packed.weight().dequantize())
+                module.bias.copy_(packed.bias())
+    return like

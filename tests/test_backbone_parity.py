@@ -6,6 +6,7 @@ import dataclasses
 
 import pytest
 import torch
+import transformers
 from safetensors.torch import save_file
 
 from canopy.models import get_model_spec
@@ -13,8 +14,6 @@ from canopy.models.backbone import build_backbone
 from canopy.models.registry import ModelSpec
 from canopy.models.weights import resolve_weights
 from checkpoints import hf_to_meta_keys, randomize_
-
-transformers = pytest.importorskip("transformers")
 
 
 def _hf_model(spec: ModelSpec):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 
 import numpy as np
@@ -68,7 +70,11 @@ def test_the_file_is_small_readable_and_says_what_it_was_fitted_on(maps, tmp_pat
     assert np.all(np.diff(x) > 0) and np.all(np.diff(y) >= 0) and data["range_m"][0] <= x[0]
     again = Calibration.read(path)
     np.testing.assert_allclose(again.apply(np.array([3.0, 10.0, 30.0])), fitted.apply(np.array([3.0, 10.0, 30.0])), atol=1e-3)
-    assert again.digest == Calibration.read(path).digest
+    assert again.digest == fitted.digest  # the file keeps what maps' tags record
+    by_hand = json.dumps([["meta-chm-v2", "a" * 64, data["head_weights"]], data["breakpoints"]], separators=(",", ":"))
+    assert fitted.digest == hashlib.sha256(by_hand.encode()).hexdigest()
+    moved = dataclasses.replace(fitted, breakpoints=((x[0], y[0] + 0.01), *fitted.breakpoints[1:]))
+    assert moved.digest != fitted.digest and dataclasses.replace(fitted, weights="b" * 64).digest != fitted.digest
 
 
 def test_isotonic_fit_is_monotone_on_noisy_pairs_and_extrapolates_by_offset():

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import torch
 import pytest
@@ -23,9 +25,23 @@ def test_help_and_version():
     assert result.exit_code == 0 and __version__ in result.output
 
 
-def test_console_script_is_installed():
-    result = subprocess.run([sys.executable, "-m", "canopy", "--version"], capture_output=True, text=True)
-    assert result.returncode == 0 and __version__ in result.stdout
+def test_the_installed_canopy_command_runs_a_prediction(tmp_path):
+    """The console script the package installs (not ``python -m canopy``) finds its entry point and predicts."""
+    import rasterio
+
+    from rasters import NEON
+
+    command = Path(sys.executable).with_name("canopy")
+    assert command.is_file(), f"{command} is not installed; pip install -e . makes it"
+    version = subprocess.run([str(command), "--version"], capture_output=True, text=True)
+    assert version.returncode == 0 and __version__ in version.stdout
+    out = tmp_path / "map.tif"
+    run = subprocess.run([str(command), "predict", "--imagery", str(NEON / "TEAK_043_rgb.tif"), "--model", "dinov2_vits14",
+                          "--weights", "random", "--res", "1.0", "--chip-size", "28", "--out", str(out)],
+                         capture_output=True, text=True, env={**os.environ, "CANOPY_OFFLINE": "1"})
+    assert run.returncode == 0, run.stderr
+    with rasterio.open(out) as dst:
+        assert dst.tags()["canopy_model"] == "dinov2_vits14" and dst.shape == (41, 41)
 
 
 def test_models_lists_all_dinov2_backbones_with_cache_state():

@@ -13,12 +13,20 @@ from canopy.errors import DeviceError, SlowPrecisionWarning
 from canopy.runtime.device import cpu_has_bf16_instructions, precision_name, select_device, select_precision
 
 
-def test_auto_device_and_precision_on_this_machine():
+def _kernel_flags() -> list[str]:
+    if not os.path.exists("/proc/cpuinfo"):
+        pytest.skip("no /proc/cpuinfo here")
+    return open("/proc/cpuinfo").read().split()
+
+
+def test_auto_device_and_precision_on_this_machine(monkeypatch):
+    """The real detection (conftest makes auto fp32 for every other test), against the kernel's own flags."""
+    monkeypatch.setattr(device_module, "cpu_has_bf16_instructions", cpu_has_bf16_instructions)
     device = select_device("auto")
-    expected = "cuda" if torch.cuda.is_available() else device.type
-    assert device.type == expected
-    if device.type == "cpu":
-        assert select_precision(device, "auto") is (torch.bfloat16 if device_module.cpu_has_bf16_instructions() else None)
+    assert device.type == ("cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu")
+    flags = _kernel_flags()
+    native = "avx512_bf16" in flags or "amx_bf16" in flags
+    assert select_precision(torch.device("cpu"), "auto") is (torch.bfloat16 if native else None)
 
 
 @pytest.mark.parametrize("native", [True, False])
@@ -38,11 +46,6 @@ def test_auto_precision_and_the_bf16_warning_follow_the_cpu_instructions(monkeyp
         select_precision(cpu, "bf16", quantized=True)
 
 
-def test_cpu_bf16_detection_agrees_with_the_kernel_flags():
-    flags = open("/proc/cpuinfo").read().split() if os.path.exists("/proc/cpuinfo") else None
-    if flags is None:
-        pytest.skip("no /proc/cpuinfo here")
-    assert cpu_has_bf16_instructions() == ("avx512_bf16" in flags or "amx_bf16" in flags)
 
 
 def test_named_precisions():
@@ -67,6 +70,7 @@ def test_missing_cuda_is_a_clear_error():
 
 
 @pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_bf16_is_the_auto_precision():
     device = select_device("cuda")
     assert select_precision(device, "auto") is torch.bfloat16

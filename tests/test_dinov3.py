@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import rasterio
 import torch
+import transformers
 from safetensors.torch import save_file
 
 from canopy.errors import DownloadError, OfflineError, ResolutionWarning, WeightsMismatchError, WeightsNotFoundError
@@ -24,8 +25,6 @@ from checkpoints import CHMV2_META_BACKBONE as SAT_BACKBONE
 from checkpoints import CHMV2_META_HEAD as SAT_HEAD
 from checkpoints import chmv2_hf_model, dinov3_hf_config, dinov3_hf_to_meta_keys, randomize_, save_chmv2_layouts
 from rasters import NEON
-
-transformers = pytest.importorskip("transformers")
 
 
 def _reduced(spec: ModelSpec, depth: int, layers: tuple[int, ...] | None = None, **backbone) -> ModelSpec:

@@ -136,17 +136,24 @@ warnings.simplefilter("ignore")
 heights = canopy.predict(sys.argv[1], model=sys.argv[2], res=0.2, chip_size=56, overlap=14, block_size=42, batch_size=3,
                          device="cpu", precision="fp32", offline=True)
 np.save(sys.argv[3], heights.values)
+print(__import__("torch").backends.cpu.get_cpu_capability())
 """
 
 
 def test_emulated_instruction_sets_change_heights_within_the_bound(model, tmp_path):
-    """The same request under PyTorch's AVX2 kernels and oneDNN capped at AVX2, and under this CPU's own: what a
-    machine of another kind would compute, so that a dependence on the machine shows before it lands."""
-    maps = {}
-    for name, env in {"native": {}, "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}}.items():
+    """The same request under this CPU's own kernels, under PyTorch's AVX2 kernels with oneDNN capped at AVX2, and
+    under its plain kernels with oneDNN capped at SSE4.1: what machines of other kinds would compute, so that a
+    dependence on the machine shows before it lands. The plain kernels differ from the native ones on every
+    x86 machine, AVX2-only ones included, so the comparison always crosses an instruction set."""
+    emulated = {"native": {}, "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"},
+                "plain": {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41"}}
+    maps, capability = {}, {}
+    for name, env in emulated.items():
         out = tmp_path / f"{name}.npy"
-        subprocess.run([sys.executable, "-c", _RUN, str(RGB), model, str(out)], check=True, timeout=600,
-                       env={**os.environ, **env, "CANOPY_OFFLINE": "1"})
-        maps[name] = np.load(out)
+        run = subprocess.run([sys.executable, "-c", _RUN, str(RGB), model, str(out)], check=True, timeout=600,
+                             capture_output=True, text=True, env={**os.environ, **env, "CANOPY_OFFLINE": "1"})
+        maps[name], capability[name] = np.load(out), run.stdout.split()[-1]
     assert spread_m(maps["native"]) > 1
+    assert capability["plain"] == "DEFAULT" and capability["native"] != "DEFAULT", capability
     _assert_agree(maps["avx2"], maps["native"], "AVX2 kernels")
+    _assert_agree(maps["plain"], maps["native"], "plain (SSE4.1) kernels")

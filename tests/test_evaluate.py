@@ -80,15 +80,26 @@ def test_a_finer_prediction_is_averaged_onto_the_reference_grid(tmp_path):
 
 
 def test_a_prediction_in_another_crs_is_reprojected(tmp_path):
+    """A prediction in EPSG:4326 whose heights rise 1 m per metre east and 0.5 m per metre south, evaluated on the
+    reference's 1 m UTM cells: each cell must see the mean of its own ground, so a warp shifted by half a cell fails."""
+    from pyproj import Transformer
+
     west, south, east, north = transform_bounds("EPSG:32611", "EPSG:4326", 499990, 3999990, 500014, 4000010)
-    transform = Affine((east - west) / 40, 0, west, 0, -(north - south) / 40, north)
-    const = np.full((40, 40), 10.0, np.float32)
-    prediction, ref = _pair(tmp_path, pred=const, pred_transform=transform, pred_crs="EPSG:4326")
+    size = 240
+    transform = Affine((east - west) / size, 0, west, 0, -(north - south) / size, north)
+    cols, rows = np.meshgrid(np.arange(size) + 0.5, np.arange(size) + 0.5)
+    lon, lat = transform * (cols, rows)
+    easting, northing = Transformer.from_crs("EPSG:4326", "EPSG:32611", always_xy=True).transform(lon, lat)
+    sloped = (10 + (easting - 500000) + 0.5 * (4000000 - northing)).astype(np.float32)
+    prediction, ref = _pair(tmp_path, pred=sloped, pred_transform=transform, pred_crs="EPSG:4326")
     got = evaluate(prediction, ref)
-    expected = _by_hand(np.full((4, 4), 10.0, np.float32), REF)
+    row, col = np.mgrid[0:4, 0:4]
+    expected = (10 + (col + 0.5) + 0.5 * (row + 0.5)).astype(np.float32)  # the slope's mean over each reference cell
+    by_hand = _by_hand(expected, REF)
     assert got.n == 15
-    assert got.mae == pytest.approx(expected["mae"], rel=1e-5)
-    assert got.bias == pytest.approx(expected["bias"], rel=1e-5)
+    assert got.bias == pytest.approx(by_hand["bias"], abs=0.02)
+    assert got.mae == pytest.approx(by_hand["mae"], abs=0.02)
+    assert got.rmse == pytest.approx(by_hand["rmse"], abs=0.02)
 
 
 def test_baseline_constant_and_pooling(tmp_path):

@@ -174,3 +174,55 @@ def test_saturated_pixels_connected_to_the_collar_elsewhere_are_masked_in_every_
         lower = source.read(replace(grid, top=grid.top - 30 * 0.5, height=30)).valid
     assert not whole[38:42, 28:34].any() and whole[28:33, 10:14].all()
     assert np.array_equal(lower, whole[30:])  # read alone, the lower window sees the saturated pixels touch its edge
+
+
+@pytest.mark.parametrize("ratio", [2, 5])
+def test_finer_imagery_is_averaged_onto_the_output_grid(tmp_path, ratio):
+    """NEON's 0.1 m pixels onto a 0.2 or 0.5 m grid: each output pixel is the mean of the source pixels it covers."""
+    data = np.random.default_rng(ratio).integers(0, 256, (3, 20 * ratio, 20 * ratio)).astype("uint8")
+    path = write_raster(tmp_path / "fine.tif", data=data, width=20 * ratio, height=20 * ratio,
+                        transform=Affine(0.1, 0, 321000.0, 0, -0.1, 4097000.0))
+    with GeoTiffSource(path) as source:
+        rgb = source.read(snap_grid((321000.0, 4097000.0 - 2 * ratio, 321000.0 + 2 * ratio, 4097000.0), source.crs, 0.1 * ratio)).rgb
+    means = data.reshape(3, 20, ratio, 20, ratio).mean(axis=(2, 4)) / 255
+    assert rgb.shape == means.shape
+    assert np.abs(rgb - means).max() <= 0.5 / 255 + 1e-6  # GDAL rounds the mean back to the source's 8 bits
+
+
+def test_the_stretch_of_16_bit_imagery_runs_from_the_2nd_to_the_98th_percentile(tmp_path):
+    rng = np.random.default_rng(7)
+    data = rng.integers(1000, 3000, (3, 60, 60)).astype(np.uint16)
+    data[:, :3] = 60000  # 5 % bright outliers (clouds, glints), which a min-max stretch would let set the scale
+    data[:, -1, :30] = 0
+    path = write_raster(tmp_path / "u16.tif", data=data, width=60, height=60, dtype="uint16", transform=ORIGIN)
+    with GeoTiffSource(path) as source:
+        grid = snap_grid((321000.0, 4096970.0, 321030.0, 4097000.0), source.crs, 0.5)
+        scaling = scaling_for_region([source], grid)
+        low, high = np.percentile(data.reshape(3, -1), [2, 98], axis=1)
+        np.testing.assert_allclose(scaling.low, low, rtol=1e-6)
+        np.testing.assert_allclose(scaling.high, high, rtol=1e-6)
+    with GeoTiffSource.from_ref(replace(source.ref, scaling=scaling)) as scaled:
+        rgb = scaled.read(grid).rgb
+    expected = np.clip((data - low[:, None, None]) / (high - low)[:, None, None], 0, 1)
+    np.testing.assert_allclose(rgb, expected, atol=1e-5)
+    assert 0.04 < (rgb == 1.0).mean() < 0.08 and 0.01 < (rgb == 0.0).mean() < 0.05  # the tails are clipped, not stretched over
+
+
+@pytest.mark.parametrize(("order", "winner"), [("finest", 100), ("latest", 200), ("given", 10)])
+def test_the_mosaic_order_decides_which_overlapping_source_is_read(tmp_path, order, winner):
+    from canopy.choices import MosaicOrder
+    from canopy.imagery.source import ImageryOptions
+
+    paths = []
+    for name, res, year, value in [("a", 0.5, 2020, 10), ("b", 0.25, 2018, 100), ("c", 0.4, 2023, 200)]:
+        size = int(round(20 / res))
+        path = write_raster(tmp_path / f"{name}.tif", data=np.full((3, size, size), value, np.uint8), width=size, height=size,
+                            transform=Affine(res, 0, 321000.0, 0, -res, 4097000.0))
+        with rasterio.open(path, "r+") as dst:
+            dst.update_tags(TIFFTAG_DATETIME=f"{year}:06:01 12:00:00")
+        paths.append(path)
+    with open_imagery(paths, options=ImageryOptions(order=MosaicOrder(order))) as opened:
+        sources = opened.open()
+        grid = snap_grid((321002.0, 4096982.0, 321018.0, 4096998.0), sources[0].crs, 1.0)
+        rgb = read_mosaic(sources, grid).rgb
+    np.testing.assert_array_equal(rgb, np.float32(winner / 255))

@@ -124,18 +124,30 @@ def test_output_directory_missing(tmp_path):
     assert not (tmp_path / "no").exists()
 
 
-def test_output_directory_not_writable(tmp_path, monkeypatch):
+def test_output_directory_not_writable(tmp_path):
+    """A directory the run really cannot write: mode 555 for a user; for root, which writes anywhere, the directory
+    mounted read-only in a mount namespace of the child's own (``unshare``, no privilege needed beyond root's)."""
+    import shutil
+    import subprocess
+    import sys
+
     locked = tmp_path / "locked"
     locked.mkdir()
-    if os.geteuid() == 0:  # root may write anywhere: make the permission check see what a user would
-        real_access = os.access
-        monkeypatch.setattr(os, "access", lambda p, mode: False if str(p) == str(locked) else real_access(p, mode))
+    out = locked / "map.tif"
+    command = [sys.executable, "-m", "canopy", "predict", "--imagery", str(RGB), "--out", str(out), "--model", "dinov2_vits14",
+               "--weights", "random", "-q"]
+    if os.geteuid() == 0:
+        if shutil.which("unshare") is None or subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "true"]).returncode:
+            pytest.skip("root here, and no user and mount namespaces (unshare) to make a directory root cannot write")
+        quoted = " ".join(f"'{part}'" for part in command)
+        command = ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
+                   f"mount --bind '{locked}' '{locked}' && mount -o remount,bind,ro '{locked}' && exec {quoted}"]
     else:
         locked.chmod(0o555)
-    out = locked / "map.tif"
-    result = CliRunner().invoke(cli, ["predict", "--imagery", str(RGB), "--out", str(out), "--model", "dinov2_vits14", "--weights", "random", "-q"])
+    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "CANOPY_OFFLINE": "1"})
     locked.chmod(0o755)
-    assert result.exit_code == 1 and "is not writable" in result.output
+    assert result.returncode == 1 and f"Output directory {locked} is not writable; choose another --out." in result.stderr
+    assert "Traceback" not in result.stderr
     assert list(locked.iterdir()) == []
 
 

@@ -119,3 +119,41 @@ def test_temporaries_left_by_killed_runs_are_removed_and_a_live_run_keeps_others
             fcntl.flock(held, fcntl.LOCK_EX)
             with pytest.raises(OutputPathError, match="Another canopy run is writing .*map.tif now"):
                 canopy.predict(RGB, **options)
+
+
+@pytest.mark.parametrize(("change", "named"), [("block_size", "block_size"), ("res", "grid"), ("imagery", "imagery")])
+def test_a_resume_at_another_block_size_grid_or_after_the_imagery_changed_is_refused_by_name(tmp_path, monkeypatch, change, named):
+    import shutil
+    import warnings
+
+    import numpy as np
+    import rasterio
+
+    import canopy
+    from canopy.errors import ResumeError
+    from canopy.io.partial import PartialRun
+
+    rgb = tmp_path / "rgb.tif"
+    shutil.copy(RGB, rgb)
+    options = dict(model="dinov2_vits14", weights="random", res=1.0, chip_size=28, block_size=16, device="cpu", precision="fp32")
+    out = tmp_path / "map.tif"
+    with monkeypatch.context() as patch, warnings.catch_warnings():
+        patch.setattr(PartialRun, "remove", lambda self: None)  # as if killed before the end: every block kept
+        warnings.simplefilter("ignore")
+        canopy.predict(rgb, out=out, **options)
+    out.unlink()
+    kept = sorted(p.name for p in (tmp_path / ".map.tif.partial").iterdir())
+    if change == "block_size":
+        options["block_size"] = 32
+    elif change == "res":
+        options["res"] = 0.8
+    else:  # the same file name, other pixels: stale blocks must not be reused
+        with rasterio.open(rgb, "r+") as dst:
+            dst.write(255 - dst.read())
+        os.utime(rgb, ns=(rgb.stat().st_atime_ns, rgb.stat().st_mtime_ns + 10**9))
+    with warnings.catch_warnings(), pytest.raises(ResumeError, match=rf"made with other settings \({named}\); run again without --resume"):
+        warnings.simplefilter("ignore")
+        canopy.predict(rgb, out=out, resume=True, **options)
+    assert not out.exists()
+    assert sorted(p.name for p in (tmp_path / ".map.tif.partial").iterdir()) == kept  # the earlier run's blocks are left as they were
+    assert np.isfinite(np.load(next((tmp_path / ".map.tif.partial").glob("r*_c*.npy")))).any()

@@ -183,8 +183,10 @@ def test_trees_on_a_dask_cluster_are_the_local_ones(forest, tmp_path):
     from distributed import Client, LocalCluster
 
     path = write_forest(tmp_path / "forest.tif", forest)
-    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster, \
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None) as cluster, \
             Client(cluster) as client:
         remote = canopy.trees(path, block_size=100, client=client)
+        worked = client.run(lambda dask_worker: len(dask_worker.data) + dask_worker.state.executed_count)
+    assert sum(count > 0 for count in worked.values()) >= 1  # blocks went to the worker processes, pickled there and back
     assert len(remote) > 150  # the forest's trees, not two empty tables
     _same(canopy.trees(path, block_size=100), remote)

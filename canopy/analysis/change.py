@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +36,7 @@ from canopy.grid import OutputGrid, intersects, iter_blocks, parse_crs, snap_gri
 from canopy.io.atomic import atomic_path
 from canopy.io.cog import StreamingCog
 from canopy.io.gdal_env import run_env
+from canopy.io.output_lock import output_lock, scratch_folder
 from canopy.io.qml import change_qml, style_range
 from canopy.io.vector_layers import write_layers
 from canopy.io.vector_styles import fill_qml
@@ -150,9 +151,11 @@ def change(
         if date is None:
             warn(f"Map {path} does not say when its imagery was taken (no canopy_imagery_date or TIFFTAG_DATETIME "
                           "tag); the change is reported without dates.", UnknownDateWarning)
-    scratch_parent = None if out is None else out.parent
-    with tempfile.TemporaryDirectory(prefix="canopy-change-", dir=scratch_parent) as scratch, run_env():
-        scratch = Path(scratch)
+    with ExitStack() as stack:
+        if out is not None:
+            stack.enter_context(output_lock(out, [out.with_suffix(".gpkg")]))
+        scratch = Path(stack.enter_context(scratch_folder(out)))
+        stack.enter_context(run_env())
         run = _ChangeRun(grid, MapOnGrid(str(before), grid), MapOnGrid(str(after), grid), threshold, min_area_ha, opening,
                          block_size, scratch, forest_definition is not None)
         try:

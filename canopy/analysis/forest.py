@@ -15,7 +15,7 @@ Three passes over blocks keep memory to a block and the edges of its parts:
 from __future__ import annotations
 
 import os
-import tempfile
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +36,7 @@ from canopy.errors import OutputPathError
 from canopy.grid import iter_blocks
 from canopy.io.atomic import atomic_path
 from canopy.io.gdal_env import run_env
+from canopy.io.output_lock import output_lock, scratch_folder
 from canopy.io.qml import paletted_qml
 from canopy.io.vector_layers import write_layers
 from canopy.io.vector_styles import forest_qml
@@ -112,8 +113,10 @@ def forest(
         out = Path(out)
         if out.suffix.lower() != ".gpkg" or not out.parent.is_dir():
             raise OutputPathError(f"Output {out} must be a .gpkg in an existing folder (the mask is written beside it as .tif).")
-    with tempfile.TemporaryDirectory(prefix="canopy-forest-", dir=None if out is None else out.parent) as scratch:
-        scratch = Path(scratch)
+    with ExitStack() as stack:
+        if out is not None:
+            stack.enter_context(output_lock(out, [out.with_suffix(".tif")]))
+        scratch = Path(stack.enter_context(scratch_folder(out)))
         with run_env():
             mask_file, polygons = _stream(raster, definition, block_size, scratch)
         if out is None:

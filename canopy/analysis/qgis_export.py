@@ -11,6 +11,7 @@ import rasterio
 
 from canopy.errors import OutputPathError
 from canopy.io.atomic import atomic_path
+from canopy.io.output_lock import output_lock
 from canopy.analysis.forest import FOREST_CLASSES
 from canopy.io.qgis_project import ClassRaster, VectorLayer, polygon_layer, polygon_qml, store_default_style, write_project
 from canopy.io.qml import paletted_qml, style_range, write_qml
@@ -62,15 +63,26 @@ def export_qgis(
     CanopyError
         As :func:`canopy.zonal_stats` for the polygons.
     """
-    from canopy.analysis.zonal import zonal_stats
-
     chm, out_dir = Path(chm), Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputPathError(f"Output {out_dir} is a file; give a folder for the QGIS project.")
     if not out_dir.parent.is_dir():
         raise OutputPathError(f"Output folder {out_dir.parent} does not exist; create it first.")
     out_dir.mkdir(exist_ok=True)
-    raster = out_dir / chm.name
+    raster, project = out_dir / chm.name, out_dir / f"{chm.stem}.qgs"
+    copied = [Path(path) for path in (trees, forest) if path is not None] + ([Path(forest).with_suffix(".tif")] if forest else [])
+    written = [raster, raster.with_suffix(".qml"), project, *(out_dir / p.name for p in copied)]
+    if polygons is not None:
+        written.append(out_dir / f"{Path(polygons).stem}_stats.gpkg")
+    with output_lock(out_dir, written):
+        _fill(chm, out_dir, raster, project, polygons, layer, cover_threshold, trees, forest)
+    return project
+
+
+def _fill(chm: Path, out_dir: Path, raster: Path, project: Path, polygons, layer, cover_threshold: float, trees, forest) -> None:
+    """Write the project's files into ``out_dir``, each atomically, the project file last."""
+    from canopy.analysis.zonal import zonal_stats
+
     if raster.resolve() != chm.resolve():
         with atomic_path(raster) as tmp:
             shutil.copyfile(chm, tmp)
@@ -100,9 +112,7 @@ def export_qgis(
         mask = _copy_into(Path(forest).with_suffix(".tif"), out_dir)
         vectors.append(VectorLayer(copied, "forest", "Polygon", _bounds(out_dir / copied, "forest", bounds), forest_renderer()))
         classes.append(ClassRaster(mask, "forest / non-forest", paletted_qml(FOREST_CLASSES)))
-    project = out_dir / f"{chm.stem}.qgs"
     write_project(project, raster.name, crs, bounds, vmax, vectors, classes)
-    return project
 
 
 def _copy_into(path: Path, folder: Path) -> str:

@@ -28,6 +28,7 @@ from canopy.cluster import ClusterSpec, client_for
 from canopy.errors import EvaluationError, HeightMapError, OutputPathError
 from canopy.grid import Block, iter_blocks
 from canopy.io.gdal_env import run_env
+from canopy.io.output_lock import output_lock
 from canopy.io.vector_layers import write_layers
 from canopy.io.vector_styles import crowns_qml, tops_qml
 
@@ -189,7 +190,7 @@ def write_trees(
     out = Path(out)
     if out.suffix.lower() != ".gpkg":
         raise OutputPathError(f"Output {out} must end in .gpkg (a GeoPackage with the layers tops and crowns).")
-    with client_for(client, cluster) as client:
+    with output_lock(out), client_for(client, cluster) as client:
         parts = iter_trees(chm, polygons, parameters=parameters, layer=layer, block_size=block_size, client=client)
         counts = write_layers(out, ({"tops": p.tops, "crowns": p.crowns} for p in parts), {"tops": "Point", "crowns": "Polygon"},
                               {"tops": tops_qml(), "crowns": crowns_qml()}, "written by canopy trees")

@@ -53,7 +53,8 @@ def region_scaling(samples: Sequence[np.ndarray], what: str) -> Scaling:
     ImageryError
         If there is no valid pixel, or a band has no spread.
     """
-    values = np.concatenate([s for s in samples if s.size], axis=1) if samples else np.zeros((3, 0))
+    found = [s for s in samples if s.size]
+    values = np.concatenate(found, axis=1) if found else np.zeros((3, 0))
     if values.shape[1] == 0:
         raise ImageryError(f"{what} has no valid pixel over the region to compute its scaling from.")
     low = np.percentile(values, LOW_PERCENTILE, axis=1)

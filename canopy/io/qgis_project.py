@@ -8,8 +8,8 @@ is styled too.
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -132,6 +132,11 @@ def polygon_layer(gpkg: str, layer: str, geometry: str, bounds: tuple[float, flo
     return VectorLayer(gpkg, layer, geometry, bounds, _polygon_style(), labelled=True)
 
 
+def _layer_id(name: str, source: str) -> str:
+    """A layer's id in the project: its name and a digest of its source, so the same export writes the same project."""
+    return f"{name}_{hashlib.sha256(source.encode()).hexdigest()[:8]}"
+
+
 def write_project(
     path: Path,
     raster: str,
@@ -158,18 +163,18 @@ def write_project(
     classes
         Class rasters, drawn above the height map.
     """
-    raster_id = f"canopy_height_{uuid.uuid4().hex[:8]}"
+    raster_id = _layer_id("canopy_height", raster)
     pipe = qml_text(vmax).split("<pipe>", 1)[1].split("</pipe>", 1)[0]
     layers = [_raster_layer(raster_id, raster, "canopy height (m)", crs, bounds, pipe)]
     tree = [_tree_entry(raster_id, "canopy height (m)", f"./{raster}", "gdal")]
     for item in classes:
-        layer_id = f"{Path(item.file).stem}_{uuid.uuid4().hex[:8]}"
+        layer_id = _layer_id(Path(item.file).stem, item.file)
         style = item.style.split("<pipe>", 1)[1].split("</pipe>", 1)[0]
         layers.insert(0, _raster_layer(layer_id, item.file, item.name, crs, bounds, style))
         tree.insert(0, _tree_entry(layer_id, item.name, f"./{item.file}", "gdal"))
     for item in reversed(list(vectors)):
-        layer_id = f"{item.layer}_{uuid.uuid4().hex[:8]}"
         source = f"./{item.gpkg}|layername={item.layer}"
+        layer_id = _layer_id(item.layer, source)
         layers.insert(0, f"""    <maplayer type="vector" geometry={quoteattr(item.geometry)} labelsEnabled="{int(item.labelled)}" hasScaleBasedVisibilityFlag="0" styleCategories="AllStyleCategories">
       {_extent(item.bounds)}
       <id>{layer_id}</id>
