@@ -6,7 +6,7 @@ TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 DEMO_OUT ?= demo-output
 
-.PHONY: demo test install clean
+.PHONY: demo test mutate install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,5 +29,14 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest
 
+# Mutation testing (hours on two cores; sessions resume): MUTATE="--target grid --target radiometry" picks targets.
+# Survivors are listed in .mutation/report.md; docs/testing.md says which are harmless and why.
+$(VENV)/.installed-mutate: pyproject.toml $(VENV)/.installed-dev
+	$(BIN)/python -m pip install -e ".[dev,mutate]"
+	touch $@
+
+mutate: $(VENV)/.installed-mutate
+	$(BIN)/python mutation/run.py $(MUTATE)
+
 clean:
-	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache
+	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache .mutation

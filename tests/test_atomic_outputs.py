@@ -98,7 +98,7 @@ def _inputs(folder: Path) -> dict[str, list[str]]:
         dst.write(np.where(heights == profile["nodata"], np.nan, 0.7 * heights + 2).astype(np.float32), 1)
         dst.update_tags(canopy_model="meta-chm-v2", canopy_weights="a" * 64, canopy_head_weights="b" * 64)
     stands = folder / "stands.gpkg"
-    cx, cy = (left + right) / 2, (bottom + top) / 2
+    cy = (bottom + top) / 2
     gpd.GeoDataFrame({"stand": ["N", "S"]}, geometry=[box(left, cy, right, top), box(left, bottom, right, cy)],
                      crs=profile["crs"]).to_file(stands, driver="GPKG")
     out = folder / "out"

@@ -46,8 +46,6 @@ def test_auto_precision_and_the_bf16_warning_follow_the_cpu_instructions(monkeyp
         select_precision(cpu, "bf16", quantized=True)
 
 
-
-
 def test_named_precisions():
     cpu = torch.device("cpu")
     assert select_precision(cpu, "fp32") is None

@@ -13,7 +13,7 @@ from affine import Affine
 from canopy.errors import AmbiguousNodataWarning, ImageryError
 from canopy.grid import snap_grid
 from canopy.imagery import GeoTiffSource, open_imagery, read_mosaic
-from canopy.imagery.radiometry import Scaling, describe_scalings, scaling_for_region
+from canopy.imagery.radiometry import Scaling, describe_scalings, region_scaling, scaling_for_region
 from canopy.prediction import predict
 from rasters import cut_tiles, smooth_rgb, write_raster
 
@@ -114,6 +114,26 @@ def test_uint16_tiles_share_one_scaling_computed_for_the_region(tmp_path):
 def test_uint8_scaling_is_division_by_255():
     values = np.array([[[0.0, 51.0, 255.0]]] * 3, np.float32)
     np.testing.assert_allclose(Scaling.for_uint8().apply(values)[0, 0], [0.0, 0.2, 1.0])
+
+
+def test_the_tag_says_which_sources_are_stretched_and_a_scaling_is_a_fixed_record():
+    from dataclasses import FrozenInstanceError
+
+    stretched = Scaling((100.0, 110.0, 120.0), (900.0, 910.0, 920.0))
+    assert describe_scalings([Scaling.for_uint8()]) == "uint8 / 255"
+    assert describe_scalings([stretched]) == "percentiles 2-98 over the region: low=[100.0, 110.0, 120.0] high=[900.0, 910.0, 920.0]"
+    assert describe_scalings([stretched, Scaling.for_uint8()]) == f"{stretched.describe()}; uint8 sources / 255"
+    with pytest.raises(FrozenInstanceError):
+        stretched.low = (0.0, 0.0, 0.0)
+
+
+def test_a_region_with_no_valid_pixel_or_no_spread_is_refused_by_name():
+    with pytest.raises(ImageryError, match="^u16.tif has no valid pixel over the region"):
+        region_scaling([], "u16.tif")
+    with pytest.raises(ImageryError, match="^u16.tif has no valid pixel over the region"):
+        region_scaling([np.zeros((3, 0)), np.zeros((3, 0))], "u16.tif")
+    with pytest.raises(ImageryError, match="^u16.tif has a band with no spread over the region"):
+        region_scaling([np.array([[5.0], [6.0], [7.0]])], "u16.tif")  # one pixel: there is data, but no stretch to find
 
 
 def _mask_kinds(tmp_path):

@@ -13,7 +13,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import pytest
 import rasterio
 from affine import Affine
 from click.testing import CliRunner

@@ -178,3 +178,40 @@ def test_one_neighbour_rule_names_the_blocks_that_hand_chips_on_and_when_they_ar
     block = Block(3 * step, 0, step, step)
     assert needed_after((2 * step, 5 * step), block, step)  # the row above still hands on to the rest of this row
     assert not needed_after((step, 5 * step), block, step)  # two rows up: no later block needs it
+
+
+def test_only_chips_over_imagery_are_predicted():
+    from canopy.grid import Block
+    from canopy.stitch import predict_chips
+    from canopy.tiling.block_input import BlockInput
+
+    layout = ChipLayout(28, 14, 14)
+    valid = np.zeros((42, 28), bool)
+    valid[30:, :] = True  # imagery starts two rows below the first chip's window
+    for transposed in (False, True):  # and two columns right of it
+        mask = valid.T if transposed else valid
+        block = Block(14, 14, 14, 28) if transposed else Block(14, 14, 28, 14)
+        rows, cols = ([14], [14, 28]) if transposed else ([14, 28], [14])
+        inp = BlockInput(block, np.zeros((3, *mask.shape), np.float32), mask, 14, 14, rows, cols)
+        seen = []
+        chips = predict_chips(inp, layout, lambda batch: seen.append(len(batch)) or np.zeros(batch[:, 0].shape, np.float32), 8)
+        assert sorted(chips) == [(14, 28) if transposed else (28, 14)] and seen == [1]
+
+
+def test_the_chips_handed_on_are_exactly_those_that_reach_a_later_block():
+    from canopy.grid import Block
+    from canopy.stitch import border_chips
+
+    layout, shape = ChipLayout(28, 14, 14), (70, 42)  # a grid taller than wide, blocks of one chip stride
+    cases = {
+        Block(56, 0, 14, 14): {(56, 0)},  # the last row: handed right only
+        Block(42, 28, 14, 14): {(42, 28)},  # the last column: handed down only
+        Block(56, 28, 14, 14): set(),  # the last block: nothing after it
+    }
+    for block, expected in cases.items():
+        assert set(border_chips(block, layout, {(block.row, block.col): np.zeros((28, 28))}, shape)) == expected, block
+        wide = Block(block.col, block.row, block.width, block.height)  # the same on a grid wider than tall
+        handed = border_chips(wide, layout, {(wide.row, wide.col): np.zeros((28, 28))}, shape[::-1])
+        assert set(handed) == {(c, r) for r, c in expected}, wide
+    flush = ChipLayout(28, 0, 14)  # a chip that ends where its block ends reaches no other block
+    assert border_chips(Block(0, 0, 28, 28), flush, {(0, 0): np.zeros((28, 28))}, shape) == {}
