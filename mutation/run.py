@@ -9,8 +9,9 @@ Mutating files on disk, rather than switching mutants inside one process, is why
 many of canopy's tests run the code in other processes (the ``canopy`` command, killed runs, Dask
 workers), which import the mutated copy through ``PYTHONPATH`` like the test process does.
 
-Sessions are kept: running again continues where a stopped run left off (``--fresh`` starts over).
-Usage: ``python mutation/run.py [--target NAME ...] [--fresh] [--list]``.
+Sessions are kept: running again continues where a stopped run left off (``--fresh`` starts over), and
+``--recheck`` first runs the survivors again against the tests as they are now, after tests were added.
+Usage: ``python mutation/run.py [--target NAME ...] [--fresh] [--recheck] [--list]``.
 """
 
 from __future__ import annotations
@@ -82,10 +83,14 @@ def _copy_tree(tree: Path) -> None:
             shutil.copy2(source, tree / name)
 
 
+def _test_command(target: Target) -> str:
+    """The command that runs a target's tests, stopping at the first failure."""
+    return f"{sys.executable} -m pytest -x -q -p no:cacheprovider {' '.join(target.tests)}"
+
+
 def _config(target: Target, timeout: float) -> str:
     """The cosmic-ray configuration for one target."""
-    tests = " ".join(target.tests)
-    command = f"{sys.executable} -m pytest -x -q -p no:cacheprovider {tests}"
+    command = _test_command(target)
     exclude = "^(?!core/(" + "|".join(KEPT) + ")$)"
     return (f"[cosmic-ray]\nmodule-path = {json.dumps(list(target.modules))}\ntimeout = {timeout:.0f}\n"
             f"excluded-modules = []\ntest-command = {json.dumps(command)}\n\n[cosmic-ray.distributor]\nname = \"local\"\n\n"
@@ -102,8 +107,8 @@ def _baseline(target: Target, tree: Path, env: dict) -> float:
     return time.monotonic() - start
 
 
-def run_target(name: str, target: Target, fresh: bool) -> list[dict]:
-    """Run (or continue) one target's session and return its survivors."""
+def run_target(name: str, target: Target, fresh: bool) -> None:
+    """Run (or continue) one target's session."""
     folder = WORK / name
     tree, session = folder / "tree", folder / "session.sqlite"
     if fresh and folder.exists():
@@ -122,7 +127,30 @@ def run_target(name: str, target: Target, fresh: bool) -> list[dict]:
         subprocess.run([_tool("cr-filter-pragma"), str(session)], cwd=tree, check=True)
         print(f"{name}: tests take {seconds:.0f} s unmutated", flush=True)
     subprocess.run([_tool("cosmic-ray"), "exec", str(folder / "config.toml"), str(session)], cwd=tree, env=env, check=True)
-    return _survivors(session)
+
+
+def recheck(name: str, target: Target) -> None:
+    """Run a session's survivors again on a fresh copy of the repository as it is now (after tests were added for
+    them), and record their new outcome in the session: minutes, where the whole target takes hours."""
+    from cosmic_ray.work_db import WorkDB, use_db
+    from cosmic_ray.work_item import TestOutcome, WorkResult
+
+    folder = WORK / name
+    tree = folder / "recheck"
+    if tree.exists():
+        shutil.rmtree(tree)
+    tree.mkdir(parents=True)
+    _copy_tree(tree)
+    env = {**os.environ, "PYTHONPATH": str(tree), "CANOPY_OFFLINE": "1"}
+    with use_db(str(folder / "session.sqlite"), WorkDB.Mode.open) as db:
+        survivors = [(item, result) for item, result in db.completed_work_items if result.test_outcome == TestOutcome.SURVIVED]
+        for item, _ in survivors:
+            mutation = item.mutations[0]
+            done = subprocess.run([_tool("cosmic-ray"), "mutate-and-test", str(mutation.module_path), mutation.operator_name,
+                                   str(mutation.occurrence), _test_command(target)], cwd=tree, env=env, capture_output=True,
+                                  text=True, check=True)
+            db.set_result(item.job_id, WorkResult(**json.loads(done.stdout)))
+    print(f"{name}: {len(survivors)} survivors run again", flush=True)
 
 
 def _survivors(session: Path) -> list[dict]:
@@ -154,17 +182,24 @@ def main() -> None:
     parser.add_argument("--target", action="append", choices=sorted(TARGETS), help="run only this target (repeatable)")
     parser.add_argument("--fresh", action="store_true", help="start the sessions over")
     parser.add_argument("--list", action="store_true", help="list the targets and stop")
+    parser.add_argument("--recheck", action="store_true", help="run the survivors again against the tests as they are now")
     args = parser.parse_args()
     if args.list:
         for name, target in TARGETS.items():
             print(f"{name}: {', '.join(target.modules)} <- {', '.join(target.tests)}")
         return
-    lines = ["# Mutation survivors", ""]
     for name in args.target or list(TARGETS):
-        survivors = run_target(name, TARGETS[name], args.fresh)
-        counts = _counts(WORK / name / "session.sqlite")
+        if args.recheck:
+            recheck(name, TARGETS[name])
+        run_target(name, TARGETS[name], args.fresh)
+    lines = ["# Mutation survivors", ""]
+    for name in TARGETS:  # every target with a session, run now or before
+        session = WORK / name / "session.sqlite"
+        if not session.exists():
+            continue
+        survivors, counts = _survivors(session), _counts(session)
         print(f"{name}: {counts}", flush=True)
-        lines += [f"## {name}: {counts.get('killed', 0)} killed, {len(survivors)} survived", ""]
+        lines += [f"## {name}: {counts.get('killed', 0)} killed, {len(survivors)} survived, {counts.get('pending', 0)} not run yet", ""]
         for s in survivors:
             lines += [f"- `{s['module']}:{s['line']}` {s['operator']}", "", "```diff", s["diff"], "```", ""]
     (WORK / "report.md").write_text("\n".join(lines))

@@ -38,6 +38,16 @@ def _distorted(tmp_path, plot: str, tags: dict | None = None):
     return path
 
 
+def _rewritten(like, path, heights, tags):
+    """A COG on the grid of map ``like`` with other heights and tags."""
+    with rasterio.open(like) as src:
+        profile = {k: v for k, v in src.profile.items() if k not in ("blockxsize", "blockysize", "tiled")}
+    with rasterio.open(path, "w", **{**profile, "driver": "COG"}) as dst:
+        dst.write(heights, 1)
+        dst.update_tags(**tags)
+    return path
+
+
 @pytest.fixture(scope="module")
 def maps(tmp_path_factory):
     folder = tmp_path_factory.mktemp("calibration")
@@ -163,3 +173,67 @@ def test_predict_applies_a_calibration_for_its_model_and_refuses_one_for_another
     result = CliRunner().invoke(cli, ["predict", "--imagery", str(rgb), "--out", str(tmp_path / "refused.tif"), "--model", model, "--res", "0.2",
                                       "--chip-size", "56", "--offline", "--calibration", str(tmp_path / "other.json"), "-q"])
     assert result.exit_code == 1 and "fitted for model dinov2_vitl14" in result.output and not (tmp_path / "refused.tif").exists()
+
+
+def test_the_mapping_interpolates_inside_and_shifts_outside_its_breakpoints():
+    fitted = Calibration("m", "w", "h", ((0.0, 1.0), (10.0, 12.0), (20.0, 25.0)), 100, (0.0, 20.0), "now")
+    got = fitted.apply(np.array([-5.0, 5.0, 15.0, 19.0, 25.0, np.nan]))
+    np.testing.assert_allclose(got, [0.0, 6.5, 18.5, 23.7, 30.0, np.nan], rtol=1e-6)  # -5 + 1 = -4 is no height: 0
+    assert got.dtype == np.float32
+
+
+def test_a_file_whose_breakpoints_go_down_is_refused_and_a_flat_stretch_is_kept(tmp_path):
+    fitted = Calibration("m", "w", "h", ((0.0, 1.0), (10.0, 12.0), (20.0, 25.0)), 100, (0.0, 20.0), "now")
+    for points, readable in [([[0, 1], [10, 12], [20, 12]], True), ([[0, 1], [10, 12], [5, 25]], False),
+                             ([[0, 1], [10, 12], [20, 11]], False), ([], False)]:
+        path = tmp_path / "c.json"
+        fitted.write(path)
+        data = json.loads(path.read_text())
+        path.write_text(json.dumps({**data, "breakpoints": points}))
+        if readable:
+            assert Calibration.read(path).breakpoints == tuple(tuple(map(float, p)) for p in points)
+        else:
+            with pytest.raises(CalibrationError, match="cannot be read"):
+                Calibration.read(path)
+
+
+def test_quantile_bins_hold_equal_shares_of_the_pairs():
+    x = np.arange(1000.0)
+    points = np.array(fit_monotone(x, 2 * x, bins=10))
+    assert len(points) == 10  # ten bins of a hundred pairs each, none merged, none empty
+    np.testing.assert_allclose(np.diff(points[:, 0]), 100.0, atol=0.2)
+    np.testing.assert_allclose(points[:, 1], 2 * points[:, 0])
+
+
+def test_pairs_are_taken_where_both_heights_exist_and_a_single_plot_is_cut_in_four(maps, tmp_path):
+    from canopy.calibration import _folds
+
+    with rasterio.open(maps[0]) as src:
+        heights, tags = src.read(1), src.tags()
+    heights[:, :10] = np.nan  # the map misses a strip the lidar has
+    holed = _rewritten(maps[0], tmp_path / "holed.tif", heights, tags)
+    with rasterio.open(_references(PLOTS[:1])[0]) as src:
+        lidar = src.read(1, masked=True).filled(np.nan)
+    fitted = canopy.calibrate(holed, _references(PLOTS[:1]))
+    assert fitted.pairs == int((np.isfinite(heights) & np.isfinite(lidar)).sum())
+    assert np.isfinite(np.array(fitted.breakpoints)).all()
+    scheme, folds = _folds([(heights, lidar)])
+    covered = sum(np.isfinite(fold[0][1]).astype(int) for fold in folds)
+    assert scheme == "spatial quarters" and len(folds) == 4 and np.array_equal(covered, np.isfinite(lidar).astype(int))
+
+
+def test_one_map_per_reference_or_one_for_all(maps):
+    with pytest.raises(CalibrationError, match="Give one map, or one map per reference: 2 maps for 1 references"):
+        canopy.calibrate(maps[:2], _references(PLOTS[:1]))
+    with pytest.raises(CalibrationError, match="Give one map, or one map per reference: 0 maps for 0 references"):
+        canopy.calibrate([], [])
+
+
+def test_a_map_of_another_model_is_refused_by_its_path(maps, tmp_path):
+    fitted = canopy.calibrate(maps[:2], _references(PLOTS[:2]))
+    with rasterio.open(maps[2]) as src:
+        heights = src.read(1)
+    other = _rewritten(maps[2], tmp_path / "other.tif", heights,
+                       {"canopy_model": "meta-chm-v1-huge", "canopy_weights": "c" * 64, "canopy_head_weights": "c" * 64})
+    with pytest.raises(CalibrationError, match=f"not for map {other} \\(meta-chm-v1-huge with weights cccc"):
+        canopy.apply_calibration(other, fitted)

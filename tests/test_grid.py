@@ -111,9 +111,10 @@ def test_a_grid_knows_its_transform_bounds_windows_and_coarser_twin():
     assert (window.left, window.top, window.shape, window.res) == (321001.5, 4096999.0, (4, 5), 0.5)
     coarse = grid.coarsened(1250)  # 5000 px into 1250: twice as coarse, the same origin
     assert (coarse.res, coarse.shape, coarse.left, coarse.top) == (1.0, (25, 50), 321000.0, 4097000.0)
-    assert grid.coarsened(5000) is grid
+    assert grid.coarsened(5000) is grid and grid.coarsened(10**6) is grid  # never finer than it is
     thin = OutputGrid(UTM11, 1.0, 0.0, 0.0, 1, 10000).coarsened(100)  # ten times coarser, still one pixel wide
     assert thin.shape == (1000, 1) and thin.res == 10.0
+    assert OutputGrid(UTM11, 1.0, 0.0, 0.0, 10000, 1).coarsened(100).shape == (1, 1000)
     for res, width, height in [(0.0, 1, 1), (0.5, 0, 1), (0.5, 1, 0)]:
         with pytest.raises(BBoxError, match="positive resolution and size"):
             OutputGrid(UTM11, res, 0.0, 0.0, width, height)
@@ -151,7 +152,8 @@ def test_grids_regions_and_blocks_are_fixed_values():
 def test_boxes_that_only_touch_do_not_intersect():
     from canopy.grid import intersects
 
-    assert intersects((0, 0, 2, 2), (1, 1, 3, 3))
+    assert intersects((0, 0, 2, 2), (1, 1, 3, 3)) and intersects((0, 0, 5, 2), (1, 1, 2, 3))
+    assert intersects((0, 0, 5, 1), (2, 0.5, 3, 3))
     assert not intersects((0, 0, 1, 1), (1, 0, 2, 1)) and not intersects((1, 0, 2, 1), (0, 0, 1, 1))
     assert not intersects((0, 0, 1, 1), (0, 1, 1, 2)) and not intersects((0, 1, 1, 2), (0, 0, 1, 1))
 
@@ -166,6 +168,10 @@ def test_boxes_that_only_touch_do_not_intersect():
     ((0.0, -90.5, 1.0, 0.0), "would fit with longitude and latitude swapped"),
     ((0.0, -180.5, 1.0, 0.0), "outside longitude -180..180"),  # not even swapped
     ((0.0, 0.0, 1.0, 180.5), "outside longitude -180..180"),
+    ((0.0, 0.0, 1.0, 90.5), "would fit with longitude and latitude swapped"),
+    ((170.0, 0.0, 180.5, 1.0), "outside longitude -180..180"),
+    ((-90.5, 95.0, -80.0, 100.0), "outside longitude -180..180"),  # -90.5 cannot be a latitude either
+    ((80.0, 95.0, 90.0, 100.0), "would fit with longitude and latitude swapped"),
     ((0.0, 1.0, 1.0, 1.0), "has miny >= maxy"),
 ])
 def test_geographic_bbox_limits(bbox, refusal):
@@ -179,7 +185,8 @@ def test_geographic_bbox_limits(bbox, refusal):
 def test_utm_zones_north_south_and_on_the_equator():
     assert utm_crs(-60.0, -30.0) == CRS.from_epsg(32721) and utm_crs(-60.0, 30.0) == CRS.from_epsg(32621)
     assert utm_crs(10.0, 0.0) == CRS.from_epsg(32632)  # the equator belongs to the north
-    assert utm_crs(180.0, 10.0) == CRS.from_epsg(32660)
+    assert utm_crs(10.0, -0.5) == CRS.from_epsg(32732)
+    assert utm_crs(180.0, 10.0) == CRS.from_epsg(32660) and utm_crs(-175.0, 10.0) == CRS.from_epsg(32601)
 
 
 def test_a_bbox_narrower_than_a_pixel_still_gets_one():
@@ -211,6 +218,7 @@ def test_a_crs_that_is_not_one_is_refused_by_what_it_was_given_for():
 def test_sources_in_several_crss_map_in_the_utm_zone_whichever_comes_first():
     web_mercator = (CRS.from_epsg(3857), to_crs(TEAK[1], UTM11, CRS.from_epsg(3857)))
     assert plan_grid([web_mercator, TEAK], None, 1.0).crs == UTM11
+    assert plan_grid([web_mercator, web_mercator], None, 1.0).crs == CRS.from_epsg(3857)  # one projected CRS is kept
 
 
 def test_a_swapped_bbox_that_is_valid_either_way_is_recognised_against_the_imagery():
