@@ -9,8 +9,8 @@ Mutating files on disk, rather than switching mutants inside one process, is why
 many of canopy's tests run the code in other processes (the ``canopy`` command, killed runs, Dask
 workers), which import the mutated copy through ``PYTHONPATH`` like the test process does.
 
-Sessions are kept: running again continues where a stopped run left off (``--fresh`` starts over), and
-``--recheck`` first runs the survivors again against the tests as they are now, after tests were added.
+Sessions are kept: running again continues where a stopped run left off (``--fresh`` starts over);
+``--recheck`` runs only the survivors again, against the tests as they are now, after tests were added.
 Usage: ``python mutation/run.py [--target NAME ...] [--fresh] [--recheck] [--list]``.
 """
 
@@ -49,7 +49,8 @@ TARGETS = {
     "radiometry": Target(("canopy/imagery/radiometry.py",), ("tests/test_imagery.py",)),
     "imagery": Target(("canopy/imagery/geotiff.py", "canopy/imagery/mosaic.py", "canopy/imagery/discover.py"),
                       ("tests/test_imagery.py", "tests/test_tiles.py")),
-    "calibration": Target(("canopy/calibration.py",), ("tests/test_calibration.py",)),
+    "calibration": Target(("canopy/calibration.py",), ("tests/test_calibration.py",
+                                                      "tests/test_atomic_outputs.py::test_a_kill_after_each_file_leaves_whole_files_and_the_next_run_finishes[calibrate]")),
     "trees": Target(("canopy/analysis/tree_tops.py", "canopy/analysis/crowns.py"), ("tests/test_trees.py",)),
     "change": Target(("canopy/analysis/change.py",), ("tests/test_change.py",)),
 }
@@ -107,18 +108,24 @@ def _baseline(target: Target, tree: Path, env: dict) -> float:
     return time.monotonic() - start
 
 
+def _fresh_copy(tree: Path) -> None:
+    """``tree`` made anew from the repository (a stopped run may have left a mutated file in the old one)."""
+    if tree.exists():
+        shutil.rmtree(tree)
+    tree.mkdir(parents=True)
+    _copy_tree(tree)
+
+
 def run_target(name: str, target: Target, fresh: bool) -> None:
-    """Run (or continue) one target's session."""
+    """Run (or continue) one target's session; a continued one runs its pending mutations against today's tests
+    (the modules must be unchanged since the session began: ``--fresh`` otherwise)."""
     folder = WORK / name
     tree, session = folder / "tree", folder / "session.sqlite"
     if fresh and folder.exists():
         shutil.rmtree(folder)
     env = {**os.environ, "PYTHONPATH": str(tree), "CANOPY_OFFLINE": "1"}
+    _fresh_copy(tree)
     if not session.exists():
-        if tree.exists():
-            shutil.rmtree(tree)
-        tree.mkdir(parents=True)
-        _copy_tree(tree)
         seconds = _baseline(target, tree, env)
         config = folder / "config.toml"
         config.write_text(_config(target, max(60.0, 4 * seconds)))
@@ -137,10 +144,7 @@ def recheck(name: str, target: Target) -> None:
 
     folder = WORK / name
     tree = folder / "recheck"
-    if tree.exists():
-        shutil.rmtree(tree)
-    tree.mkdir(parents=True)
-    _copy_tree(tree)
+    _fresh_copy(tree)
     env = {**os.environ, "PYTHONPATH": str(tree), "CANOPY_OFFLINE": "1"}
     with use_db(str(folder / "session.sqlite"), WorkDB.Mode.open) as db:
         survivors = [(item, result) for item, result in db.completed_work_items if result.test_outcome == TestOutcome.SURVIVED]
@@ -182,7 +186,8 @@ def main() -> None:
     parser.add_argument("--target", action="append", choices=sorted(TARGETS), help="run only this target (repeatable)")
     parser.add_argument("--fresh", action="store_true", help="start the sessions over")
     parser.add_argument("--list", action="store_true", help="list the targets and stop")
-    parser.add_argument("--recheck", action="store_true", help="run the survivors again against the tests as they are now")
+    parser.add_argument("--recheck", action="store_true",
+                        help="only run the survivors again, against the tests as they are now (pending mutations wait)")
     args = parser.parse_args()
     if args.list:
         for name, target in TARGETS.items():
@@ -191,7 +196,8 @@ def main() -> None:
     for name in args.target or list(TARGETS):
         if args.recheck:
             recheck(name, TARGETS[name])
-        run_target(name, TARGETS[name], args.fresh)
+        else:
+            run_target(name, TARGETS[name], args.fresh)
     lines = ["# Mutation survivors", ""]
     for name in TARGETS:  # every target with a session, run now or before
         session = WORK / name / "session.sqlite"

@@ -184,7 +184,7 @@ def test_the_mapping_interpolates_inside_and_shifts_outside_its_breakpoints():
 
 def test_a_file_whose_breakpoints_go_down_is_refused_and_a_flat_stretch_is_kept(tmp_path):
     fitted = Calibration("m", "w", "h", ((0.0, 1.0), (10.0, 12.0), (20.0, 25.0)), 100, (0.0, 20.0), "now")
-    for points, readable in [([[0, 1], [10, 12], [20, 12]], True), ([[0, 1], [10, 12], [5, 25]], False),
+    for points, readable in [([[0, 1], [10, 12], [20, 12]], True), ([[5, 7]], True), ([[0, 1], [10, 12], [5, 25]], False),
                              ([[0, 1], [10, 12], [20, 11]], False), ([], False)]:
         path = tmp_path / "c.json"
         fitted.write(path)
@@ -224,7 +224,7 @@ def test_pairs_are_taken_where_both_heights_exist_and_a_single_plot_is_cut_in_fo
 
 def test_one_map_per_reference_or_one_for_all(maps):
     with pytest.raises(CalibrationError, match="Give one map, or one map per reference: 2 maps for 1 references"):
-        canopy.calibrate(maps[:2], _references(PLOTS[:1]))
+        canopy.calibrate(maps=maps[:2], references=_references(PLOTS[:1]), out=None, plot=None)
     with pytest.raises(CalibrationError, match="Give one map, or one map per reference: 0 maps for 0 references"):
         canopy.calibrate([], [])
 
