@@ -20,6 +20,7 @@ SIDECARS = (".qml", ".png")
 
 
 def _scratch_prefix(out: Path) -> str:
+    """How the scratch folders of ``out`` begin: hidden, and named for it, so the next run of ``out`` finds them."""
     return f".{out.name}.scratch-"
 
 
