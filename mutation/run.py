@@ -84,14 +84,19 @@ def _copy_tree(tree: Path) -> None:
             shutil.copy2(source, tree / name)
 
 
-def _test_command(target: Target) -> str:
+def _test_command(target: Target) -> list[str]:
     """The command that runs a target's tests, stopping at the first failure."""
-    return f"{sys.executable} -m pytest -x -q -p no:cacheprovider {' '.join(target.tests)}"
+    return [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *target.tests]
+
+
+def _env(tree: Path) -> dict[str, str]:
+    """The environment the tests run in: the copy ``tree`` imported first, by child processes too."""
+    return {**os.environ, "PYTHONPATH": str(tree), "CANOPY_OFFLINE": "1"}
 
 
 def _config(target: Target, timeout: float) -> str:
     """The cosmic-ray configuration for one target."""
-    command = _test_command(target)
+    command = " ".join(_test_command(target))
     exclude = "^(?!core/(" + "|".join(KEPT) + ")$)"
     return (f"[cosmic-ray]\nmodule-path = {json.dumps(list(target.modules))}\ntimeout = {timeout:.0f}\n"
             f"excluded-modules = []\ntest-command = {json.dumps(command)}\n\n[cosmic-ray.distributor]\nname = \"local\"\n\n"
@@ -101,8 +106,7 @@ def _config(target: Target, timeout: float) -> str:
 def _baseline(target: Target, tree: Path, env: dict) -> float:
     """Seconds the target's tests take on the unmutated copy; stop if they fail there."""
     start = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *target.tests], cwd=tree, env=env,
-                          capture_output=True, text=True)
+    done = subprocess.run(_test_command(target), cwd=tree, env=env, capture_output=True, text=True)
     if done.returncode:
         raise SystemExit(f"the tests of this target fail before any mutation:\n{done.stdout[-3000:]}")
     return time.monotonic() - start
@@ -123,7 +127,7 @@ def run_target(name: str, target: Target, fresh: bool) -> None:
     tree, session = folder / "tree", folder / "session.sqlite"
     if fresh and folder.exists():
         shutil.rmtree(folder)
-    env = {**os.environ, "PYTHONPATH": str(tree), "CANOPY_OFFLINE": "1"}
+    env = _env(tree)
     _fresh_copy(tree)
     if not session.exists():
         seconds = _baseline(target, tree, env)
@@ -145,40 +149,32 @@ def recheck(name: str, target: Target) -> None:
     folder = WORK / name
     tree = folder / "recheck"
     _fresh_copy(tree)
-    env = {**os.environ, "PYTHONPATH": str(tree), "CANOPY_OFFLINE": "1"}
+    command = " ".join(_test_command(target))
     with use_db(str(folder / "session.sqlite"), WorkDB.Mode.open) as db:
-        survivors = [(item, result) for item, result in db.completed_work_items if result.test_outcome == TestOutcome.SURVIVED]
-        for item, _ in survivors:
+        survivors = [item for item, result in db.completed_work_items if result.test_outcome == TestOutcome.SURVIVED]
+        for item in survivors:
             mutation = item.mutations[0]
             done = subprocess.run([_tool("cosmic-ray"), "mutate-and-test", str(mutation.module_path), mutation.operator_name,
-                                   str(mutation.occurrence), _test_command(target)], cwd=tree, env=env, capture_output=True,
-                                  text=True, check=True)
+                                   str(mutation.occurrence), command], cwd=tree, env=_env(tree), capture_output=True, text=True,
+                                  check=True)
             db.set_result(item.job_id, WorkResult(**json.loads(done.stdout)))
     print(f"{name}: {len(survivors)} survivors run again", flush=True)
 
 
-def _survivors(session: Path) -> list[dict]:
-    """The mutations no test noticed, from a session's dump."""
+def _outcomes(session: Path) -> tuple[list[dict], dict[str, int]]:
+    """A session's survivors (the mutations no test noticed) and how many mutations each outcome has
+    (skipped: filtered operators, not run), from one dump of it."""
     dump = subprocess.run([_tool("cosmic-ray"), "dump", str(session)], capture_output=True, text=True, check=True).stdout
-    found = []
+    survivors, counts = [], {}
     for line in filter(None, dump.splitlines()):
         item, result = json.loads(line)
-        if result and result.get("test_outcome") == "survived":
-            mutation = item["mutations"][0]
-            found.append({"module": mutation["module_path"], "line": mutation["start_pos"][0], "operator": mutation["operator_name"],
-                          "diff": result.get("diff") or ""})
-    return found
-
-
-def _counts(session: Path) -> dict[str, int]:
-    """How many mutations each outcome has (skipped: filtered operators, not run)."""
-    dump = subprocess.run([_tool("cosmic-ray"), "dump", str(session)], capture_output=True, text=True, check=True).stdout
-    counts: dict[str, int] = {}
-    for line in filter(None, dump.splitlines()):
-        _, result = json.loads(line)
         outcome = "pending" if not result else result.get("test_outcome") or result.get("worker_outcome")
         counts[outcome] = counts.get(outcome, 0) + 1
-    return counts
+        if outcome == "survived":
+            mutation = item["mutations"][0]
+            survivors.append({"module": mutation["module_path"], "line": mutation["start_pos"][0],
+                              "operator": mutation["operator_name"], "diff": result.get("diff") or ""})
+    return survivors, counts
 
 
 def main() -> None:
@@ -203,7 +199,7 @@ def main() -> None:
         session = WORK / name / "session.sqlite"
         if not session.exists():
             continue
-        survivors, counts = _survivors(session), _counts(session)
+        survivors, counts = _outcomes(session)
         print(f"{name}: {counts}", flush=True)
         lines += [f"## {name}: {counts.get('killed', 0)} killed, {len(survivors)} survived, {counts.get('pending', 0)} not run yet", ""]
         for s in survivors:

@@ -7,36 +7,27 @@ import os
 import pytest
 
 
-def _forbidden_skip(report) -> bool:
-    """Whether a skip must fail the run: CI sets CANOPY_NO_SKIPS, and only a reason naming CUDA excuses one there."""
+def _fail_forbidden_skip(report):
+    """Turn a skip into a failure where CI sets CANOPY_NO_SKIPS and its reason does not name CUDA; return the report."""
     if not os.environ.get("CANOPY_NO_SKIPS") or not report.skipped or hasattr(report, "wasxfail"):
-        return False
+        return report
     reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
-    return "CUDA" not in reason
-
-
-def _fail_skip(report) -> None:
-    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
-    report.outcome = "failed"
-    report.longrepr = f"skipped where every test but the CUDA ones must run (CANOPY_NO_SKIPS is set): {reason}"
+    if "CUDA" not in reason:
+        report.outcome = "failed"
+        report.longrepr = f"skipped where every test but the CUDA ones must run (CANOPY_NO_SKIPS is set): {reason}"
+    return report
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):
-    """Turn a forbidden skip of a test into a failure, so that CI cannot pass with tests quietly missing."""
-    report = yield
-    if _forbidden_skip(report):
-        _fail_skip(report)
-    return report
+    """A forbidden skip of a test fails it, so that CI cannot pass with tests quietly missing."""
+    return _fail_forbidden_skip((yield))
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_make_collect_report(collector):
     """The same for a whole module skipped while it is collected (``pytest.importorskip`` at its top)."""
-    report = yield
-    if _forbidden_skip(report):
-        _fail_skip(report)
-    return report
+    return _fail_forbidden_skip((yield))
 
 
 @pytest.fixture(autouse=True, scope="session")
