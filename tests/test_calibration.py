@@ -137,6 +137,23 @@ def test_applied_to_a_map_it_gives_lidar_heights_and_records_itself(maps, tmp_pa
         assert src.tags()["canopy_calibration"] == fitted.digest and src.tags()["canopy_model"] == "meta-chm-v2"
 
 
+def test_writing_a_calibrated_map_cleans_up_after_a_killed_run_and_keeps_a_live_one_out(maps, tmp_path):
+    import fcntl
+
+    from canopy.errors import OutputPathError
+
+    fitted = canopy.calibrate(maps[:2], _references(PLOTS[:2]))
+    out = tmp_path / "calibrated.tif"
+    stale = tmp_path / ".calibrated.tif.k1ll3d.tmp.tif"  # what a killed run leaves
+    stale.write_bytes(b"half")
+    canopy.apply_calibration(maps[3], fitted, out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["calibrated.tif"]
+    with open(tmp_path / ".calibrated.tif.lock", "a") as held:  # a live run of the same output
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(OutputPathError, match="Another canopy run is writing .*calibrated.tif now"):
+            canopy.apply_calibration(maps[3], fitted, out)
+
+
 def test_cli_prints_the_held_out_proof(maps, tmp_path):
     result = CliRunner().invoke(cli, ["calibrate", str(maps[0]), _references(["TEAK_043"])[0], "--out", str(tmp_path / "c.json")])
     assert result.exit_code == 0, result.output

@@ -117,3 +117,20 @@ def test_trees_and_forest_open_styled_in_a_real_qgis(tmp_path):
     assert layers["forest"]["features"] >= 1 and layers["forest / non-forest"]["renderer"] == "paletted"
     assert layers["forest / non-forest"]["legend"] == ["non-forest", "forest"]
     assert layers["crowns"]["default_style_outline"] == "#ffbe00" and layers["tops"]["renderer"] == "singleSymbol"
+
+
+def test_a_new_export_removes_what_a_killed_one_left_of_every_file(tmp_path):
+    """Temporaries of each file the project holds, copied trees and forest included, are removed by the next export."""
+    trees, forest = tmp_path / "trees.gpkg", tmp_path / "forest.gpkg"
+    for args in (["trees", str(CHM), "--out", str(trees)], ["forest", str(CHM), "--out", str(forest), "--min-area-ha", "0.05"]):
+        assert CliRunner().invoke(cli, args).exit_code == 0
+    out = tmp_path / "project"
+    out.mkdir()
+    names = [CHM.name, CHM.with_suffix(".qml").name, CHM.with_suffix(".qgs").name, "stands_stats.gpkg", "trees.gpkg", "forest.gpkg",
+             "forest.tif"]
+    for name in names:  # as atomic_path names its temporaries
+        (out / f".{name}.k1ll3d.tmp{Path(name).suffix}").write_bytes(b"half")
+    result = CliRunner().invoke(cli, ["export", "qgis", str(CHM), "--polygons", str(_stands(tmp_path)), "--trees", str(trees),
+                                      "--forest", str(forest), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == sorted(names)
