@@ -23,7 +23,7 @@ _EXPORTS = {
     "PredictRequest": ("canopy.request", "PredictRequest"),
     "RunSummary": ("canopy.prediction", "RunSummary"),
     "Calibration": ("canopy.calibration", "Calibration"),
-    "apply_calibration": ("canopy.calibration", "apply_calibration"),
+    "apply_calibration": ("canopy.analysis.calibrated_map", "apply_calibration"),
     "calibrate": ("canopy.calibration", "calibrate"),
     "change": ("canopy.analysis.change", "change"),
     "cover": ("canopy.analysis.classes", "cover"),

@@ -29,7 +29,6 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
-import xarray as xr
 
 from canopy.errors import CanopyError
 from canopy.evaluation import array_metrics, paired_bands
@@ -214,50 +213,6 @@ def calibrate(
     return calibration
 
 
-def apply_calibration(chm: str | os.PathLike | xr.DataArray, calibration: Calibration | str | os.PathLike,
-                      out: str | os.PathLike | None = None) -> xr.DataArray:
-    """Apply a calibration to an existing map made by the model it was fitted for.
-
-    Parameters
-    ----------
-    chm
-        The map: a GeoTIFF, or a DataArray from :func:`canopy.open` or :func:`canopy.predict`.
-    calibration
-        A :class:`Calibration` or its JSON file.
-    out
-        Also write the calibrated map here as a COG, with the map's tags and ``canopy_calibration``.
-
-    Returns
-    -------
-    xarray.DataArray
-        The calibrated heights, with the map's attributes and ``canopy_calibration``.
-
-    Raises
-    ------
-    CalibrationError
-        If the calibration was fitted for another model or weights, or cannot be read.
-
-    .. versionadded:: 0.3
-    """
-    from canopy.analysis.maps import open_map
-
-    if not isinstance(calibration, Calibration):
-        calibration = Calibration.read(calibration)
-    data = chm if isinstance(chm, xr.DataArray) else open_map(chm)
-    calibration.check_for(map_identity(data.attrs), f"map {chm if not isinstance(chm, xr.DataArray) else data.name}")
-    result = data.copy(data=calibration.apply(data.values))
-    result.attrs = {**data.attrs, "canopy_calibration": calibration.digest}
-    if out is not None:
-        tags = {k: v for k, v in result.attrs.items() if not k.startswith("_")}
-        plain = result.copy()
-        plain.attrs = {}
-        plain.encoding = {}
-        with output_lock(Path(out)), atomic_path(Path(out)) as tmp:
-            plain.rio.write_nodata(np.nan, encoded=False).rio.to_raster(tmp, driver="COG", dtype="float32", compress="DEFLATE",
-                                                                         predictor=3, tags=tags)
-    return result
-
-
 def _pairs_on_grid(prediction: str, reference: str) -> tuple[np.ndarray, np.ndarray]:
     """The whole (prediction, reference) pair of arrays on the reference's grid."""
     bands = list(paired_bands(prediction, reference))
@@ -323,7 +278,9 @@ def _cross_validate(grids) -> dict:
 
 def _plot(calibration: Calibration, predicted: np.ndarray, reference: np.ndarray, png: Path) -> None:
     """The mapping over the pairs' density, with the 1:1 line and the held-out metrics."""
-    from matplotlib.figure import Figure  # no pyplot: the caller's backend (a notebook's inline one) is left alone
+    from matplotlib.figure import (
+        Figure,  # no pyplot: the caller's backend (a notebook's inline one) is left alone
+    )
 
     top = float(max(np.percentile(predicted, 99.5), np.percentile(reference, 99.5), 5.0))
     fig = Figure(figsize=(6, 5))

@@ -62,3 +62,10 @@ class Normalize(StrEnum):
     """As it is (8-bit / 255, or the region's percentile stretch)."""
     AERIAL = "aerial"
     """Stretched to the satellite radiometry of Meta's models by their normalisation network, once for the region."""
+
+
+STRUCTURE = ("gap_fraction", "tree_count", "trees_per_ha", "crown_area_mean", "top_height", "forest_fraction")
+"""The stand-structure statistics of ``canopy stats`` (``--stats structure``), documented in ``docs/stand_structure.md``."""
+
+DEFAULT_BLOCK_SIZE = 2048
+"""Block side (px) of every run, predict and the analyses alike: memory grows with its square, not with the region."""

@@ -159,6 +159,10 @@ def _open(path: str | os.PathLike, what: str) -> rasterio.DatasetReader:
         ds = rasterio.open(path)
     except RasterioIOError:
         raise ImageryReadError(f"The {what} {path} is not a raster GDAL can read; pass a GeoTIFF.") from None
+    if ds.count != 1:
+        ds.close()
+        raise EvaluationError(f"The {what} {path} has {ds.count} bands of {', '.join(sorted(set(ds.dtypes)))}: it looks like "
+                              "imagery, not heights; pass a single-band canopy height raster.")
     if ds.crs is None:
         ds.close()
         raise EvaluationError(f"The {what} {path} has no CRS; assign one before evaluating.")

@@ -296,6 +296,10 @@ class Block:
         """A name unique within a grid, used for the block's file in a partial run."""
         return f"r{self.row}_c{self.col}"
 
+    def index(self, block_size: int) -> tuple[int, int]:
+        """The block's (row, column) in the grid of blocks of ``block_size``."""
+        return self.row // block_size, self.col // block_size
+
 
 def iter_blocks(height: int, width: int, block_size: int) -> list[Block]:
     """Cut a ``height`` x ``width`` grid into blocks of at most ``block_size`` pixels a side, row by row.

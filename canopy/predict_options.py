@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-DEFAULT_BLOCK_SIZE = 2048
+from canopy.choices import DEFAULT_BLOCK_SIZE
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,7 @@ from typing import Any
 import yaml
 from rasterio.crs import CRS
 
-from canopy.predict_options import DEFAULT_BLOCK_SIZE
-from canopy.choices import Device, Normalize, Precision
+from canopy.choices import DEFAULT_BLOCK_SIZE, Device, Normalize, Precision
 from canopy.cluster import ClusterSpec
 from canopy.errors import ChipLayoutError, OutputPathError, RequestError
 from canopy.grid import Region, parse_crs

@@ -147,7 +147,7 @@ def test_writing_a_calibrated_map_cleans_up_after_a_killed_run_and_keeps_a_live_
     stale = tmp_path / ".calibrated.tif.k1ll3d.tmp.tif"  # what a killed run leaves
     stale.write_bytes(b"half")
     canopy.apply_calibration(maps[3], fitted, out)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["calibrated.tif"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["calibrated.qml", "calibrated.tif"]
     with open(tmp_path / ".calibrated.tif.lock", "a") as held:  # a live run of the same output
         fcntl.flock(held, fcntl.LOCK_EX)
         with pytest.raises(OutputPathError, match="Another canopy run is writing .*calibrated.tif now"):
@@ -165,9 +165,10 @@ def test_cli_prints_the_held_out_proof(maps, tmp_path):
 def test_predict_applies_a_calibration_for_its_model_and_refuses_one_for_another(tmp_path):
     import warnings
 
-    from canopy.calibration import map_identity
     from rasters import NEON as RGB_DIR
     from varied_model import varied_model_file
+
+    from canopy.calibration import map_identity
 
     model = str(varied_model_file(tmp_path / "varied.safetensors"))
     options = dict(model=model, res=0.2, chip_size=56, overlap=14, device="cpu", precision="fp32", offline=True, block_size=84)

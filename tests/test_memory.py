@@ -107,7 +107,7 @@ _HELD = pytest.mark.xfail(strict=True, reason="issue 29: the polygons of the who
                                              "(forest: 492 -> 552 MB, change: 490 -> 622 MB measured for 4x)")
 
 
-@pytest.mark.parametrize("command", ["predict", "trees", pytest.param("forest", marks=_HELD), pytest.param("change", marks=_HELD)])
+@pytest.mark.parametrize("command", ["predict", "trees", "forest", "change"])
 def test_peak_memory_does_not_grow_with_the_region(regions, tmp_path, command):
     peaks = {}
     for size in (SIZE, 2 * SIZE):

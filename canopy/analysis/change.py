@@ -1,20 +1,22 @@
 """Height change between two canopy height maps: the difference as a COG, loss and gain as polygons, forest lost.
 
 Both maps are read on one grid (the first map's, or a resolution and CRS given) block by block
-(:class:`~canopy.analysis.map_on_grid.MapOnGrid`). Per block, the difference ``after - before``
-(NaN where either has no data) goes to the COG writer, and the pixels that fell (rose) by more
-than the threshold, after an optional opening against speckle, are labelled; their parts are
-joined across blocks (:mod:`canopy.analysis.components`) with their sums of before, after and
-change. A second pass keeps the parts of at least the minimum area and turns them into polygons,
-and with ``forest`` counts the loss inside the first date's forest.
+(:meth:`~canopy.analysis.height_raster.HeightRaster.on`), on the block engine (:mod:`canopy.blockwise`).
+Per block, the difference ``after - before`` (NaN where either has no data) goes to the COG writer,
+and the pixels that fell (rose) by more than the threshold, after an optional opening against
+speckle, are labelled; their parts are joined across blocks (:mod:`canopy.blockwise.parts`) with
+their sums of before, after and change. A second stage keeps the parts of at least the minimum
+area and cuts them into polygons, dissolved by part as each part is whole, and with ``forest``
+counts the loss pixels inside the first date's forest.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from contextlib import ExitStack
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import geopandas as gpd
@@ -22,21 +24,29 @@ import numpy as np
 import rasterio
 import shapely
 import xarray as xr
-from rasterio.features import shapes
-from rasterio.windows import Window
+from rasterio.features import geometry_mask
+from rasterio.windows import from_bounds
 
-from canopy.analysis.components import BlockParts, label
-from canopy.analysis.forest import ForestMap, forest
+from canopy.analysis.forest import NODATA, ForestMap, forest_of
 from canopy.analysis.forest_rule import ForestDefinition
-from canopy.analysis.height_raster import open_height_raster
-from canopy.analysis.map_on_grid import MapOnGrid
+from canopy.analysis.height_raster import HeightRaster, open_height_raster
 from canopy.analysis.morphology import opened
+from canopy.blockwise.layout import BlockLayout, block_window, inner, read_window
+from canopy.blockwise.parts import BlockParts, label, part_summary
+from canopy.blockwise.run import BlockRun, block_run
+from canopy.blockwise.store import BlockStore, table_arrays
+from canopy.blockwise.vectors import (
+    Dissolver,
+    concat_layers,
+    empty_layer,
+    polygon_pieces,
+)
+from canopy.choices import DEFAULT_BLOCK_SIZE
+from canopy.cluster import ClusterSpec
 from canopy.errors import CanopyWarning, HeightMapError, OutputPathError, warn
-from canopy.grid import OutputGrid, intersects, iter_blocks, parse_crs, snap_grid, to_crs
+from canopy.grid import Block, OutputGrid, intersects, parse_crs, snap_grid, to_crs
 from canopy.io.atomic import atomic_path
-from canopy.io.cog import StreamingCog
-from canopy.io.gdal_env import run_env
-from canopy.io.output_lock import output_lock, scratch_folder
+from canopy.io.cog import Band, StreamingCog
 from canopy.io.qml import change_qml, style_range
 from canopy.io.vector_layers import write_layers
 from canopy.io.vector_styles import fill_qml
@@ -50,25 +60,48 @@ class UnknownDateWarning(CanopyWarning):
     """A map whose imagery date is not in its tags: the change cannot say when it happened."""
 
 
+KINDS = ("loss", "gain")
+COLUMNS = {"area_ha": "float64", "before_mean": "float64", "after_mean": "float64", "change_mean": "float64"}
+DIFFERENCE_BAND = Band("height change (m)")
+
+
 @dataclass(frozen=True)
 class ChangeResult:
     """What changed between two maps.
 
     ``difference`` is ``after - before`` in metres on the common grid (NaN where either has no
     data); ``loss`` and ``gain`` are polygons (their holes smaller than the minimum area filled) with
-    ``area_ha`` and the mean ``before_mean``, ``after_mean`` and ``change_mean`` (m) of their changed pixels; ``before_date`` and ``after_date`` are the imagery dates the maps' tags
+    ``area_ha`` and the mean ``before_mean``, ``after_mean`` and ``change_mean`` (m) of their changed
+    pixels, largest first (read from ``<out>.gpkg`` when written); ``counts`` gives each layer's
+    polygons and hectares; ``before_date`` and ``after_date`` are the imagery dates the maps' tags
     give (None when unknown); ``threshold`` is the change (m) a pixel had to exceed; with a forest
-    definition, ``forest`` is the first date's forest and ``forest_lost_ha`` the area of loss polygons inside it.
+    definition, ``forest`` is the first date's forest and ``forest_lost_ha`` the area of the loss
+    polygons' changed pixels inside it.
     """
 
     difference: xr.DataArray
-    loss: gpd.GeoDataFrame
-    gain: gpd.GeoDataFrame
     before_date: str | None
     after_date: str | None
     threshold: float
+    counts: dict[str, tuple[int, float]]
     forest: ForestMap | None = None
     forest_lost_ha: float | None = None
+    path: Path | None = None
+    tables: dict[str, gpd.GeoDataFrame] = field(default_factory=dict)
+
+    @property
+    def loss(self) -> gpd.GeoDataFrame:
+        """Where height fell."""
+        return self._layer("loss")
+
+    @property
+    def gain(self) -> gpd.GeoDataFrame:
+        """Where height rose."""
+        return self._layer("gain")
+
+    def _layer(self, kind: str) -> gpd.GeoDataFrame:
+        table = self.tables[kind] if kind in self.tables else gpd.read_file(self.path, layer=kind)
+        return table.sort_values("area_ha", ascending=False, ignore_index=True)
 
 
 def noise_threshold(rmse: float) -> float:
@@ -93,7 +126,10 @@ def change(
     res: float | None = None,
     crs: str | None = None,
     forest_definition: ForestDefinition | None = None,
-    block_size: int = 2048,
+    block_size: int = DEFAULT_BLOCK_SIZE,
+    client=None,
+    cluster: ClusterSpec | None = None,
+    resume: bool = False,
 ) -> ChangeResult:
     """Compare two canopy height maps (two dates; any models, grids or CRSs) and find where height fell or rose.
 
@@ -122,6 +158,10 @@ def change(
         and measure the loss inside it.
     block_size
         Block side in pixels.
+    client, cluster
+        A Dask client, or a cluster to start or connect to, to compute blocks on; neither for threads here.
+    resume
+        Reuse the blocks a killed run with the same maps and settings kept beside ``out``.
 
     Returns
     -------
@@ -130,11 +170,18 @@ def change(
     Raises
     ------
     HeightMapError
-        If a map has no CRS or is in degrees, the maps do not overlap, or a threshold is negative or not a number.
+        If a map has no CRS, is in degrees, is not one band, the maps do not overlap, or a threshold is negative
+        or not a number.
+    ImageryReadError
+        If a map cannot be read (the message names the block).
     OutputPathError
         If ``out`` does not end in ``.tif`` or its folder does not exist.
+    ResumeError
+        If ``resume`` is set and the kept blocks were made with other settings.
 
     .. versionadded:: 0.3
+    .. versionchanged:: 0.4
+       ``client``, ``cluster`` and ``resume``; ``counts``; the layers are read from the GeoPackage when written.
     """
     threshold = _threshold(threshold, error_rmse)
     for name, value in (("min_area_ha", min_area_ha), ("opening", opening)):
@@ -151,44 +198,179 @@ def change(
         if date is None:
             warn(f"Map {path} does not say when its imagery was taken (no canopy_imagery_date or TIFFTAG_DATETIME "
                           "tag); the change is reported without dates.", UnknownDateWarning)
-    with ExitStack() as stack:
-        if out is not None:
-            stack.enter_context(output_lock(out, [out.with_suffix(".gpkg")]))
-        scratch = Path(stack.enter_context(scratch_folder(out)))
-        stack.enter_context(run_env())
-        run = _ChangeRun(grid, MapOnGrid(str(before), grid), MapOnGrid(str(after), grid), threshold, min_area_ha, opening,
-                         block_size, scratch, forest_definition is not None)
-        try:
-            run.measure()
-            forest_map = None
-            if forest_definition is not None:
-                forest_map = forest(run.before_file, None if out is None else out.with_name(f"{out.stem}_forest.gpkg"),
-                                    definition=forest_definition, block_size=block_size)
-            loss, gain = run.polygons()
-            target = scratch / "change.tif" if out is None else out
-            tags = {"canopy_change_before": Path(before).name, "canopy_change_after": Path(after).name,
-                    "canopy_change_before_date": dates[0] or "unknown", "canopy_change_after_date": dates[1] or "unknown",
-                    "canopy_change_threshold_m": f"{threshold:g}", "units": "m"}
-            with atomic_path(target) as tmp:
-                run.cog.finish(tmp, tags)
-            vmax = style_range(run.largest_change())
-            with atomic_path(target.with_suffix(".qml")) as tmp:
-                tmp.write_text(change_qml(vmax))
-            if out is not None:
-                write_layers(out.with_suffix(".gpkg"), [{"loss": loss, "gain": gain}], {"loss": "Polygon", "gain": "Polygon"},
-                             {"loss": fill_qml(LOSS_FILL), "gain": fill_qml(GAIN_FILL)}, "written by canopy change")
-            from canopy.analysis.maps import open_map
+    maps = (first.on(grid), second.on(grid))
+    settings = _Settings(threshold, min_area_ha * 1e4 / grid.res**2, opening / 2 / grid.res)
+    layout = BlockLayout(grid.height, grid.width, grid.transform, block_size)
+    fingerprint = {"analysis": "change", "before": maps[0].fingerprint, "after": maps[1].fingerprint,
+                   "settings": [threshold, min_area_ha, opening], "block_size": block_size}
+    gpkg = None if out is None else out.with_suffix(".gpkg")
+    with block_run(out, fingerprint, written=[] if gpkg is None else [gpkg], resume=resume, client=client, cluster=cluster) as run:
+        target = run.scratch / "change.tif"  # lands at out when the polygons are written
+        largest = _difference(run, layout, grid, maps, settings, target, {
+            "canopy_change_before": Path(before).name, "canopy_change_after": Path(after).name,
+            "canopy_change_before_date": dates[0] or "unknown", "canopy_change_after_date": dates[1] or "unknown",
+            "canopy_change_threshold_m": f"{threshold:g}", "units": "m"})
+        with atomic_path(target.with_suffix(".qml")) as tmp:
+            tmp.write_text(change_qml(style_range(largest)))
+        forest_map = forest_mask = None
+        if forest_definition is not None:
+            forest_out = None if out is None else out.with_name(f"{out.stem}_forest.gpkg")
+            forest_map = forest_of(maps[0], forest_out, forest_definition, block_size, client=run.client, resume=resume,
+                                   mask_file=run.scratch / "forest.tif")
+            forest_mask = str(run.scratch / "forest.tif" if forest_out is None else forest_out.with_suffix(".tif"))
+        parts = _kept_parts(run.store, layout, settings)
+        run.stage("pieces", partial(_pieces_kernel, str(run.store.dir), layout, min_area_ha * 1e4), layout.blocks)
+        counts: dict[str, tuple[int, float]] = {"forest_lost": (0, 0.0)}
+        tables = _tables(run, layout, grid, settings, parts, counts, forest_mask)
+        if out is None:
+            collected = list(tables)
+            kept = {kind: concat_layers([t[kind] for t in collected], grid.crs) for kind in KINDS}
+        else:
+            write_layers(gpkg, tables, {kind: "Polygon" for kind in KINDS},
+                         {"loss": fill_qml(LOSS_FILL), "gain": fill_qml(GAIN_FILL)}, "written by canopy change")
+            kept = {}
+        lost = counts.pop("forest_lost")[1] if forest_map is not None else None
+        from canopy.analysis.maps import open_map
 
-            difference = open_map(target)
-            if out is None:
-                difference = difference.load()
-        finally:
-            run.close()
-    lost = None
-    if forest_map is not None:
-        lost = float(shapely.area(shapely.intersection(shapely.union_all(loss.geometry.values),
-                                                       shapely.union_all(forest_map.polygons.geometry.values)))) / 1e4
-    return ChangeResult(difference, loss, gain, dates[0], dates[1], threshold, forest_map, lost)
+        if out is None:
+            difference = open_map(target).load()
+        else:
+            for sidecar in (".qml", ".tif"):
+                os.replace(target.with_suffix(sidecar), out.with_suffix(sidecar))
+            difference = open_map(out)
+    return ChangeResult(difference, dates[0], dates[1], threshold, counts, forest_map, lost, gpkg, kept)
+
+
+@dataclass(frozen=True)
+class _Settings:
+    """What the kernels need: the threshold (m), the minimum area (px) and the opening's radius (px)."""
+
+    threshold: float
+    min_pixels: float
+    radius: float
+
+    @property
+    def halo(self) -> int:
+        """Pixels a block reads beyond its edges for the opening."""
+        return 2 * int(math.ceil(self.radius)) + 1 if self.radius > 0 else 0
+
+
+def _difference(run: BlockRun, layout: BlockLayout, grid: OutputGrid, maps: tuple[HeightRaster, HeightRaster],
+                settings: _Settings, target: Path, tags: dict[str, str]) -> float:
+    """Stage 1: the difference, written as a COG at ``target`` as its blocks finish; return the 98th percentile of
+    |change| (m), for the style's range."""
+    if run.client is not None:
+        maps = tuple(m.shareable(run.scratch) for m in maps)
+    read = lambda block: run.store.load("difference", block, "d", mmap=True)  # noqa: E731
+    with StreamingCog(grid, layout.blocks, layout.block_size, read, run.scratch, band=DIFFERENCE_BAND) as cog:
+        run.stage("difference", partial(_difference_kernel, *maps, settings), layout.blocks, on_done=cog.block_done)
+        with atomic_path(target) as tmp:
+            cog.finish(tmp, tags)
+    histogram = sum(run.store.load("difference", b, "histogram") for b in layout.blocks)
+    total = histogram.sum()
+    return float(np.searchsorted(np.cumsum(histogram), 0.98 * total) / 2) if total else 0.0
+
+
+def _difference_kernel(before: HeightRaster, after: HeightRaster, settings: _Settings, block: Block) -> dict[str, np.ndarray]:
+    """A block's difference, |change| histogram (0.5 m bins to 150 m), and its loss and gain parts with their sums."""
+    h = settings.halo
+    window = read_window(block, h)
+    b = before.read(window.row_off, window.col_off, window.height, window.width)
+    a = after.read(window.row_off, window.col_off, window.height, window.width)
+    d = a - b
+    own = inner(block, h)
+    finite = np.abs(d[own][np.isfinite(d[own])])
+    found = {"d": d[own], "histogram": np.bincount(np.minimum(finite * 2, 300).astype(np.int64), minlength=301)}
+    values = np.nan_to_num(np.stack([b[own], a[own], d[own]]))
+    for kind, changed in (("loss", d < -settings.threshold), ("gain", d > settings.threshold)):
+        if settings.radius > 0:
+            changed = opened(changed, settings.radius)
+        labels, count = label(changed[own])
+        found[f"{kind}.labels"] = labels
+        found.update(part_summary(labels, count, values=values, prefix=kind))
+    return found
+
+
+def _pieces_kernel(folder: str, layout: BlockLayout, min_area: float, block: Block) -> dict[str, np.ndarray]:
+    """Stage 2: a block's pieces of the loss and gain parts of at least the minimum area, their holes smaller than
+    ``min_area`` (m²) filled already (a hole inside a piece is a hole of its part), so that less is held until a part
+    is whole."""
+    store = BlockStore.attach(folder)
+    found: dict[str, np.ndarray] = {}
+    transform = layout.transform_of(block_window(block))
+    for kind in KINDS:
+        labels = store.load("difference", block, f"{kind}.labels")
+        keep = np.concatenate([[False], store.load("kept", block, kind)])
+        kept = np.where(keep[labels], labels, 0)
+        values, pieces = polygon_pieces(kept, transform)
+        pieces = [_without_small_holes(p, min_area) for p in pieces]
+        found.update(table_arrays(gpd.GeoDataFrame({"label": values}, geometry=list(pieces)), kind))
+    return found
+
+
+def _kept_parts(store: BlockStore, layout: BlockLayout, settings: _Settings) -> dict[str, BlockParts]:
+    """The loss and gain parts joined across blocks; which labels of each block belong to parts of the minimum
+    area is stored for the pieces' stage."""
+    parts = {kind: _joined(store, layout, kind) for kind in KINDS}
+    for block in layout.blocks:
+        index = layout.index(block)
+        store.save("kept", block, {kind: parts[kind].whole(index, parts[kind].count(index))[0][1:] >= settings.min_pixels
+                                   for kind in KINDS})
+    return parts
+
+
+def _tables(run: BlockRun, layout: BlockLayout, grid: OutputGrid, settings: _Settings, parts: dict[str, BlockParts],
+            counts: dict[str, tuple[int, float]], forest_mask: str | None) -> Iterator[dict[str, gpd.GeoDataFrame]]:
+    """The loss and gain polygons, one pair of tables per block of the parts that end in it (the first pair empty);
+    each layer's polygons and hectares added to ``counts`` as they come, and the loss's forest hectares (with
+    ``forest_mask``) to ``counts["forest_lost"]``."""
+    dissolvers = {kind: Dissolver() for kind in KINDS}
+    counts.update({kind: (0, 0.0) for kind in KINDS})
+    yield {kind: empty_layer(COLUMNS, grid.crs) for kind in KINDS}
+    for block in layout.blocks:
+        index = layout.index(block)
+        tables = {}
+        for kind in KINDS:
+            pieces = run.store.load_table("pieces", block, kind, grid.crs)
+            dissolvers[kind].add(parts[kind].ids(index, parts[kind].count(index))[pieces["label"].to_numpy()], pieces.geometry.values)
+            ids, geometries = dissolvers[kind].close(parts[kind].closing(index))
+            tables[kind] = _table(ids, geometries, parts[kind], settings.min_pixels * grid.res**2, grid.crs)
+            counts[kind] = (counts[kind][0] + len(tables[kind]), counts[kind][1] + float(tables[kind].area_ha.sum()))
+        if forest_mask is not None:
+            counts["forest_lost"] = (0, counts["forest_lost"][1] + _forest_within(forest_mask, tables["loss"].geometry.values))
+        yield tables
+
+
+def _forest_within(mask_path: str, polygons) -> float:
+    """Hectares of forest (mask value 1) inside polygons on the mask's grid, read a polygon's window at a time."""
+    total = 0
+    with rasterio.open(mask_path) as src:
+        for polygon in polygons:
+            window = from_bounds(*polygon.bounds, transform=src.transform).round_offsets().round_lengths()
+            mask = src.read(1, window=window, boundless=True, fill_value=NODATA)
+            inside = geometry_mask([polygon], mask.shape, src.window_transform(window), invert=True)
+            total += int(((mask == 1) & inside).sum())
+        res = src.res[0]
+    return total * res * res / 1e4
+
+
+def _joined(store: BlockStore, layout: BlockLayout, kind: str) -> BlockParts:
+    """The loss (gain) parts of every block, joined."""
+    parts = BlockParts()
+    for block in layout.blocks:
+        parts.add(layout.index(block), store.load_all("difference", block, kind + "."), prefix=kind)
+    parts.join()
+    return parts
+
+
+def _table(ids: np.ndarray, geometries: np.ndarray, parts: BlockParts, min_area: float, crs) -> gpd.GeoDataFrame:
+    """Whole parts as rows: their polygons without small holes, area and mean before, after and change."""
+    if not len(ids):
+        return empty_layer(COLUMNS, crs)
+    sums, pixels = parts.sums()[ids], parts.sizes()[ids]
+    geometry = [_without_small_holes(g, min_area) for g in geometries]
+    return gpd.GeoDataFrame({"area_ha": shapely.area(geometry) / 1e4, "before_mean": sums[:, 0] / pixels,
+                             "after_mean": sums[:, 1] / pixels, "change_mean": sums[:, 2] / pixels}, geometry=geometry, crs=crs)
 
 
 def _threshold(threshold: float | None, error_rmse: float | None) -> float:
@@ -217,106 +399,6 @@ def _imagery_date(path) -> str | None:
     with rasterio.open(path) as src:
         tags = src.tags()
     return tags.get("canopy_imagery_date") or tags.get("TIFFTAG_DATETIME") or None
-
-
-class _ChangeRun:
-    """The two passes of :func:`change` over one grid's blocks, and the scratch files between them."""
-
-    def __init__(self, grid: OutputGrid, before: MapOnGrid, after: MapOnGrid, threshold: float, min_area_ha: float,
-                 opening: float, block_size: int, scratch: Path, keep_before: bool) -> None:
-        self.grid, self.before, self.after = grid, before, after
-        self.threshold, self.scratch, self.block_size = threshold, scratch, block_size
-        self.min_pixels = min_area_ha * 1e4 / grid.res**2
-        self.radius = opening / 2 / grid.res
-        self.halo = 2 * int(math.ceil(self.radius)) + 1 if opening > 0 else 0
-        self.blocks = iter_blocks(grid.height, grid.width, block_size)
-        self.parts = {"loss": BlockParts(), "gain": BlockParts()}
-        self.cog = StreamingCog(grid, self.blocks, block_size, self._difference, scratch, description="height change (m)")
-        self._histogram = np.zeros(301, np.int64)  # |change| in 0.5 m bins up to 150 m, for the style's range
-        self.before_file = scratch / "before.tif" if keep_before else None
-
-    def _difference(self, block) -> np.ndarray:
-        """A block's stored difference (for the COG writer)."""
-        return np.load(self.scratch / f"d_{block.key}.npy", mmap_mode="r")
-
-    def _key(self, block) -> tuple[int, int]:
-        """A block's (row, column) in the grid of blocks."""
-        return block.row // self.block_size, block.col // self.block_size
-
-    def measure(self) -> None:
-        """Pass 1: per block, the difference (stored and streamed to the COG) and the changed parts with their sums."""
-        profile = dict(driver="GTiff", width=self.grid.width, height=self.grid.height, count=1, dtype="float32",
-                       nodata=float("nan"), crs=self.grid.crs, transform=self.grid.transform, tiled=True, blockxsize=512,
-                       blockysize=512, compress="deflate")
-        keep = rasterio.open(self.before_file, "w", **profile) if self.before_file is not None else None
-        try:
-            for block in self.blocks:
-                h = self.halo
-                b = self.before.read(block.row - h, block.col - h, block.height + 2 * h, block.width + 2 * h)
-                a = self.after.read(block.row - h, block.col - h, block.height + 2 * h, block.width + 2 * h)
-                d = a - b
-                inner = (slice(h, h + block.height), slice(h, h + block.width))
-                np.save(self.scratch / f"d_{block.key}.npy", d[inner])
-                finite = np.abs(d[inner][np.isfinite(d[inner])])
-                self._histogram += np.bincount(np.minimum(finite * 2, 300).astype(np.int64), minlength=301)
-                if keep is not None:
-                    keep.write(b[inner][None], window=Window(block.col, block.row, block.width, block.height))
-                self.cog.block_done(block)
-                values = np.stack([b[inner], a[inner], d[inner]])
-                for kind, changed in (("loss", d < -self.threshold), ("gain", d > self.threshold)):
-                    if self.radius > 0:
-                        changed = opened(changed, self.radius)
-                    labels, count = label(changed[inner])
-                    np.save(self.scratch / f"{kind}_{block.key}.npy", labels)
-                    self.parts[kind].add(self._key(block), labels, count, values=np.nan_to_num(values))
-        finally:
-            if keep is not None:
-                keep.close()
-        for parts in self.parts.values():
-            parts.join()
-
-    def polygons(self) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
-        """Pass 2: the loss and gain parts of at least the minimum area as polygons."""
-        tables = []
-        for kind, parts in self.parts.items():
-            pieces: list[tuple[int, shapely.Geometry]] = []
-            for block in self.blocks:
-                labels = np.load(self.scratch / f"{kind}_{block.key}.npy")
-                count = int(labels.max())
-                size, _ = parts.whole(self._key(block), count)
-                kept = np.where(size[labels] >= self.min_pixels, labels, 0)
-                ids = parts.ids(self._key(block), count)
-                transform = self.grid.transform * self.grid.transform.translation(block.col, block.row)
-                pieces += [(int(ids[int(v)]), shapely.geometry.shape(g))
-                           for g, v in shapes(kept.astype(np.int32), mask=kept > 0, transform=transform)]
-            tables.append(self._table(pieces, parts))
-        return tables[0], tables[1]
-
-    def _table(self, pieces: list[tuple[int, shapely.Geometry]], parts: BlockParts) -> gpd.GeoDataFrame:
-        """Polygons dissolved by part, with their area and mean before, after and change."""
-        columns = ("area_ha", "before_mean", "after_mean", "change_mean")
-        if not pieces:
-            return gpd.GeoDataFrame({c: np.zeros(0) for c in columns}, geometry=gpd.GeoSeries([], crs=self.grid.crs), crs=self.grid.crs)
-        frame = gpd.GeoDataFrame({"part": [p for p, _ in pieces]}, geometry=[g for _, g in pieces], crs=self.grid.crs)
-        merged = frame.dissolve(by="part").reset_index()
-        sums = parts.sums()[merged.part.to_numpy()]
-        pixels = parts.sizes()[merged.part.to_numpy()]
-        geometry = [_without_small_holes(g, self.min_pixels * self.grid.res**2) for g in merged.geometry.values]
-        table = gpd.GeoDataFrame({"area_ha": shapely.area(geometry) / 1e4, "before_mean": sums[:, 0] / pixels,
-                                  "after_mean": sums[:, 1] / pixels, "change_mean": sums[:, 2] / pixels},
-                                 geometry=geometry, crs=self.grid.crs)
-        return table.sort_values("area_ha", ascending=False, ignore_index=True)
-
-    def largest_change(self) -> float:
-        """The 98th percentile of |change| (m), for the style's range."""
-        total = self._histogram.sum()
-        return float(np.searchsorted(np.cumsum(self._histogram), 0.98 * total) / 2) if total else 0.0
-
-    def close(self) -> None:
-        """Close the maps and the COG writer."""
-        self.cog.close()
-        self.before.close()
-        self.after.close()
 
 
 def _without_small_holes(shape: shapely.Geometry, min_area: float) -> shapely.Geometry:

@@ -1,42 +1,52 @@
-"""Forest / non-forest from a canopy height map under the FAO definition, streamed block by block.
+"""Forest / non-forest from a canopy height map under the FAO definition, on the block engine.
 
-Three passes over blocks keep memory to a block and the edges of its parts:
+Three stages over blocks (:mod:`canopy.blockwise`) keep memory to a block and the edges of its parts:
 
 1. forest candidates per block (:mod:`canopy.analysis.forest_rule`, read with a halo so they are
-   the whole map's), stored as one byte per pixel in a scratch folder; their connected parts are
-   joined across blocks (:mod:`canopy.analysis.components`) to learn each part's whole area;
+   the whole map's), stored as one byte per pixel; their connected parts are joined across blocks
+   (:mod:`canopy.blockwise.parts`) to learn each part's whole area;
 2. forest is the candidate parts larger than the minimum area; the non-forest parts are joined
    the same way, noting which touch no-data or the map's edge;
 3. non-forest parts smaller than the minimum area that lie wholly inside forest become forest
-   (FAO counts small clearings, roads and firebreaks in forest as forest); the mask is written,
-   and its forest is cut into polygons, which are dissolved across block edges.
+   (FAO counts small clearings, roads and firebreaks in forest as forest); the mask goes to the
+   COG writer, and its forest is cut into polygons, dissolved by part as each part is whole.
+
+Each stage runs on threads here or on a Dask cluster, and its blocks are kept beside the output
+until the run is complete, so an interrupted run resumes.
 """
 
 from __future__ import annotations
 
 import os
-from contextlib import ExitStack
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
-import rasterio
-import rasterio.shutil
 import shapely
 import xarray as xr
-from rasterio.features import shapes
-from rasterio.windows import Window
 from scipy import ndimage
 
-from canopy.analysis.components import EIGHT, BlockParts, label
 from canopy.analysis.forest_rule import ForestDefinition, candidates
 from canopy.analysis.height_raster import HeightRaster, open_height_raster
-from canopy.errors import OutputPathError
-from canopy.grid import iter_blocks
+from canopy.blockwise.layout import BlockLayout, block_window, inner, read_window
+from canopy.blockwise.parts import EIGHT, BlockParts, label, part_summary
+from canopy.blockwise.run import BlockRun, block_run
+from canopy.blockwise.store import BlockStore, table_arrays
+from canopy.blockwise.vectors import (
+    Dissolver,
+    concat_layers,
+    empty_layer,
+    polygon_pieces,
+)
+from canopy.choices import DEFAULT_BLOCK_SIZE
+from canopy.cluster import ClusterSpec
+from canopy.errors import HeightMapError, OutputPathError
+from canopy.grid import Block
 from canopy.io.atomic import atomic_path
-from canopy.io.gdal_env import run_env
-from canopy.io.output_lock import output_lock, scratch_folder
+from canopy.io.cog import Band, StreamingCog
 from canopy.io.qml import paletted_qml
 from canopy.io.vector_layers import write_layers
 from canopy.io.vector_styles import forest_qml
@@ -46,29 +56,33 @@ FOREST_CLASSES = [(0, "#efe9d6", "non-forest"), (1, "#1e7832", "forest")]
 """The mask's values, colours and legend labels (255 is no data)."""
 
 
+MASK_BAND = Band("forest (1) / non-forest (0)", "uint8", NODATA, {value: colour for value, colour, _ in FOREST_CLASSES})
+POLYGON_COLUMNS = {"area_ha": "float64"}
+
+
 @dataclass(frozen=True)
 class ForestMap:
     """A forest / non-forest map: the mask, its forest as polygons, and the definition applied.
 
-    ``mask`` is uint8 (1 forest, 0 non-forest, 255 no data) on the height map's grid; ``polygons``
-    are the forest's connected parts with ``area_ha``, in the map's CRS.
+    ``mask`` is uint8 (1 forest, 0 non-forest, 255 no data) on the height map's grid (read lazily
+    from its COG when written); ``polygons`` are the forest's connected parts with ``area_ha``, in
+    the map's CRS (read from the GeoPackage when written, ``path``). ``forest_area_ha`` and
+    ``forest_fraction`` (the share of the valid area that is forest) are counted while the map is made.
     """
 
     mask: xr.DataArray
-    polygons: gpd.GeoDataFrame
     definition: ForestDefinition
+    forest_area_ha: float
+    forest_fraction: float
+    polygon_count: int
+    path: Path | None = None
+    table: gpd.GeoDataFrame | None = None
 
     @property
-    def forest_area_ha(self) -> float:
-        """The forest's area in hectares."""
-        return float(self.polygons.area_ha.sum())
-
-    @property
-    def forest_fraction(self) -> float:
-        """The share of the map's valid area that is forest."""
-        values = np.asarray(self.mask.values)
-        valid = values != NODATA
-        return float((values[valid] == 1).mean()) if valid.any() else float("nan")
+    def polygons(self) -> gpd.GeoDataFrame:
+        """The forest's polygons, largest first (read from ``path`` when they were written)."""
+        table = self.table if self.table is not None else gpd.read_file(self.path, layer="forest")
+        return table.sort_values("area_ha", ascending=False, ignore_index=True)
 
 
 def forest(
@@ -76,7 +90,10 @@ def forest(
     out: str | os.PathLike | None = None,
     *,
     definition: ForestDefinition = ForestDefinition(),
-    block_size: int = 2048,
+    block_size: int = DEFAULT_BLOCK_SIZE,
+    client=None,
+    cluster: ClusterSpec | None = None,
+    resume: bool = False,
 ) -> ForestMap:
     """Map forest and non-forest under the FAO definition (or another national one) from a canopy height map.
 
@@ -93,6 +110,10 @@ def forest(
         and :mod:`canopy.analysis.forest_rule` how cover and width are measured.
     block_size
         Block side in pixels; memory grows with its square, not with the map.
+    client, cluster
+        A Dask client, or a cluster to start or connect to, to compute blocks on; neither for threads here.
+    resume
+        Reuse the blocks a killed run with the same map and settings kept beside ``out``.
 
     Returns
     -------
@@ -101,122 +122,187 @@ def forest(
     Raises
     ------
     HeightMapError
-        If the map has no CRS, is in degrees, has no no-data value, or its pixels are coarser
+        If the map has no CRS, is in degrees, has no no-data value, is not one band, or its pixels are coarser
         than half the minimum width.
+    ImageryReadError
+        If the map cannot be read (the message names the block).
     OutputPathError
         If ``out`` does not end in ``.gpkg`` or its folder does not exist.
+    ResumeError
+        If ``resume`` is set and the kept blocks were made with other settings.
 
     .. versionadded:: 0.3
+    .. versionchanged:: 0.4
+       ``client``, ``cluster`` and ``resume``; the mask and polygons are read from the files when written.
     """
     raster = open_height_raster(chm, max_res=definition.min_width / 2)
     if out is not None:
         out = Path(out)
         if out.suffix.lower() != ".gpkg" or not out.parent.is_dir():
             raise OutputPathError(f"Output {out} must be a .gpkg in an existing folder (the mask is written beside it as .tif).")
-    with ExitStack() as stack:
-        if out is not None:
-            stack.enter_context(output_lock(out, [out.with_suffix(".tif")]))
-        scratch = Path(stack.enter_context(scratch_folder(out)))
-        with run_env():
-            mask_file, polygons = _stream(raster, definition, block_size, scratch)
+    return forest_of(raster, out, definition, block_size, client=client, cluster=cluster, resume=resume)
+
+
+def forest_of(raster: HeightRaster, out: Path | None, definition: ForestDefinition, block_size: int, *, client=None,
+              cluster: ClusterSpec | None = None, resume: bool = False, mask_file: Path | None = None) -> ForestMap:
+    """:func:`forest` of a checked map (also one read on another grid, as ``change`` does); without ``out``, the mask
+    is also written to ``mask_file`` when given."""
+    if raster.res > definition.min_width / 2:
+        raise HeightMapError(f"Map {raster.name} has {raster.res:g} m pixels, too coarse for a minimum forest width of "
+                             f"{definition.min_width:g} m; use a map of {definition.min_width / 2:g} m or finer.")
+    layout = BlockLayout(raster.height, raster.width, raster.transform, block_size)
+    fingerprint = {"analysis": "forest", "map": raster.fingerprint, "definition": asdict(definition), "block_size": block_size}
+    tif = None if out is None else out.with_suffix(".tif")
+    with block_run(out, fingerprint, written=[] if tif is None else [tif], resume=resume, client=client, cluster=cluster) as run:
+        shared = raster.shareable(run.scratch) if run.client is not None else raster
+        staged = run.scratch / "mask.tif"
+        counts = _mask(run, layout, shared, definition, staged)
+        polygons = _polygons(run, layout, raster.crs)
         if out is None:
-            with rasterio.open(mask_file) as src:
-                mask = _as_dataarray(src.read(1), raster)
-            return ForestMap(mask, polygons, definition)
-        tif = out.with_suffix(".tif")
-        with atomic_path(tif) as tmp:
-            rasterio.shutil.copy(mask_file, tmp, driver="COG", COMPRESS="DEFLATE", BLOCKSIZE=512, OVERVIEW_RESAMPLING="MODE")
-        with atomic_path(tif.with_suffix(".qml")) as tmp:
-            tmp.write_text(paletted_qml(FOREST_CLASSES))
-        write_layers(out, [{"forest": polygons}], {"forest": "Polygon"}, {"forest": forest_qml()}, "written by canopy forest")
-    import rioxarray
+            table = concat_layers(list(polygons), raster.crs)
+            mask = _open_mask(staged).load()
+            if mask_file is not None:
+                os.replace(staged, mask_file)
+            return ForestMap(mask, definition, float(table.area_ha.sum()), counts[1] / counts[0] if counts[0] else float("nan"),
+                             len(table), None, table)
+        for sidecar in (".qml", ".tif"):  # the mask lands just before the polygons, the run's output
+            os.replace(staged.with_suffix(sidecar), tif.with_suffix(sidecar))
+        totals = write_layers(out, ({"forest": table} for table in _counting(polygons, counts)), {"forest": "Polygon"},
+                              {"forest": forest_qml()}, "written by canopy forest")
+    return ForestMap(_open_mask(tif), definition, counts[2], counts[1] / counts[0] if counts[0] else float("nan"),
+                     totals["forest"], out)
 
-    return ForestMap(rioxarray.open_rasterio(tif, masked=False).squeeze("band", drop=True), polygons, definition)
 
-
-def _stream(raster: HeightRaster, definition: ForestDefinition, size: int, scratch: Path) -> tuple[Path, gpd.GeoDataFrame]:
-    """The three passes: return the mask's GeoTIFF (in ``scratch``) and the forest polygons."""
+def _mask(run: BlockRun, layout: BlockLayout, raster: HeightRaster, definition: ForestDefinition, target: Path) -> list:
+    """The three stages; the mask written as a COG at ``target`` (with its style beside it); return [valid px, forest
+    px, 0]."""
     res = raster.res
-    halo = definition.halo(res)
     min_pixels = definition.min_area_ha * 1e4 / res**2
-    grid = (-(-raster.height // size), -(-raster.width // size))
-    blocks = {(b.row // size, b.col // size): b for b in iter_blocks(raster.height, raster.width, size)}
-    stored = lambda i, j: scratch / f"c{i}_{j}.npy"  # noqa: E731  (a block's candidates: 1, 0, or NODATA)
-    candidate_parts = BlockParts()
-    for (i, j), b in blocks.items():
-        heights = raster.read(b.row - halo, b.col - halo, b.height + 2 * halo, b.width + 2 * halo)
-        inner = (slice(halo, halo + b.height), slice(halo, halo + b.width))
-        found = candidates(heights, res, definition)[inner]
-        valid = np.isfinite(heights[inner])
-        np.save(stored(i, j), np.where(valid, found, NODATA).astype(np.uint8))
-        candidate_parts.add((i, j), *label(found))
-    candidate_parts.join()
-
-    def split(i: int, j: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-        """A block's forest (large candidate parts), its non-forest labels and their count."""
-        store = np.load(stored(i, j))
-        labels, count = label(store == 1)
-        area, _ = candidate_parts.whole((i, j), count)
-        big = area[labels] > min_pixels
-        rest, rest_count = label((store == 0) | ((store == 1) & ~big))
-        return store, big, rest, rest_count
-
-    open_parts = BlockParts()
-    for i, j in blocks:
-        store, _, rest, count = split(i, j)
-        edge = ndimage.binary_dilation(_nodata_ring(stored, i, j, grid, store), EIGHT)[1:-1, 1:-1]
-        open_parts.add((i, j), rest, count, np.bincount(rest[edge & (rest > 0)], minlength=count + 1)[1:] > 0)
-    open_parts.join()
-
-    profile = dict(driver="GTiff", width=raster.width, height=raster.height, count=1, dtype="uint8", nodata=NODATA,
-                   crs=raster.crs, transform=raster.transform, tiled=True, blockxsize=512, blockysize=512, compress="deflate")
-    mask_file = scratch / "mask.tif"
-    pieces: list[shapely.Geometry] = []
-    with rasterio.open(mask_file, "w", **profile) as dst:
-        for (i, j), b in blocks.items():
-            store, big, rest, count = split(i, j)
-            area, touches = open_parts.whole((i, j), count)
-            enclosed = (rest > 0) & (area[rest] <= min_pixels) & ~touches[rest]
-            final = big | enclosed
-            dst.write(np.where(store == NODATA, NODATA, final).astype(np.uint8)[None], window=Window(b.col, b.row, b.width, b.height))
-            transform = raster.transform * raster.transform.translation(b.col, b.row)
-            pieces.extend(shapely.geometry.shape(g) for g, _ in shapes(final.astype(np.uint8), mask=final, transform=transform))
-            stored(i, j).unlink()
-    return mask_file, _dissolved(pieces, raster.crs)
+    blocks, folder = layout.blocks, str(run.store.dir)
+    run.stage("candidates", partial(_candidates_kernel, raster, definition), blocks)
+    whole = _joined(run.store, layout, "candidates", "candidates")
+    for block in blocks:
+        area, _ = whole.whole(layout.index(block), whole.count(layout.index(block)))
+        run.store.save("big", block, {"big": area[1:] > min_pixels})
+    run.stage("open", partial(_open_kernel, folder, layout), blocks)
+    rest = _joined(run.store, layout, "open", "open")
+    for block in blocks:
+        area, touches = rest.whole(layout.index(block), rest.count(layout.index(block)))
+        run.store.save("enclosed", block, {"enclosed": (area[1:] <= min_pixels) & ~touches[1:]})
+    read = lambda block: run.store.load("final", block, "mask", mmap=True)  # noqa: E731
+    with StreamingCog(raster.grid, blocks, layout.block_size, read, run.scratch, band=MASK_BAND) as cog:
+        run.stage("final", partial(_final_kernel, folder, layout), blocks, on_done=cog.block_done)
+        with atomic_path(target) as tmp:
+            cog.finish(tmp, {"canopy_forest_definition": str(asdict(definition))})
+    with atomic_path(target.with_suffix(".qml")) as tmp:
+        tmp.write_text(paletted_qml(FOREST_CLASSES))
+    totals = sum(run.store.load("final", block, "counts") for block in blocks)
+    return [int(totals[0]), int(totals[1]), 0.0]
 
 
-def _nodata_ring(stored, i: int, j: int, grid: tuple[int, int], store: np.ndarray) -> np.ndarray:
-    """The block's no-data mask with a one-pixel ring from its neighbours (outside the map counts as no data)."""
-    ring = np.ones((store.shape[0] + 2, store.shape[1] + 2), bool)
-    ring[1:-1, 1:-1] = store == NODATA
+def _candidates_kernel(raster: HeightRaster, definition: ForestDefinition, block: Block) -> dict[str, np.ndarray]:
+    """Stage 1: a block's candidates (1, 0, or NODATA) and the summary of their parts."""
+    halo = definition.halo(raster.res)
+    window = read_window(block, halo)
+    heights = raster.read(window.row_off, window.col_off, window.height, window.width)
+    found = candidates(heights, raster.res, definition)[inner(block, halo)]
+    store = np.where(np.isfinite(heights[inner(block, halo)]), found, NODATA).astype(np.uint8)
+    nodata = store == NODATA
+    return {"store": store, **part_summary(*label(store == 1), prefix="candidates"),
+            "nodata.top": nodata[0], "nodata.bottom": nodata[-1], "nodata.left": nodata[:, 0], "nodata.right": nodata[:, -1]}
+
+
+def _split(store: BlockStore, block: Block) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """A block's candidates, its forest (large candidate parts), its non-forest labels and their count."""
+    candidates_store = store.load("candidates", block, "store")
+    labels, _ = label(candidates_store == 1)
+    big = np.concatenate([[False], store.load("big", block, "big")])[labels]
+    rest, rest_count = label((candidates_store == 0) | ((candidates_store == 1) & ~big))
+    return candidates_store, big, rest, rest_count
+
+
+def _open_kernel(folder: str, layout: BlockLayout, block: Block) -> dict[str, np.ndarray]:
+    """Stage 2: a block's non-forest parts, flagged where they touch no-data or the map's edge."""
+    store = BlockStore.attach(folder)
+    candidates_store, _, rest, count = _split(store, block)
+    edge = ndimage.binary_dilation(_nodata_ring(store, layout, block, candidates_store), EIGHT)[1:-1, 1:-1]
+    touches = np.bincount(rest[edge & (rest > 0)], minlength=count + 1)[1:] > 0
+    return part_summary(rest, count, flags=touches, prefix="open")
+
+
+def _final_kernel(folder: str, layout: BlockLayout, block: Block) -> dict[str, np.ndarray]:
+    """Stage 3: a block's mask, its forest's pieces (labelled per block) and the summary of their parts."""
+    store = BlockStore.attach(folder)
+    candidates_store, big, rest, _ = _split(store, block)
+    enclosed = np.concatenate([[False], store.load("enclosed", block, "enclosed")])[rest]
+    final = big | enclosed
+    labels, count = label(final)
+    values, pieces = polygon_pieces(labels, layout.transform_of(block_window(block)))
+    valid = candidates_store != NODATA
+    pieces_table = gpd.GeoDataFrame({"label": values}, geometry=list(pieces), crs=None)
+    return {"mask": np.where(valid, final, NODATA).astype(np.uint8), **part_summary(labels, count, prefix="forest"),
+            **table_arrays(pieces_table, "pieces"), "counts": np.array([valid.sum(), (final & valid).sum()], np.int64)}
+
+
+def _joined(store: BlockStore, layout: BlockLayout, stage: str, prefix: str) -> BlockParts:
+    """The parts a stage summarised under ``prefix``, joined across blocks."""
+    parts = BlockParts()
+    for block in layout.blocks:
+        parts.add(layout.index(block), store.load_all(stage, block, prefix + "."), prefix=prefix)
+    parts.join()
+    return parts
+
+
+def _polygons(run: BlockRun, layout: BlockLayout, crs) -> Iterator[gpd.GeoDataFrame]:
+    """The forest's parts as polygons, one table per block of the parts that end in it (the first table empty)."""
+    parts = _joined(run.store, layout, "final", "forest")
+    dissolver = Dissolver()
+    yield empty_layer(POLYGON_COLUMNS, crs)
+    for block in layout.blocks:
+        index = layout.index(block)
+        pieces = run.store.load_table("final", block, "pieces", crs)
+        dissolver.add(parts.ids(index, parts.count(index))[pieces["label"].to_numpy()], pieces.geometry.values)
+        _, geometries = dissolver.close(parts.closing(index))
+        if len(geometries):
+            yield gpd.GeoDataFrame({"area_ha": shapely.area(geometries) / 1e4}, geometry=list(geometries), crs=crs)
+
+
+def _counting(tables: Iterator[gpd.GeoDataFrame], counts: list) -> Iterator[gpd.GeoDataFrame]:
+    """The tables as they come, adding their area to ``counts[2]``."""
+    for table in tables:
+        counts[2] += float(table.area_ha.sum())
+        yield table
+
+
+def _nodata_ring(store: BlockStore, layout: BlockLayout, block: Block, candidates_store: np.ndarray) -> np.ndarray:
+    """The block's no-data mask with a one-pixel ring from its neighbours' edges (outside the map counts as no data)."""
+    ring = np.ones((candidates_store.shape[0] + 2, candidates_store.shape[1] + 2), bool)
+    ring[1:-1, 1:-1] = candidates_store == NODATA
+    size = layout.block_size
+    rows, cols = layout.shape
+    i, j = layout.index(block)
     for di in (-1, 0, 1):
         for dj in (-1, 0, 1):
             ni, nj = i + di, j + dj
-            if (di, dj) == (0, 0) or not (0 <= ni < grid[0] and 0 <= nj < grid[1]):
+            if (di, dj) == (0, 0) or not (0 <= ni < rows and 0 <= nj < cols):
                 continue
-            other = np.load(stored(ni, nj), mmap_mode="r")
-            rows = slice(1, -1) if di == 0 else (slice(0, 1) if di < 0 else slice(-1, None))
-            cols = slice(1, -1) if dj == 0 else (slice(0, 1) if dj < 0 else slice(-1, None))
-            theirs_rows = slice(None) if di == 0 else (slice(-1, None) if di < 0 else slice(0, 1))
-            theirs_cols = slice(None) if dj == 0 else (slice(-1, None) if dj < 0 else slice(0, 1))
-            ring[rows, cols] = other[theirs_rows, theirs_cols] == NODATA
+            other = Block(ni * size, nj * size, min(size, layout.height - ni * size), min(size, layout.width - nj * size))
+            side = "top" if di > 0 else "bottom"
+            if di == 0:
+                column = store.load("candidates", other, "nodata.left" if dj > 0 else "nodata.right")
+                ring[1:-1, -1 if dj > 0 else 0] = column
+                continue
+            row = store.load("candidates", other, f"nodata.{side}")
+            target = -1 if di > 0 else 0
+            if dj == 0:
+                ring[target, 1:-1] = row
+            else:
+                ring[target, -1 if dj > 0 else 0] = row[0] if dj > 0 else row[-1]
     return ring
 
 
-def _dissolved(pieces: list[shapely.Geometry], crs) -> gpd.GeoDataFrame:
-    """The forest's connected parts from its pieces cut at block edges, largest first, with their area in hectares."""
-    if not pieces:
-        return gpd.GeoDataFrame({"area_ha": np.zeros(0)}, geometry=gpd.GeoSeries([], crs=crs), crs=crs)
-    parts = shapely.get_parts(shapely.union_all(pieces))
-    table = gpd.GeoDataFrame({"area_ha": shapely.area(parts) / 1e4}, geometry=parts, crs=crs)
-    return table.sort_values("area_ha", ascending=False, ignore_index=True)
+def _open_mask(path: Path) -> xr.DataArray:
+    """The mask COG as a DataArray (read lazily)."""
+    import rioxarray
 
-
-def _as_dataarray(values: np.ndarray, raster: HeightRaster) -> xr.DataArray:
-    """The mask as a DataArray on the map's grid."""
-    import rioxarray  # noqa: F401  (the .rio accessor)
-
-    t = raster.transform
-    coords = {"y": t.f + (np.arange(raster.height) + 0.5) * t.e, "x": t.c + (np.arange(raster.width) + 0.5) * t.a}
-    data = xr.DataArray(values, dims=("y", "x"), coords=coords, name="forest")
-    return data.rio.write_crs(raster.crs).rio.write_transform(t).rio.write_nodata(NODATA)
+    return rioxarray.open_rasterio(path, masked=False).squeeze("band", drop=True).rename("forest")

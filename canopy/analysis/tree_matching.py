@@ -19,7 +19,7 @@ import pandas as pd
 import shapely
 from scipy.optimize import linear_sum_assignment
 
-from canopy.analysis.zonal import read_polygons
+from canopy.analysis.polygons import read_polygons
 from canopy.errors import EvaluationError
 from canopy.io.atomic import atomic_path
 

@@ -3,14 +3,16 @@
 The map is cut into blocks; each is read with a halo wide enough that the smoothing, the search
 windows and the crowns of its trees are those of the whole map. A tree belongs to the block that
 holds its top (the rule chips follow too), so a tree on a block edge is counted once and its crown
-is whole. Blocks are computed in this process or, with a Dask client, on its workers.
+is whole. Blocks run on the block engine (:mod:`canopy.blockwise`): on threads in this process or on
+a Dask cluster, kept beside the output until it is written, so an interrupted run resumes.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import geopandas as gpd
@@ -18,22 +20,26 @@ import numpy as np
 import pandas as pd
 import shapely
 import xarray as xr
-from rasterio.features import shapes
 from rasterio.transform import xy
 
 from canopy.analysis.crowns import crown_labels
 from canopy.analysis.height_raster import HeightRaster, open_height_raster
+from canopy.analysis.polygons import read_polygons
 from canopy.analysis.tree_tops import TreeParameters, find_tops, smoothed
-from canopy.cluster import ClusterSpec, client_for
+from canopy.blockwise.layout import BlockLayout, inner, read_window
+from canopy.blockwise.run import BlockRun, block_run
+from canopy.blockwise.store import table_arrays, table_from
+from canopy.blockwise.vectors import empty_layer, polygon_pieces
+from canopy.choices import DEFAULT_BLOCK_SIZE
+from canopy.cluster import ClusterSpec
 from canopy.errors import EvaluationError, HeightMapError, OutputPathError
-from canopy.grid import Block, iter_blocks
-from canopy.io.gdal_env import run_env
-from canopy.io.output_lock import output_lock
+from canopy.grid import Block
 from canopy.io.vector_layers import write_layers
 from canopy.io.vector_styles import crowns_qml, tops_qml
 
-TOP_COLUMNS = ("tree_id", "height", "crown_diameter_m")
-CROWN_COLUMNS = ("tree_id", "height", "crown_area_m2", "crown_diameter_m")
+TOP_COLUMNS = {"tree_id": "int64", "height": "float64", "crown_diameter_m": "float64"}
+CROWN_COLUMNS = {"tree_id": "int64", "height": "float64", "crown_area_m2": "float64", "crown_diameter_m": "float64"}
+
 
 
 @dataclass(frozen=True)
@@ -76,8 +82,9 @@ def trees(
     *,
     parameters: TreeParameters = TreeParameters(),
     layer: str | None = None,
-    block_size: int = 2048,
+    block_size: int = DEFAULT_BLOCK_SIZE,
     client=None,
+    cluster: ClusterSpec | None = None,
 ) -> TreeLayers:
     """Find tree tops and delineate crowns in a canopy height map (predicted or lidar).
 
@@ -102,6 +109,8 @@ def trees(
         Block side in pixels; memory grows with its square, not with the map.
     client
         A ``dask.distributed.Client`` to compute blocks on (its workers must see the map's file).
+    cluster
+        Or a Dask cluster to start or connect to for the call.
 
     Returns
     -------
@@ -110,12 +119,17 @@ def trees(
     Raises
     ------
     HeightMapError
-        If the map has no CRS, is in degrees, has no no-data value, or is coarser than 2 m; or if
-        no polygon overlaps it.
+        If the map has no CRS, is in degrees, has no no-data value, is not one band or is coarser than
+        2 m; or if no polygon overlaps it.
+    ImageryReadError
+        If the map cannot be read (the message names the block).
 
     .. versionadded:: 0.3
+    .. versionchanged:: 0.4
+       ``cluster``; blocks run on the block engine.
     """
-    parts = list(iter_trees(chm, polygons, parameters=parameters, layer=layer, block_size=block_size, client=client))
+    parts = list(iter_trees(chm, polygons, parameters=parameters, layer=layer, block_size=block_size, client=client,
+                            cluster=cluster))
     crs = parts[0].tops.crs
 
     def joined(frames: list[gpd.GeoDataFrame]) -> gpd.GeoDataFrame:
@@ -132,26 +146,31 @@ def iter_trees(
     *,
     parameters: TreeParameters = TreeParameters(),
     layer: str | None = None,
-    block_size: int = 2048,
+    block_size: int = DEFAULT_BLOCK_SIZE,
     client=None,
+    cluster: ClusterSpec | None = None,
+    out: Path | None = None,
+    resume: bool = False,
 ) -> Iterator[TreeLayers]:
     """The trees of :func:`trees` block by block, in block order, so a writer keeps one block in memory.
 
     Takes the parameters of :func:`trees` and raises what it raises; yields at least one (maybe empty) part.
+    With ``out``, the blocks are kept beside it until the generator is exhausted, and ``resume``
+    reuses those a killed run kept.
 
     .. versionadded:: 0.3
     """
     raster = open_height_raster(chm)
     area = None if polygons is None else _polygons_on(raster, polygons, layer)
-    blocks = _blocks(raster, block_size, None if area is None else area.total_bounds)
-    if client is None:
-        parts: Iterator[TreeLayers] = (block_trees(raster, block, parameters) for block in blocks)
-    else:
-        futures = client.map(block_trees, [raster] * len(blocks), blocks, [parameters] * len(blocks), pure=False)
-        parts = (future.result() for future in futures)
-    yield _within(_empty(raster.crs), area)
-    with run_env():
-        for part in parts:
+    layout = BlockLayout(raster.height, raster.width, raster.transform, block_size)
+    blocks = _blocks(layout, None if area is None else area.total_bounds)
+    fingerprint = {"analysis": "trees", "map": raster.fingerprint, "parameters": asdict(parameters), "block_size": block_size}
+    with block_run(out, fingerprint, resume=resume, client=client, cluster=cluster) as run:
+        shared = raster.shareable(run.scratch) if run.client is not None else raster
+        run.stage("trees", partial(tree_kernel, shared, parameters), blocks)
+        yield _within(_empty(raster.crs), area)
+        for block in blocks:
+            part = _stored(run, block, raster.crs)
             if len(part):
                 yield _within(part, area)
 
@@ -163,15 +182,16 @@ def write_trees(
     *,
     parameters: TreeParameters = TreeParameters(),
     layer: str | None = None,
-    block_size: int = 2048,
+    block_size: int = DEFAULT_BLOCK_SIZE,
     client=None,
     cluster: ClusterSpec | None = None,
+    resume: bool = False,
 ) -> int:
-    """Write the trees of :func:`trees` to a GeoPackage as they come, block by block: layers ``tops`` and ``crowns``,
-    each with its default QGIS style; nothing is at ``out`` until it is whole.
+    """Write the trees of :func:`trees` to a GeoPackage block by block: layers ``tops`` and ``crowns``, each with its
+    default QGIS style; nothing is at ``out`` until it is whole.
 
-    Takes the parameters of :func:`trees`, and ``cluster``: a local Dask cluster to start, or one to
-    connect to, for the run (when no ``client`` is given).
+    Takes the parameters of :func:`trees`, and ``resume``: reuse the blocks a killed run with the
+    same map and settings kept beside ``out``.
 
     Returns
     -------
@@ -182,47 +202,63 @@ def write_trees(
     ------
     OutputPathError
         If ``out`` does not end in ``.gpkg``.
-    HeightMapError, DistributedError
-        As :func:`trees`, and if the cluster cannot be reached.
+    HeightMapError, ImageryReadError, DistributedError, ResumeError
+        As :func:`trees`; if the cluster cannot be reached; if the kept blocks were made with other settings.
 
     .. versionadded:: 0.3.0
+    .. versionchanged:: 0.4
+       ``resume``.
     """
     out = Path(out)
     if out.suffix.lower() != ".gpkg":
         raise OutputPathError(f"Output {out} must end in .gpkg (a GeoPackage with the layers tops and crowns).")
-    with output_lock(out), client_for(client, cluster) as client:
-        parts = iter_trees(chm, polygons, parameters=parameters, layer=layer, block_size=block_size, client=client)
-        counts = write_layers(out, ({"tops": p.tops, "crowns": p.crowns} for p in parts), {"tops": "Point", "crowns": "Polygon"},
-                              {"tops": tops_qml(), "crowns": crowns_qml()}, "written by canopy trees")
+    parts = iter_trees(chm, polygons, parameters=parameters, layer=layer, block_size=block_size, client=client,
+                       cluster=cluster, out=out, resume=resume)
+    counts = write_layers(out, ({"tops": p.tops, "crowns": p.crowns} for p in parts), {"tops": "Point", "crowns": "Polygon"},
+                          {"tops": tops_qml(), "crowns": crowns_qml()}, "written by canopy trees")
     return counts["tops"]
 
 
+def tree_kernel(raster: HeightRaster, parameters: TreeParameters, block: Block) -> dict[str, np.ndarray]:
+    """The block engine's kernel: a block's trees (:func:`block_trees`) as arrays to store."""
+    found = block_trees(raster, block, parameters)
+    return {**table_arrays(found.tops, "tops"), **table_arrays(found.crowns, "crowns")}
+
+
+def _stored(run: BlockRun, block: Block, crs) -> TreeLayers:
+    """A block's trees as the kernel stored them."""
+    arrays = run.store.load_all("trees", block)
+    return TreeLayers(table_from(arrays, "tops", crs), table_from(arrays, "crowns", crs))
+
+
 def block_trees(raster: HeightRaster, block: Block, parameters: TreeParameters) -> TreeLayers:
-    """The trees whose tops lie in one block, their crowns whole (a pure function of its arguments, for Dask)."""
+    """The trees whose tops lie in one block, their crowns whole (a pure function of its arguments)."""
     res = raster.res
     halo = parameters.halo(res)
-    window = raster.read(block.row - halo, block.col - halo, block.height + 2 * halo, block.width + 2 * halo)
-    surface = smoothed(window, res, parameters.smoothing)
+    window = read_window(block, halo)
+    heights = raster.read(window.row_off, window.col_off, window.height, window.width)
+    surface = smoothed(heights, res, parameters.smoothing)
     rows, cols = find_tops(surface, res, parameters)
     labels = crown_labels(surface, rows, cols, res, parameters)
-    own = (rows >= halo) & (rows < halo + block.height) & (cols >= halo) & (cols < halo + block.width)
+    rows_in, cols_in = inner(block, halo)
+    own = (rows >= rows_in.start) & (rows < rows_in.stop) & (cols >= cols_in.start) & (cols < cols_in.stop)
     if not own.any():
         return _empty(raster.crs)
     owned = np.concatenate([[False], own])[labels]
-    transform = raster.transform * raster.transform.translation(block.col - halo, block.row - halo)
+    transform = BlockLayout(raster.height, raster.width, raster.transform, 1).transform_of(window)
     xs, ys = xy(transform, rows, cols)
     centres = shapely.points(xs, ys)
     crowns: dict[int, shapely.Geometry] = {}
-    for geometry, value in shapes(np.where(owned, labels, 0), mask=owned, connectivity=4, transform=transform):
+    values, pieces = polygon_pieces(np.where(owned, labels, 0), transform)
+    for value, part in zip(values, pieces):
         k = int(value) - 1
-        part = shapely.geometry.shape(geometry)
         if part.contains(centres[k]):  # of a crown cut in pieces, the piece that holds its top
             crowns[k] = part
     index = np.flatnonzero(own)
     area = np.array([crowns[k].area for k in index])
     diameter = 2 * np.sqrt(area / np.pi)
-    tree_id = (rows[index] - halo + block.row).astype(np.int64) * raster.width + (cols[index] - halo + block.col)
-    height = window[rows[index], cols[index]].astype(np.float64)
+    tree_id = (rows[index] + window.row_off).astype(np.int64) * raster.width + (cols[index] + window.col_off)
+    height = heights[rows[index], cols[index]].astype(np.float64)
     tops = gpd.GeoDataFrame({"tree_id": tree_id, "height": height, "crown_diameter_m": diameter},
                             geometry=centres[index], crs=raster.crs)
     crown_table = gpd.GeoDataFrame({"tree_id": tree_id, "height": height, "crown_area_m2": area, "crown_diameter_m": diameter},
@@ -231,20 +267,18 @@ def block_trees(raster: HeightRaster, block: Block, parameters: TreeParameters) 
     return TreeLayers(tops.iloc[order].reset_index(drop=True), crown_table.iloc[order].reset_index(drop=True))
 
 
-def _blocks(raster: HeightRaster, size: int, bounds: np.ndarray | None) -> list[Block]:
+def _blocks(layout: BlockLayout, bounds: np.ndarray | None) -> list[Block]:
     """The blocks covering the map, row by row (only those meeting ``bounds``, the polygons' extent, when given)."""
-    blocks = iter_blocks(raster.height, raster.width, size)
+    blocks = layout.blocks
     if bounds is None:
         return blocks
-    c0, r0 = ~raster.transform * (bounds[0], bounds[3])
-    c1, r1 = ~raster.transform * (bounds[2], bounds[1])
+    c0, r0 = ~layout.transform * (bounds[0], bounds[3])
+    c1, r1 = ~layout.transform * (bounds[2], bounds[1])
     return [b for b in blocks if b.row + b.height > r0 and b.row < r1 and b.col + b.width > c0 and b.col < c1]
 
 
 def _polygons_on(raster: HeightRaster, polygons, layer: str | None) -> gpd.GeoDataFrame:
     """The polygons in the map's CRS; refused when none overlaps the map."""
-    from canopy.analysis.zonal import read_polygons
-
     table = read_polygons(polygons, layer).to_crs(raster.crs)
     if not table.intersects(shapely.box(*raster.bounds)).any():
         raise HeightMapError(f"No polygon of {polygons if not isinstance(polygons, gpd.GeoDataFrame) else 'the table'} "
@@ -266,8 +300,4 @@ def _within(part: TreeLayers, area: gpd.GeoDataFrame | None) -> TreeLayers:
 
 def _empty(crs) -> TreeLayers:
     """Trees with the layers' columns and no row."""
-    tops = gpd.GeoDataFrame({c: pd.Series(dtype="int64" if c == "tree_id" else "float64") for c in TOP_COLUMNS},
-                            geometry=gpd.GeoSeries([], crs=crs), crs=crs)
-    crowns = gpd.GeoDataFrame({c: pd.Series(dtype="int64" if c == "tree_id" else "float64") for c in CROWN_COLUMNS},
-                              geometry=gpd.GeoSeries([], crs=crs), crs=crs)
-    return TreeLayers(tops, crowns)
+    return TreeLayers(empty_layer(TOP_COLUMNS, crs), empty_layer(CROWN_COLUMNS, crs))

@@ -21,17 +21,16 @@ from shapely.geometry import box
 
 from canopy.analysis.forest_rule import ForestDefinition
 from canopy.analysis.height_raster import HeightRaster, open_height_raster
+from canopy.analysis.polygons import read_polygons
 from canopy.analysis.stand_structure import gap_values, tree_columns
 from canopy.analysis.tree_tops import TreeParameters
 from canopy.analysis.trees import TreeLayers
 from canopy.analysis.trees import trees as trees_in
+from canopy.choices import STRUCTURE
 from canopy.errors import CanopyWarning, EvaluationError, warn
 
 STATS = ("mean", "median", "p95", "max", "cover")
 """The statistics :func:`zonal_stats` gives by default."""
-
-STRUCTURE = ("gap_fraction", "tree_count", "trees_per_ha", "crown_area_mean", "top_height", "forest_fraction")
-"""Stand structure :func:`zonal_stats` can add (:mod:`canopy.analysis.stand_structure` defines each)."""
 
 _TREE_STATS = {"tree_count", "trees_per_ha", "crown_area_mean", "top_height"}
 _PERCENTILE = re.compile(r"p([1-9][0-9]?)")
@@ -227,18 +226,6 @@ def _forest_fractions(chm, shapes: gpd.GeoSeries, definition: ForestDefinition) 
         weight = coverage[valid].sum()
         fractions.append(float((coverage[valid] * (values[valid] == 1)).sum() / weight) if weight > 0 else np.nan)
     return fractions
-
-
-def read_polygons(polygons: str | os.PathLike | gpd.GeoDataFrame, layer: str | None) -> gpd.GeoDataFrame:
-    """Polygons (a vector file or a GeoDataFrame) as a GeoDataFrame with a CRS; :class:`EvaluationError` otherwise."""
-    if not isinstance(polygons, gpd.GeoDataFrame):
-        try:
-            polygons = gpd.read_file(polygons, layer=layer)
-        except Exception as exc:  # pyogrio and fiona raise their own kinds for unreadable files
-            raise EvaluationError(f"Polygons {polygons} cannot be read ({exc}); pass a GeoPackage, shapefile or GeoJSON.") from None
-    if polygons.crs is None:
-        raise EvaluationError("The polygons have no CRS; set one (e.g. GeoDataFrame.set_crs) so they can be placed on the map.")
-    return polygons
 
 
 @contextmanager

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from canopy.cli.options import cluster_spec, engine_options
+
 
 @click.command()
 @click.argument("map_path", metavar="MAP", type=click.Path(exists=True, dir_okay=False, path_type=Path))
@@ -17,7 +19,8 @@ def calibrate(map_path: Path, references: tuple[Path, ...], out: Path, plot: Pat
 
     Apply it with `canopy predict --calibration FILE`, or `canopy.apply_calibration` on an existing map.
     """
-    from canopy.calibration import METRICS, calibrate as fit
+    from canopy.calibration import METRICS
+    from canopy.calibration import calibrate as fit
 
     result = fit(map_path, list(references), out, plot=plot)
     v = result.validation
@@ -37,3 +40,16 @@ def calibrate(map_path: Path, references: tuple[Path, ...], out: Path, plot: Pat
 def _fmt(value: float | None, unit: str) -> str:
     """A metric with three decimals, or n/a."""
     return "n/a" if value is None else f"{value:.3f}{unit}"
+
+
+@click.command("apply-calibration")
+@click.argument("map_path", metavar="MAP", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("calibration", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The calibrated map (COG, .tif).")
+@engine_options
+def apply_calibration(map_path: Path, calibration: Path, out: Path, block_size: int, resume: bool, **cluster) -> None:
+    """Apply CALIBRATION (from `canopy calibrate`) to MAP, an existing map of the model it was fitted for, block by block."""
+    from canopy.analysis.calibrated_map import apply_calibration as apply
+
+    apply(map_path, calibration, out, block_size=block_size, cluster=cluster_spec(cluster), resume=resume)
+    click.echo(f"wrote {out} (QGIS style beside it)", err=True)

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from canopy.cli.options import cluster_spec, engine_options
+
 
 @click.command()
 @click.argument("before", type=click.Path(exists=True, dir_okay=False, path_type=Path))
@@ -20,19 +22,21 @@ import click
 @click.option("--res", type=float, default=None, help="Pixel size (m) of the common grid  [default: the first map's grid]")
 @click.option("--crs", default=None, help="CRS of the common grid  [default: the first map's]")
 @click.option("--forest", is_flag=True, help="Also map the first date's FAO forest and report the forest area lost.")
-@click.option("--block-size", type=click.IntRange(min=16), default=2048, show_default=True, help="Block side in px.")
+@engine_options
 def change(before: Path, after: Path, out: Path, threshold: float, error_rmse: float | None, min_area_ha: float, opening: float,
-           res: float | None, crs: str | None, forest: bool, block_size: int) -> None:
+           res: float | None, crs: str | None, forest: bool, block_size: int, resume: bool, **cluster) -> None:
     """Map height change from BEFORE to AFTER (two dates; any models, grids or CRSs): the difference, and where
     height fell or rose by more than a threshold over at least a minimum area."""
     from canopy.analysis.change import change as run_change
     from canopy.analysis.forest_rule import ForestDefinition
 
     result = run_change(before, after, out, threshold=threshold, error_rmse=error_rmse, min_area_ha=min_area_ha, opening=opening,
-                        res=res, crs=crs, forest_definition=ForestDefinition() if forest else None, block_size=block_size)
+                        res=res, crs=crs, forest_definition=ForestDefinition() if forest else None, block_size=block_size,
+                        cluster=cluster_spec(cluster), resume=resume)
+    (losses, lost_ha), (gains, gained_ha) = result.counts["loss"], result.counts["gain"]
     click.echo(f"{before.name} ({result.before_date or 'date unknown'}) -> {after.name} ({result.after_date or 'date unknown'}), "
-               f"threshold {result.threshold:.2f} m: {len(result.loss)} loss polygons ({result.loss.area_ha.sum():.2f} ha), "
-               f"{len(result.gain)} gain polygons ({result.gain.area_ha.sum():.2f} ha)")
+               f"threshold {result.threshold:.2f} m: {losses} loss polygons ({lost_ha:.2f} ha), "
+               f"{gains} gain polygons ({gained_ha:.2f} ha)")
     if result.forest_lost_ha is not None:
         click.echo(f"forest of the first date: {result.forest.forest_area_ha:.2f} ha, of which lost: {result.forest_lost_ha:.2f} ha")
     click.echo(f"wrote {out} (difference, style beside it) and {out.with_suffix('.gpkg')} (layers loss and gain)", err=True)

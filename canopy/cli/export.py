@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from canopy.cli.options import polygons_options
+
 
 @click.group()
 def export() -> None:
@@ -14,8 +16,7 @@ def export() -> None:
 
 @export.command("qgis")
 @click.argument("chm", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--polygons", type=click.Path(exists=True, path_type=Path), default=None, help="Polygons to add with their zonal statistics (any CRS).")
-@click.option("--layer", default=None, help="Layer of a multi-layer vector file.")
+@polygons_options("Polygons to add with their zonal statistics")
 @click.option("--cover-threshold", type=float, default=5.0, show_default=True, help="Height (m) above which a pixel is canopy.")
 @click.option("--trees", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="A GeoPackage from `canopy trees`: tops sized by height, crowns outlined.")

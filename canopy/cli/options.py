@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from canopy.choices import Device, Precision
@@ -24,6 +26,32 @@ offline_option = predict_option("offline", is_flag=True)
 device_option = predict_option("device", type=click.Choice([d.value for d in Device]), show_default=True)
 precision_option = predict_option("precision", type=click.Choice([p.value for p in Precision]), show_default=True)
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+block_size_option = predict_option("block_size", type=click.IntRange(min=16), show_default=True)
+resume_option = predict_option("resume", is_flag=True)
+
+
+def polygons_options(what: str, required: bool = False):
+    """``--polygons`` (what the command does with them: ``what``) and ``--layer``, from any vector file in any CRS."""
+
+    def decorate(command):
+        """Add the two options to ``command``."""
+        command = click.option("--layer", default=None, help="Layer of a multi-layer vector file of polygons.")(command)
+        return click.option("--polygons", type=click.Path(exists=True, path_type=Path), required=required, default=None,
+                            help=f"{what} (a GeoPackage, shapefile or GeoJSON, any CRS).")(command)
+
+    return decorate
+
+
+def engine_options(command):
+    """The options of a command on the block engine: ``--block-size``, ``--resume`` and the Dask options."""
+    return block_size_option(resume_option(cluster_options(command)))
+
+
+def cluster_spec(options: dict):
+    """The :class:`~canopy.cluster.ClusterSpec` of the Dask options in a command's keyword arguments (removed from them)."""
+    from canopy.cluster import ClusterSpec
+
+    return ClusterSpec(*(options.pop(name) for name in ("workers", "threads_per_worker", "scheduler", "scheduler_file")))
 
 
 def cluster_options(command):

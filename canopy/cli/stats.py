@@ -6,6 +6,9 @@ from pathlib import Path
 
 import click
 
+from canopy.choices import STRUCTURE
+from canopy.cli.options import polygons_options
+
 
 def _names(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
     """A comma-separated list of statistic names."""
@@ -14,11 +17,10 @@ def _names(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str,
 
 @click.command()
 @click.argument("chm", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--polygons", required=True, type=click.Path(exists=True, path_type=Path), help="Vector file of polygons (GeoPackage, shapefile, GeoJSON, GeoParquet), any CRS.")
-@click.option("--layer", default=None, help="Layer of a multi-layer vector file.")
+@polygons_options("The polygons to describe", required=True)
 @click.option("--stats", "names", default="mean,median,p95,max,cover", show_default=True, callback=_names,
-              help="Comma-separated: mean, median, max, p1..p99, cover, gap_fraction, tree_count, trees_per_ha, "
-                   "crown_area_mean, top_height (or 'structure' for the last five).")
+              help=f"Comma-separated: mean, median, max, p1..p99, cover, {', '.join(STRUCTURE)} "
+                   f"(or 'structure' for these {len(STRUCTURE)}).")
 @click.option("--cover-threshold", type=float, multiple=True, default=(5.0,), show_default=True,
               help="Height (m) above which a pixel is canopy; repeat for several (columns cover_<t>m).")
 @click.option("--gap-height", type=float, default=2.0, show_default=True, help="Gaps are lower than this (m) ...")

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from canopy.analysis.tree_tops import TreeParameters
-from canopy.cli.options import cluster_options
+from canopy.cli.options import cluster_spec, engine_options, polygons_options
 
 
 def _field_help(cls: type) -> dict[str, str]:
@@ -39,24 +39,21 @@ def documented_options(cls: type):
 @click.command()
 @click.argument("chm", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="GeoPackage to write (layers tops and crowns).")
-@click.option("--polygons", type=click.Path(exists=True, path_type=Path), default=None, help="Only trees whose top is in these polygons (any CRS).")
-@click.option("--layer", default=None, help="Layer of a multi-layer vector file of polygons.")
-@click.option("--block-size", type=click.IntRange(min=16), default=2048, show_default=True, help="Block side in map px.")
+@polygons_options("Only trees whose top is in these polygons")
 @documented_options(TreeParameters)
-@cluster_options
-def trees(chm: Path, out: Path, polygons: Path | None, layer: str | None, block_size: int, workers, threads_per_worker,
-          scheduler, scheduler_file, **parameters: float) -> None:
+@engine_options
+def trees(chm: Path, out: Path, polygons: Path | None, layer: str | None, block_size: int, resume: bool, **parameters) -> None:
     """Find tree tops and crowns in a canopy height map CHM (predicted or lidar) and write them to a styled GeoPackage.
 
     Tops are local maxima in a window that grows with height, crowns follow Silva et al. (2016);
     every length is in metres. The map is read block by block, each tree computed in the block that
-    holds its top, so memory stays bounded and rows come block by block.
+    holds its top, so memory stays bounded; --resume continues an interrupted run.
     """
     from canopy.analysis.trees import write_trees
-    from canopy.cluster import ClusterSpec
 
+    cluster = cluster_spec(parameters)
     count = write_trees(chm, out, polygons, parameters=TreeParameters(**parameters), layer=layer, block_size=block_size,
-                        cluster=ClusterSpec(workers, threads_per_worker, scheduler, scheduler_file))
+                        cluster=cluster, resume=resume)
     click.echo(f"wrote {out} ({count} trees: layers tops and crowns, styled for QGIS)", err=True)
 
 

@@ -7,8 +7,11 @@ to a scratch file; its 2 x 2 average feeds the first overview, whose tiles are c
 their four children are, and so on up the pyramid. At the end, :mod:`canopy.io.tiff_file` writes
 the COG's directories and copies the compressed tiles behind them, in COG order.
 
-Overviews average the valid (non-NaN) pixels of each 2 x 2 of the level below, down to the first
-level that fits in one tile, as GDAL's ``OVERVIEWS=AUTO`` and ``AVERAGE`` do.
+Every raster canopy writes goes through here: float32 heights and differences (NaN for no data,
+floating-point predictor, overviews that average the valid pixels of each 2 x 2 of the level below,
+as GDAL's ``AVERAGE`` does), and uint8 class masks (a no-data value, a palette, overviews that keep
+the most frequent valid class of each 2 x 2, as GDAL's ``MODE`` does). Overviews go down to the
+first level that fits in one tile, as GDAL's ``OVERVIEWS=AUTO``.
 """
 
 from __future__ import annotations
@@ -18,23 +21,56 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import rasterio
 
 from canopy.grid import Block, OutputGrid
-from canopy.io.tiff_file import GDAL_METADATA, GDAL_NODATA, GEO_TAGS, LONG, SHORT, Level, packed, read_ifd_tags, write_cog
-from canopy.io.tile_codec import encode_tile
+from canopy.io.tiff_file import (
+    GDAL_METADATA,
+    GDAL_NODATA,
+    GEO_TAGS,
+    LONG,
+    SHORT,
+    Level,
+    packed,
+    read_ifd_tags,
+    write_cog,
+)
+from canopy.io.tile_codec import encode_classes, encode_tile
 
 TILE = 512
-BAND_DESCRIPTION = "canopy height (m)"
 _BIGTIFF_FROM = 2**32 - 2**26  # bytes of tiles past which the file needs 64-bit offsets (with room for the directories)
 # Histogram of heights kept while writing, for the style's range: 0.25 m bins up to 150 m.
 _HIST_EDGES = np.arange(0.0, 150.25, 0.25)
 
 ReadBlock = Callable[[Block], np.ndarray]
-"""A finished block's heights (height, width), float32; a memory map will do."""
+"""A finished block's values (height, width), of the band's type; a memory map will do."""
+
+
+@dataclass(frozen=True)
+class Band:
+    """What a COG's one band holds: float32 metres (NaN no data, averaged overviews) or uint8 classes (``nodata``, a
+    palette, overviews of the most frequent class).
+
+    ``colours`` maps a class to its ``#rrggbb`` colour, written as the TIFF's palette.
+    """
+
+    description: str
+    dtype: str = "float32"
+    nodata: float = float("nan")
+    colours: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def classes(self) -> bool:
+        """Whether the band holds classes (uint8) rather than measurements."""
+        return self.dtype == "uint8"
+
+
+HEIGHTS = Band("canopy height (m)")
+"""The band of a canopy height map."""
 
 
 def overview_count(width: int, height: int) -> int:
@@ -62,16 +98,16 @@ class StreamingCog:
         A folder for the compressed tiles until the file is written (the run's partial folder).
     threads
         Compression threads; default one per core.
-    description
-        The band's description.
+    band
+        What the band holds; canopy heights by default.
     """
 
     def __init__(self, grid: OutputGrid, blocks: Iterable[Block], block_size: int, read: ReadBlock, scratch: Path,
-                 threads: int | None = None, description: str = BAND_DESCRIPTION) -> None:
+                 threads: int | None = None, band: Band = HEIGHTS) -> None:
         self.grid = grid
-        self._description = description
+        self._band = band
         self._read = read
-        self._blocks = {(b.row // block_size, b.col // block_size): b for b in blocks}
+        self._blocks = {b.index(block_size): b for b in blocks}
         self._step = block_size
         self._sizes = [(grid.width, grid.height)]
         for _ in range(overview_count(grid.width, grid.height)):
@@ -117,7 +153,7 @@ class StreamingCog:
         """Gather a tile's pixels from the blocks under it, count its heights and store it."""
         row0, col0 = ti * TILE, tj * TILE
         height, width = min(TILE, self.grid.height - row0), min(TILE, self.grid.width - col0)
-        tile = np.full((TILE, TILE), np.nan, np.float32)
+        tile = np.full((TILE, TILE), self._band.nodata, self._band.dtype)
         for bi in range(row0 // self._step, (row0 + height - 1) // self._step + 1):
             for bj in range(col0 // self._step, (col0 + width - 1) // self._step + 1):
                 block = self._blocks[bi, bj]
@@ -126,16 +162,17 @@ class StreamingCog:
                 data = self._read(block)
                 tile[top - row0 : bottom - row0, left - col0 : right - col0] = data[top - block.row : bottom - block.row,
                                                                                     left - block.col : right - block.col]
-        values = tile[:height, :width]
-        values = values[np.isfinite(values)]
-        counts = np.bincount(np.floor(np.clip(values, 0, _HIST_EDGES[-1] - 1e-3) * 4).astype(np.int64), minlength=len(self.counts))
-        with self._lock:
-            self.counts += counts
+        if not self._band.classes:
+            values = tile[:height, :width]
+            values = values[np.isfinite(values)]
+            counts = np.bincount(np.floor(np.clip(values, 0, _HIST_EDGES[-1] - 1e-3) * 4).astype(np.int64), minlength=len(self.counts))
+            with self._lock:
+                self.counts += counts
         self._store_tile(0, ti, tj, tile, height, width)
 
     def _store_tile(self, k: int, ti: int, tj: int, tile: np.ndarray, height: int, width: int) -> None:
         """Compress a tile of level ``k``, append it to the scratch file, and hand its average to the level above."""
-        data = encode_tile(tile)
+        data = encode_tile(tile) if not self._band.classes else encode_classes(tile)
         with self._lock:
             self._store.seek(0, os.SEEK_END)
             offset = self._store.tell()
@@ -144,14 +181,15 @@ class StreamingCog:
         if k + 1 == len(self._sizes):
             return
         parent = (ti // 2, tj // 2)
-        quarter = _average_2x2(tile[:height, :width])
+        quarter = (_mode_2x2(tile[:height, :width], int(self._band.nodata)) if self._band.classes
+                   else _average_2x2(tile[:height, :width]))
         with self._lock:
             self._quarters[k + 1].setdefault(parent, {})[ti % 2, tj % 2] = quarter
             self._waiting[k + 1][parent] -= 1
             complete = not self._waiting[k + 1][parent]
             quarters = self._quarters[k + 1].pop(parent) if complete else None
         if quarters is not None:
-            up = np.full((TILE, TILE), np.nan, np.float32)
+            up = np.full((TILE, TILE), self._band.nodata, self._band.dtype)
             for (qi, qj), part in quarters.items():
                 up[qi * TILE // 2 : qi * TILE // 2 + part.shape[0], qj * TILE // 2 : qj * TILE // 2 + part.shape[1]] = part
             w, h = self._sizes[k + 1]
@@ -163,8 +201,8 @@ class StreamingCog:
         Returns
         -------
         numpy.ndarray
-            Counts of valid heights in 0.25 m bins from 0 to 150 m (the last bin holds all above),
-            for choosing the style's range without reading the output again.
+            Counts of valid values in 0.25 m bins from 0 to 150 m (the last bin holds all above),
+            for choosing the style's range without reading the output again; zeros for classes.
 
         Raises
         ------
@@ -177,37 +215,40 @@ class StreamingCog:
         missing = [k for k, level in enumerate(self._stored) if len(level) != self._rows[k] * self._columns[k]]
         if missing:
             raise RuntimeError(f"The COG's tiles of level {missing[0]} are not all written; a block was never reported done.")
-        geo = _georeferencing(self.grid, tags, self._store_path.parent, self._description)
+        geo = _georeferencing(self.grid, tags, self._store_path.parent, self._band)
         nodata = geo.pop(GDAL_NODATA)
+        classes = self._band.classes
+        palette = {320: _palette(self._band.colours)} if classes and self._band.colours else {}
         levels = []
         for k, (width, height) in enumerate(self._sizes):
             fields = {
                 254: packed(LONG, [1 if k else 0]),
                 256: packed(LONG, [width]),
                 257: packed(LONG, [height]),
-                258: packed(SHORT, [32]),
+                258: packed(SHORT, [8 if classes else 32]),
                 259: packed(SHORT, [8]),  # Adobe DEFLATE
-                262: packed(SHORT, [1]),  # black is zero
+                262: packed(SHORT, [3 if palette else 1]),  # palette, or black is zero
                 277: packed(SHORT, [1]),
                 284: packed(SHORT, [1]),
-                317: packed(SHORT, [3]),  # floating-point predictor
+                317: packed(SHORT, [1 if classes else 3]),  # no predictor, or the floating-point one
                 322: packed(SHORT, [TILE]),
                 323: packed(SHORT, [TILE]),
-                339: packed(SHORT, [3]),  # IEEE floating point
+                339: packed(SHORT, [1 if classes else 3]),  # unsigned integer, or IEEE floating point
                 GDAL_NODATA: nodata,
+                **palette,
                 **({} if k else geo),
             }
             stored = self._stored[k]
             levels.append(Level(fields, [stored[i][1] for i in range(len(stored))]))
         big = sum(sum(level.tile_sizes) for level in levels) > _BIGTIFF_FROM
 
-        def copy_tile(k: int, i: int, out) -> None:
+        def tile_bytes(k: int, i: int) -> bytes:
             offset, size = self._stored[k][i]
             self._store.seek(offset)
-            out.write(self._store.read(size))
+            return self._store.read(size)
 
         with open(target, "wb") as out:
-            write_cog(out, levels, copy_tile, big)
+            write_cog(out, levels, tile_bytes, big)
         self.close()
         return self.counts
 
@@ -241,14 +282,39 @@ def _average_2x2(values: np.ndarray) -> np.ndarray:
     return out
 
 
-def _georeferencing(grid: OutputGrid, tags: dict[str, str], folder: Path, description: str) -> dict:
+def _mode_2x2(values: np.ndarray, nodata: int) -> np.ndarray:
+    """The most frequent valid class of each 2 x 2 (the first in reading order on a tie; ``nodata`` where none is
+    valid), ``ceil(h / 2) x ceil(w / 2)``."""
+    height, width = values.shape
+    padded = np.full((height + height % 2, width + width % 2), nodata, np.uint8)
+    padded[:height, :width] = values
+    corners = [padded[i::2, j::2] for i in (0, 1) for j in (0, 1)]
+    best = np.full(corners[0].shape, nodata, np.uint8)
+    best_count = np.zeros(corners[0].shape, np.int8)
+    for corner in corners:
+        count = sum(((other == corner) & (other != nodata)).astype(np.int8) for other in corners)
+        better = (corner != nodata) & (count > best_count)
+        best[better], best_count[better] = corner[better], count[better]
+    return best
+
+
+def _palette(colours: dict[int, str]) -> tuple:
+    """The TIFF ColorMap field of 256 entries (16 bits a channel; black where no class is given)."""
+    channels = np.zeros((3, 256), np.int64)
+    for value, colour in colours.items():
+        channels[:, value] = [int(colour[k : k + 2], 16) * 257 for k in (1, 3, 5)]
+    return packed(SHORT, channels.ravel().tolist())
+
+
+def _georeferencing(grid: OutputGrid, tags: dict[str, str], folder: Path, band: Band) -> dict:
     """GeoTIFF's georeferencing fields and GDAL's metadata and nodata fields, as GDAL writes them for this grid."""
     with tempfile.NamedTemporaryFile(suffix=".tif", dir=folder) as tmp:
-        with rasterio.open(tmp.name, "w", driver="GTiff", width=1, height=1, count=1, dtype="float32", nodata=float("nan"),
+        with rasterio.open(tmp.name, "w", driver="GTiff", width=1, height=1, count=1, dtype=band.dtype, nodata=band.nodata,
                            crs=grid.crs, transform=grid.transform) as dst:
             dst.update_tags(**tags)
-            dst.set_band_description(1, description)
-            dst.units = ("m",)
+            dst.set_band_description(1, band.description)
+            if not band.classes:
+                dst.units = ("m",)
         return read_ifd_tags(tmp.name, (*GEO_TAGS, GDAL_METADATA, GDAL_NODATA))
 
 

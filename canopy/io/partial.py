@@ -15,14 +15,20 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from canopy.errors import DamagedPartialWarning, ResumeError, ResumeNumericsWarning, warn
-from canopy.io.atomic import atomic_path
+from canopy.errors import (
+    DamagedPartialWarning,
+    ResumeError,
+    ResumeNumericsWarning,
+    warn,
+)
 from canopy.grid import Block
+from canopy.io.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +36,66 @@ ChipHeights = dict[tuple[int, int], np.ndarray]
 """Chip heights (S, S) in metres by the chip's origin (row, col) in grid coordinates."""
 
 _NUMERICS = "canopy_numerics"  # the one fingerprint entry a resume may change (with a warning)
+
+
+def partial_folder(out: Path) -> Path:
+    """The hidden folder beside ``out`` that holds its run's finished blocks until it is complete."""
+    return out.parent / f".{out.name}.partial"
+
+
+def open_run_folder(folder: Path, fingerprint: dict[str, Any], resume: bool, drop_damaged: Callable[[], int],
+                    bound_m: float = 0.0) -> None:
+    """Keep the blocks in ``folder`` when resuming a run with the same fingerprint; otherwise empty it and record
+    ``fingerprint`` in its manifest.
+
+    Parameters
+    ----------
+    folder
+        The run's folder of finished blocks.
+    fingerprint
+        Everything that decides the output; ``canopy_numerics`` (the configuration) may change on a resume.
+    resume
+        Keep an earlier run's blocks.
+    drop_damaged
+        Deletes the kept blocks that cannot be read whole and says how many (they are computed again).
+    bound_m
+        How far blocks computed in two configurations may differ, for the warning.
+
+    Raises
+    ------
+    ResumeError
+        If ``resume`` is set and the earlier run had other settings.
+    """
+    manifest = folder / "manifest.json"
+    fingerprint = json.loads(json.dumps(fingerprint))
+    if resume and manifest.is_file():
+        earlier = json.loads(manifest.read_text())
+        changed = sorted(k for k in set(earlier) | set(fingerprint) if earlier.get(k) != fingerprint.get(k))
+        if changed == [_NUMERICS]:
+            warn(
+                f"The partial run in {folder} was computed in another configuration ({earlier[_NUMERICS]}) than this "
+                f"one ({fingerprint[_NUMERICS]}): the blocks of the two agree within {bound_m:g} m, not byte for byte.",
+                ResumeNumericsWarning,
+            )
+        elif changed:
+            raise ResumeError(
+                f"The partial run in {folder} was made with other settings ({', '.join(changed)}); "
+                "run again without --resume to start afresh."
+            )
+        damaged = drop_damaged()
+        if damaged:
+            warn(
+                f"The partial run in {folder} held {damaged} damaged block(s) (unreadable or cut short); "
+                "they are computed again.",
+                DamagedPartialWarning,
+            )
+        return
+    if folder.exists():
+        log.info("discarding an earlier partial run in %s", folder)
+        shutil.rmtree(folder)
+    folder.mkdir()
+    with atomic_path(manifest) as tmp:
+        tmp.write_text(json.dumps(fingerprint, indent=2, sort_keys=True))
 
 
 class PartialRun:
@@ -55,38 +121,10 @@ class PartialRun:
     """
 
     def __init__(self, out: Path, fingerprint: dict[str, Any], resume: bool, bound_m: float = 0.0) -> None:
-        self.dir = out.parent / f".{out.name}.partial"
-        manifest = self.dir / "manifest.json"
-        fingerprint = json.loads(json.dumps(fingerprint))
-        if resume and manifest.is_file():
-            earlier = json.loads(manifest.read_text())
-            changed = sorted(k for k in set(earlier) | set(fingerprint) if earlier.get(k) != fingerprint.get(k))
-            if changed == [_NUMERICS]:
-                warn(
-                    f"The partial run in {self.dir} was computed in another configuration ({earlier[_NUMERICS]}) than this "
-                    f"one ({fingerprint[_NUMERICS]}): the blocks of the two agree within {bound_m:g} m, not byte for byte.",
-                    ResumeNumericsWarning,
-                )
-            elif changed:
-                raise ResumeError(
-                    f"The partial run in {self.dir} was made with other settings ({', '.join(changed)}); "
-                    "run again without --resume to start afresh."
-                )
-            damaged = self._drop_damaged()
-            if damaged:
-                warn(
-                    f"The partial run in {self.dir} held {damaged} damaged block(s) (unreadable or cut short); "
-                    "they are computed again.",
-                    DamagedPartialWarning,
-                )
+        self.dir = partial_folder(out)
+        open_run_folder(self.dir, fingerprint, resume, self._drop_damaged, bound_m)
+        if resume:
             log.info("resuming: %d blocks already done in %s", len(self.done()), self.dir)
-            return
-        if self.dir.exists():
-            log.info("discarding an earlier partial run in %s", self.dir)
-            shutil.rmtree(self.dir)
-        self.dir.mkdir()
-        with atomic_path(manifest) as tmp:
-            tmp.write_text(json.dumps(fingerprint, indent=2, sort_keys=True))
 
     @classmethod
     def attach(cls, directory: str | Path) -> PartialRun:

@@ -80,7 +80,13 @@ class Level:
     tile_sizes: list[int]
 
 
-def write_cog(out: BinaryIO, levels: Sequence[Level], copy_tile: Callable[[int, int, BinaryIO], None], big: bool) -> None:
+LEADER, TRAILER = 4, 4
+"""Bytes before each tile (its size, uint32) and after it (its last four bytes again), as GDAL's COG driver writes
+them: a reader over HTTP learns a tile's size from its leader and skips the byte-count array, and a trailer that
+matches tells that the tile was not altered since."""
+
+
+def write_cog(out: BinaryIO, levels: Sequence[Level], tile_bytes: Callable[[int, int], bytes], big: bool) -> None:
     """Write the whole file: header, the levels' directories, then every tile, smallest level first.
 
     Parameters
@@ -90,8 +96,8 @@ def write_cog(out: BinaryIO, levels: Sequence[Level], copy_tile: Callable[[int, 
     levels
         Full resolution first, then the overviews from finest to coarsest. The tile offsets and byte
         counts are filled in here.
-    copy_tile
-        Writes the compressed bytes of tile ``i`` (row-major) of level ``k`` to the file: ``copy_tile(k, i, out)``.
+    tile_bytes
+        The compressed bytes of tile ``i`` (row-major) of level ``k``: ``tile_bytes(k, i)``; at least four.
     big
         BigTIFF (64-bit offsets), for files of 4 GB or more.
     """
@@ -108,8 +114,8 @@ def write_cog(out: BinaryIO, levels: Sequence[Level], copy_tile: Callable[[int, 
     position = data_start
     for k in reversed(range(len(levels))):
         for size in levels[k].tile_sizes:
-            offsets[k].append(position)
-            position += size
+            offsets[k].append(position + LEADER)
+            position += LEADER + size + TRAILER
     ifd_at = header_size + len(ghost)
     out.write(struct.pack("<2sHHHQ", b"II", 43, 8, 0, ifd_at) if big else struct.pack("<2sHI", b"II", 42, ifd_at))
     out.write(ghost)
@@ -120,12 +126,17 @@ def write_cog(out: BinaryIO, levels: Sequence[Level], copy_tile: Callable[[int, 
         ifd_at += sizes[k]
     for k in reversed(range(len(levels))):
         for i in range(len(levels[k].tile_sizes)):
-            copy_tile(k, i, out)
+            data = tile_bytes(k, i)
+            out.write(struct.pack("<I", len(data)) + data + data[-TRAILER:])
 
 
 def _ghost_header() -> bytes:
-    """GDAL's structural metadata for a COG: directories before data, tiles row by row, no block leaders."""
-    body = "LAYOUT=IFDS_BEFORE_DATA\nBLOCK_ORDER=ROW_MAJOR\nKNOWN_INCOMPATIBLE_EDITION=NO\n "
+    """GDAL's structural metadata for a COG: directories before data, tiles row by row, each with its leader and trailer.
+
+    GDAL reports ``LAYOUT=COG`` (in the ``IMAGE_STRUCTURE`` metadata, how users and validators tell a COG) only
+    when all four keys are there."""
+    body = ("LAYOUT=IFDS_BEFORE_DATA\nBLOCK_ORDER=ROW_MAJOR\nBLOCK_LEADER=SIZE_AS_UINT4\n"
+            "BLOCK_TRAILER=LAST_4_BYTES_REPEATED\nKNOWN_INCOMPATIBLE_EDITION=NO\n ")
     return f"GDAL_STRUCTURAL_METADATA_SIZE={len(body):06d} bytes\n{body}".encode("ascii")
 
 

@@ -1,4 +1,4 @@
-"""A float32 TIFF tile compressed as GDAL writes canopy's maps: floating-point predictor, then DEFLATE.
+"""TIFF tiles compressed as GDAL writes canopy's rasters; a float32 tile as GDAL writes canopy's maps: floating-point predictor, then DEFLATE.
 
 The predictor (TIFF technical note 3, ``PREDICTOR=3``) splits each row's samples into byte planes,
 most significant bytes first, and stores each byte as its difference from the one before it in the
@@ -25,3 +25,8 @@ def encode_tile(tile: np.ndarray, level: int = DEFLATE_LEVEL) -> bytes:
     differences[:, 0] = planes[:, 0]
     np.subtract(planes[:, 1:], planes[:, :-1], out=differences[:, 1:])
     return deflate.zlib_compress(differences.tobytes(), level)
+
+
+def encode_classes(tile: np.ndarray, level: int = DEFLATE_LEVEL) -> bytes:
+    """The compressed bytes of a (rows, columns) uint8 tile for Compression=8 (Adobe DEFLATE) without a predictor."""
+    return deflate.zlib_compress(np.ascontiguousarray(tile, np.uint8).tobytes(), level)

@@ -1,9 +1,10 @@
 """Connected parts (8-neighbour) of a mask that is labelled block by block and joined across block edges.
 
-Each block's parts are labelled on their own (:func:`scipy.ndimage.label`); the block keeps its
-parts' pixel counts, a flag per part, and its four edge rows of labels. Joining pairs the labels
-that touch across each edge and corner, and a graph's connected components give every part its
-whole size, so memory holds edges and counts, not the map.
+Each block's parts are labelled on their own (:func:`scipy.ndimage.label`) where the block is
+computed, and summarised (:func:`part_summary`): the parts' pixel counts, a flag per part, sums of
+values over them, and the block's four edge rows of labels, a few arrays stored with the block.
+Joining pairs the labels that touch across each edge and corner, and a graph's connected components
+give every part its whole size, so memory holds edges and counts, not the map.
 """
 
 from __future__ import annotations
@@ -21,11 +22,27 @@ def label(mask: np.ndarray) -> tuple[np.ndarray, int]:
     return ndimage.label(mask, structure=EIGHT)
 
 
+def part_summary(labels: np.ndarray, count: int, flags: np.ndarray | None = None, values: np.ndarray | None = None,
+                 prefix: str = "parts") -> dict[str, np.ndarray]:
+    """What joining needs of a block's parts, as arrays named under ``prefix``: their sizes (pixels), a flag each
+    (e.g. touches no-data), sums of ``values`` (k, height, width) over each part's pixels, and the edge labels."""
+    flat = labels.ravel()
+    summary = {
+        "sizes": np.bincount(flat, minlength=count + 1)[1:].astype(np.int64),
+        "flags": np.zeros(count, bool) if flags is None else np.asarray(flags, bool),
+        "sums": (np.zeros((count, 0)) if values is None else
+                 np.stack([np.bincount(flat, weights=v.ravel(), minlength=count + 1)[1:] for v in values], axis=1)),
+        "top": labels[0], "bottom": labels[-1], "left": labels[:, 0], "right": labels[:, -1],
+    }
+    return {f"{prefix}.{name}": np.ascontiguousarray(value) for name, value in summary.items()}
+
+
 class BlockParts:
     """The parts of a mask over a grid of blocks, added block by block (keyed by their (row, column) in the grid of
     blocks), then joined."""
 
     def __init__(self) -> None:
+        self._order: list[tuple[int, int]] = []
         self._offset: dict[tuple[int, int], int] = {}
         self._sizes: list[np.ndarray] = []
         self._flags: list[np.ndarray] = []
@@ -37,18 +54,16 @@ class BlockParts:
         self._part_flag = np.zeros(0, bool)
         self._part_sums = np.zeros((0, 0))
 
-    def add(self, block: tuple[int, int], labels: np.ndarray, count: int, flags: np.ndarray | None = None,
-            values: np.ndarray | None = None) -> None:
-        """Keep a block's parts: their sizes (pixels), a flag each (e.g. touches no-data), sums of ``values``
-        (k, height, width) over each part's pixels, and its edge labels."""
+    def add(self, block: tuple[int, int], summary: dict[str, np.ndarray], prefix: str = "parts") -> None:
+        """Keep a block's :func:`part_summary` (blocks are added in the run's block order)."""
+        self._order.append(block)
+        sizes = summary[f"{prefix}.sizes"]
         self._offset[block] = self._total
-        self._sizes.append(np.bincount(labels.ravel(), minlength=count + 1)[1:].astype(np.int64))
-        self._flags.append(np.zeros(count, bool) if flags is None else np.asarray(flags, bool))
-        if values is not None:
-            flat = labels.ravel()
-            self._sums.append(np.stack([np.bincount(flat, weights=v.ravel(), minlength=count + 1)[1:] for v in values], axis=1))
-        self._edges[block] = (labels[0].copy(), labels[-1].copy(), labels[:, 0].copy(), labels[:, -1].copy())
-        self._total += count
+        self._sizes.append(sizes)
+        self._flags.append(summary[f"{prefix}.flags"])
+        self._sums.append(summary[f"{prefix}.sums"])
+        self._edges[block] = tuple(summary[f"{prefix}.{side}"] for side in ("top", "bottom", "left", "right"))
+        self._total += len(sizes)
 
     def join(self) -> None:
         """Join the parts that touch across block edges and corners (8 neighbours)."""
@@ -79,19 +94,35 @@ class BlockParts:
         self._part_flag = np.bincount(self._part, weights=flags, minlength=self._part.max(initial=-1) + 1) > 0
         if self._sums:
             sums = np.concatenate(self._sums)
-            self._part_sums = np.stack([np.bincount(self._part, weights=sums[:, k], minlength=len(self._part_size))
-                                        for k in range(sums.shape[1])], axis=1)
+            self._part_sums = np.zeros((len(self._part_size), sums.shape[1]))
+            for k in range(sums.shape[1]):
+                self._part_sums[:, k] = np.bincount(self._part, weights=sums[:, k], minlength=len(self._part_size))
+        last = np.full(len(self._part_size), -1, np.int64)
+        for order, block in enumerate(self._order):
+            last[self._part[self._offset[block] + np.arange(len(self._sizes[order]))]] = order
+        self._by_last = np.argsort(last, kind="stable")
+        self._last_bounds = np.searchsorted(last[self._by_last], np.arange(len(self._order) + 1))
+        self._position = {block: k for k, block in enumerate(self._order)}
 
     def ids(self, block: tuple[int, int], count: int) -> np.ndarray:
         """For each label 0..count of a block: the id of its whole part across blocks (-1 for label 0)."""
         return np.concatenate([[-1], self._part[self._offset[block] + np.arange(count)]])
+
+    def count(self, block: tuple[int, int]) -> int:
+        """How many parts a block holds."""
+        return len(self._sizes[self._position[block]])
+
+    def closing(self, block: tuple[int, int]) -> np.ndarray:
+        """The ids of the whole parts whose last piece, in the order blocks were added, is in ``block``."""
+        k = self._position[block]
+        return self._by_last[self._last_bounds[k] : self._last_bounds[k + 1]]
 
     def sizes(self) -> np.ndarray:
         """Each whole part's size in pixels, by part id."""
         return self._part_size
 
     def sums(self) -> np.ndarray:
-        """Each whole part's sums of the ``values`` given to :meth:`add`, (parts, k), by part id."""
+        """Each whole part's sums of the ``values`` summarised, (parts, k), by part id."""
         return self._part_sums
 
     def whole(self, block: tuple[int, int], count: int) -> tuple[np.ndarray, np.ndarray]:

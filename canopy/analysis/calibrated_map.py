@@ -1,0 +1,96 @@
+"""A calibration applied to an existing map, on the block engine: streamed into a COG, resumable, local or on Dask."""
+
+from __future__ import annotations
+
+import os
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from canopy.analysis.height_raster import HeightRaster, open_height_raster
+from canopy.analysis.maps import open_map
+from canopy.blockwise.layout import BlockLayout, block_window
+from canopy.blockwise.run import block_run
+from canopy.calibration import Calibration, map_identity
+from canopy.choices import DEFAULT_BLOCK_SIZE
+from canopy.cluster import ClusterSpec
+from canopy.errors import OutputPathError
+from canopy.grid import Block
+from canopy.io.atomic import atomic_path
+from canopy.io.cog import StreamingCog, height_percentile
+from canopy.io.qml import style_range, write_qml
+
+
+def apply_calibration(chm: str | os.PathLike | xr.DataArray, calibration: Calibration | str | os.PathLike,
+                      out: str | os.PathLike | None = None, *, block_size: int = DEFAULT_BLOCK_SIZE, client=None,
+                      cluster: ClusterSpec | None = None, resume: bool = False) -> xr.DataArray:
+    """Apply a calibration to an existing map made by the model it was fitted for.
+
+    Parameters
+    ----------
+    chm
+        The map: a GeoTIFF, or a DataArray from :func:`canopy.open` or :func:`canopy.predict`.
+    calibration
+        A :class:`~canopy.calibration.Calibration` or its JSON file.
+    out
+        Also write the calibrated map here as a COG (with its QGIS style), with the map's tags and
+        ``canopy_calibration``, block by block; the result is then read from it lazily.
+    block_size
+        Block side in pixels, when writing ``out``.
+    client, cluster
+        A Dask client, or a cluster to start or connect to, to compute blocks on; neither for threads here.
+    resume
+        Reuse the blocks a killed run with the same map and calibration kept beside ``out``.
+
+    Returns
+    -------
+    xarray.DataArray
+        The calibrated heights, with the map's attributes and ``canopy_calibration``.
+
+    Raises
+    ------
+    CalibrationError
+        If the calibration was fitted for another model or weights, or cannot be read.
+    HeightMapError
+        If the map is not a single-band map with a CRS in metres and a no-data value.
+    OutputPathError
+        If ``out`` does not end in ``.tif`` or its folder does not exist.
+
+    .. versionadded:: 0.3
+    .. versionchanged:: 0.4
+       ``block_size``, ``client``, ``cluster`` and ``resume``; ``out`` is written block by block.
+    """
+    if not isinstance(calibration, Calibration):
+        calibration = Calibration.read(calibration)
+    raster = open_height_raster(chm, max_res=None)
+    data = chm if isinstance(chm, xr.DataArray) else open_map(chm)
+    calibration.check_for(map_identity(data.attrs), f"map {chm if not isinstance(chm, xr.DataArray) else data.name}")
+    attrs = {**data.attrs, "canopy_calibration": calibration.digest}
+    if out is None:
+        result = data.copy(data=calibration.apply(data.values))
+        result.attrs = attrs
+        return result
+    out = Path(out)
+    if out.suffix.lower() != ".tif" or not out.parent.is_dir():
+        raise OutputPathError(f"Output {out} must be a .tif in an existing folder.")
+    layout = BlockLayout(raster.height, raster.width, raster.transform, block_size)
+    fingerprint = {"analysis": "apply_calibration", "map": raster.fingerprint, "calibration": calibration.digest,
+                   "block_size": block_size}
+    tags = {k: str(v) for k, v in attrs.items() if not k.startswith("_") and k not in ("scale_factor", "add_offset")}
+    with block_run(out, fingerprint, resume=resume, client=client, cluster=cluster) as run:
+        shared = raster.shareable(run.scratch) if run.client is not None else raster
+        read = lambda block: run.store.load("calibrated", block, "heights", mmap=True)  # noqa: E731
+        with StreamingCog(raster.grid, layout.blocks, block_size, read, run.scratch) as cog:
+            run.stage("calibrated", partial(_calibrated, shared, calibration), layout.blocks, on_done=cog.block_done)
+            with atomic_path(out) as tmp:
+                counts = cog.finish(tmp, tags)
+        write_qml(out.with_suffix(".qml"), style_range(height_percentile(counts, 98)))
+    return open_map(out)
+
+
+def _calibrated(raster: HeightRaster, calibration: Calibration, block: Block) -> dict[str, np.ndarray]:
+    """A block's calibrated heights."""
+    window = block_window(block)
+    return {"heights": calibration.apply(raster.read(window.row_off, window.col_off, window.height, window.width))}
