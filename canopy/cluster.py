@@ -90,16 +90,49 @@ def connect(cluster: ClusterSpec, on_start: Callable[[str], None] | None = None)
         return
     where = cluster.scheduler or cluster.scheduler_file
     timeout = dask.config.get("distributed.comm.timeouts.connect")
-    _refuse_if_nothing_listens(cluster.scheduler or _address_in(cluster.scheduler_file), where)
+    address = cluster.scheduler or _address_in(cluster.scheduler_file)
+    _refuse_if_nothing_listens(address, where)
+    security = _security(address, where)
     try:
-        client = (Client(cluster.scheduler, timeout=timeout) if cluster.scheduler
-                  else Client(scheduler_file=cluster.scheduler_file, timeout=timeout))
+        client = (Client(cluster.scheduler, timeout=timeout, security=security) if cluster.scheduler
+                  else Client(scheduler_file=cluster.scheduler_file, timeout=timeout, security=security))
     except (OSError, TimeoutError, ValueError) as exc:
+        if security is not None and "certificate" in str(exc).lower():
+            raise DistributedError(
+                f"The Dask scheduler at {where} refused canopy's TLS certificate ({exc}); give one signed by the cluster's "
+                "CA in Dask's distributed.comm.tls settings."
+            ) from None
         raise DistributedError(
             f"Cannot reach the Dask scheduler at {where} ({exc}); start one (`dask scheduler`) or check the address."
         ) from exc
     with client:
         yield client
+
+
+def _security(address: str | None, where: str):
+    """Dask's own TLS settings (``distributed.comm.tls.*``, from its configuration files or ``DASK_*`` variables) for a
+    ``tls://`` scheduler; None for another protocol (Dask's defaults apply).
+
+    A TLS scheduler asks every client for a certificate its CA signed; without one, Dask's client waits forever,
+    so the call is refused here instead.
+
+    Raises
+    ------
+    DistributedError
+        If the scheduler speaks TLS and Dask's settings give no CA certificate or no client certificate.
+    """
+    if not (address or "").startswith("tls://"):
+        return None
+    from distributed.security import Security
+
+    security = Security(require_encryption=True)
+    if not (security.tls_ca_file and security.tls_client_cert):
+        raise DistributedError(
+            f"The Dask scheduler at {where} speaks TLS: set its CA certificate and a client certificate and key in Dask's "
+            "settings (distributed.comm.tls.ca-file, .client.cert and .client.key, e.g. DASK_DISTRIBUTED__COMM__TLS__CA_FILE); "
+            "see docs/cluster.md."
+        )
+    return security
 
 
 def restore_environment(saved: dict[str, str]) -> None:

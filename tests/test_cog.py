@@ -14,7 +14,7 @@ from rio_cogeo.cogeo import cog_validate
 
 import canopy.io.cog as cog
 from canopy.grid import OutputGrid, iter_blocks
-from canopy.io.cog import StreamingCog, overview_count
+from canopy.io.cog import HEIGHTS, Band, StreamingCog, overview_count
 from canopy.io.tile_codec import encode_tile
 
 TAGS = {"canopy_model": "test", "units": "m"}
@@ -30,11 +30,11 @@ def _heights(height: int, width: int, seed: int = 0) -> np.ndarray:
     return data
 
 
-def _write(path, data: np.ndarray, block_size: int, order=None, crs="EPSG:32611") -> np.ndarray:
+def _write(path, data: np.ndarray, block_size: int, order=None, crs="EPSG:32611", band: Band = HEIGHTS) -> np.ndarray:
     grid = OutputGrid(CRS.from_user_input(crs), 0.5, 300000.0, 4100000.0, data.shape[1], data.shape[0])
     blocks = iter_blocks(grid.height, grid.width, block_size)
     read = lambda b: data[b.row : b.row + b.height, b.col : b.col + b.width]  # noqa: E731
-    with StreamingCog(grid, blocks, block_size, read, path.parent, threads=2) as writer:
+    with StreamingCog(grid, blocks, block_size, read, path.parent, threads=2, band=band) as writer:
         for block in order(blocks) if order else blocks:
             writer.block_done(block)
         return writer.finish(path, TAGS)
@@ -47,6 +47,7 @@ def test_gdal_reads_back_every_pixel_and_the_overviews_are_gdals_average(tmp_pat
     counts = _write(ours, data, block_size)
     assert cog_validate(ours, strict=True) == (True, [], [])
     with rasterio.open(ours) as src:
+        assert src.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"  # GDAL's own test: the ghost header and the tiles' leaders
         assert np.array_equal(src.read(1), data, equal_nan=True)
         assert src.tags()["canopy_model"] == "test" and src.descriptions == ("canopy height (m)",) and src.units == ("m",)
         assert np.isnan(src.nodata) and src.crs.to_epsg() == 32611 and src.transform.c == 300000.0
@@ -135,3 +136,24 @@ def test_a_run_bounds_gdals_block_cache_unless_the_user_set_it(tmp_path, monkeyp
             canopy.predict(NEON / "TEAK_043_rgb.tif", progress=lambda p: seen.append(get_gdal_config("GDAL_CACHEMAX")), **options)
         assert seen and {int(v) for v in seen} == {expected}
         assert int(get_gdal_config("GDAL_CACHEMAX")) == outside  # given back after the run
+
+
+def test_a_class_mask_is_a_paletted_cog_whose_overviews_keep_the_most_frequent_class(tmp_path):
+    rng = np.random.default_rng(2)
+    classes = (rng.random((1100, 1337)) < 0.3).astype(np.uint8)  # 1 where 30 % of the pixels are
+    classes[:40] = 255
+    classes[200:260, 300:400] = 1
+    path = tmp_path / "mask.tif"
+    band = Band("forest", "uint8", 255, {0: "#efe9d6", 1: "#1e7832"})
+    _write(path, classes, 300, band=band)
+    assert cog_validate(path, strict=True) == (True, [], [])
+    with rasterio.open(path) as src:
+        assert src.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG" and src.dtypes == ("uint8",) and src.nodata == 255
+        assert src.colormap(1)[1] == (30, 120, 50, 255) and src.colormap(1)[0] == (239, 233, 214, 255)
+        assert np.array_equal(src.read(1), classes) and src.descriptions == ("forest",)
+        half = src.read(1, out_shape=(550, 669))
+    quads = np.stack([classes[i::2, j::2][:550, :668] for i in (0, 1) for j in (0, 1)])
+    ones = ((quads == 1).sum(0), (quads == 0).sum(0), (quads != 255).sum(0))
+    assert (half[:550, :668][ones[0] > 2] == 1).all() and (half[:550, :668][ones[1] > 2] == 0).all()  # a majority wins
+    assert (half[:550, :668][ones[2] == 0] == 255).all() and (half[20:, :][half[20:, :] == 255].size == 0)  # no data only where all are
+    assert (half[100:130, 150:200] == 1).all()
