@@ -19,7 +19,7 @@ from pathlib import Path
 from rasterio.warp import transform_bounds
 
 from canopy.errors import CanopyWarning, WeightsNotFoundError
-from canopy.evaluation import evaluate, evaluate_pairs, format_table, write_scatter
+from canopy.accuracy.evaluation import evaluate, evaluate_pairs, format_table, write_scatter
 from canopy.io.atomic import atomic_path
 from canopy.models.registry import get_model_spec
 from canopy.models.weights import find_cached
@@ -137,7 +137,7 @@ def run_demo(out_dir: Path, *, epochs: int = 40, say: Callable[[str], None] = lo
     CanopyError
         If a step fails.
     """
-    from canopy.calibration import calibrate
+    from canopy.accuracy.calibration_fit import calibrate
     from canopy.prediction import predict
     from canopy.training import TrainSettings, train
 

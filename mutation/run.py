@@ -44,15 +44,18 @@ TARGETS = {
                       "tests/test_atomic_outputs.py::test_a_kill_after_each_file_leaves_whole_files_and_the_next_run_finishes[trees]",
                       "tests/test_atomic_outputs.py::test_a_run_killed_before_its_map_lands_resumes_to_the_bytes_of_an_uninterrupted_run")),
     "grid": Target(("canopy/grid.py",), ("tests/test_grid.py", "tests/test_chips.py")),
-    "blending": Target(("canopy/stitch.py",), ("tests/test_stitch.py", "tests/test_chips.py",
+    "blending": Target(("canopy/runtime/stitch.py",), ("tests/test_stitch.py", "tests/test_chips.py",
                                                "tests/test_memory.py::test_peak_memory_does_not_grow_with_the_region[predict]")),
     "radiometry": Target(("canopy/imagery/radiometry.py",), ("tests/test_imagery.py",)),
-    "imagery": Target(("canopy/imagery/geotiff.py", "canopy/imagery/mosaic.py", "canopy/imagery/discover.py"),
+    "imagery": Target(("canopy/imagery/geotiff.py", "canopy/imagery/raster_checks.py", "canopy/imagery/mosaic.py",
+                       "canopy/imagery/discover.py"),
                       ("tests/test_imagery.py", "tests/test_tiles.py")),
-    "calibration": Target(("canopy/calibration.py",), ("tests/test_calibration.py",
+    "calibration": Target(("canopy/calibration.py", "canopy/accuracy/calibration_fit.py"), ("tests/test_calibration.py",
                                                       "tests/test_atomic_outputs.py::test_a_kill_after_each_file_leaves_whole_files_and_the_next_run_finishes[calibrate]")),
     "trees": Target(("canopy/analysis/tree_tops.py", "canopy/analysis/crowns.py"), ("tests/test_trees.py",)),
     "change": Target(("canopy/analysis/change.py",), ("tests/test_change.py",)),
+    "blockwise": Target(("canopy/blockwise/parts.py", "canopy/blockwise/store.py", "canopy/blockwise/vectors.py"),
+                        ("tests/test_blockwise.py", "tests/test_forest.py", "tests/test_change.py")),
 }
 
 # Operators kept (29 of cosmic-ray 8.7's 213): one inverse per arithmetic operator, each comparison's boundary

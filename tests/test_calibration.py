@@ -12,9 +12,10 @@ import rasterio
 from click.testing import CliRunner
 
 import canopy
-from canopy.calibration import MIN_PAIRS, Calibration, CalibrationError, fit_monotone
+from canopy.accuracy.calibration_fit import MIN_PAIRS, fit_monotone
+from canopy.calibration import Calibration, CalibrationError
 from canopy.cli.main import cli
-from canopy.evaluation import evaluate_pairs
+from canopy.accuracy.evaluation import evaluate_pairs
 
 NEON = canopy.__path__[0] + "/data/neon"
 PLOTS = ["TEAK_043", "TEAK_044", "TEAK_045", "TEAK_046", "TEAK_047", "TEAK_049", "TEAK_050", "TEAK_051", "TEAK_052",
@@ -224,7 +225,7 @@ def test_quantile_bins_hold_equal_shares_of_the_pairs():
 
 
 def test_pairs_are_taken_where_both_heights_exist_and_a_single_plot_is_cut_in_four(maps, tmp_path):
-    from canopy.calibration import _folds
+    from canopy.accuracy.calibration_fit import _folds
 
     with rasterio.open(maps[0]) as src:
         heights, tags = src.read(1), src.tags()

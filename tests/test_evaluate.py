@@ -14,7 +14,7 @@ from rasterio.warp import transform_bounds
 
 from canopy.cli.main import cli
 from canopy.errors import EvaluationError
-from canopy.evaluation import evaluate, evaluate_pairs
+from canopy.accuracy.evaluation import evaluate, evaluate_pairs
 from rasters import NEON, write_raster
 
 REF = np.array(

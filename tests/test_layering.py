@@ -76,3 +76,28 @@ def test_no_import_cycle_between_packages():
 def test_io_imports_nothing_from_above_it():
     above = sorted((other, path) for other, path in _imports().get("io", ()) if other not in IO_MAY_IMPORT)
     assert not above, above
+
+
+def _module_imports() -> dict[str, set[str]]:
+    """Each module's imports of other canopy modules (``canopy.analysis.trees`` ...), at any depth, a package's
+    ``__init__`` left out (it only re-exports)."""
+    modules = {".".join(p.relative_to(PACKAGE.parent).with_suffix("").parts) for p in PACKAGE.rglob("*.py")}
+    found: dict[str, set[str]] = {}
+    for path in PACKAGE.rglob("*.py"):
+        module = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+        if module.endswith("__init__"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            found.setdefault(module, set()).update(n for n in names if n in modules and n != module)
+    return found
+
+
+def test_no_import_cycle_between_modules_inside_packages():
+    cycles = _cycles(_module_imports())
+    assert not cycles, cycles

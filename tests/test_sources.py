@@ -13,7 +13,7 @@ from affine import Affine
 
 import canopy
 from canopy.errors import ImageryReadError
-from canopy.imagery import GeoTiffSource, open_imagery
+from canopy.imagery import GeoTiffSource, geotiff, open_imagery
 from canopy.imagery.source_set import SourceObject
 from canopy.request import PredictRequest
 from canopy.runtime.plan import make_plan
@@ -26,18 +26,18 @@ SMALL = {"model": "dinov2_vits14", "weights": "random", "chip_size": 56, "block_
 def _counting(monkeypatch) -> dict[str, int]:
     """Count the GDAL opens of user imagery and the reads of a raster's last block (the truncation check)."""
     counts = {"opens": 0, "checks": 0}
-    open_, check = GeoTiffSource._open, GeoTiffSource._check
+    open_, check = GeoTiffSource._open, geotiff.check_raster
 
     def counted_open(self, *args):
         counts["opens"] += 1
         return open_(self, *args)
 
-    def counted_check(self, read_last_block):
+    def counted_check(ds, label, read_last_block):
         counts["checks"] += bool(read_last_block)
-        return check(self, read_last_block)
+        return check(ds, label, read_last_block)
 
     monkeypatch.setattr(GeoTiffSource, "_open", counted_open)
-    monkeypatch.setattr(GeoTiffSource, "_check", counted_check)
+    monkeypatch.setattr(geotiff, "check_raster", counted_check)
     return counts
 
 

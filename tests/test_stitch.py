@@ -15,7 +15,7 @@ from canopy.imagery import GeoTiffSource, read_mosaic
 from canopy.models import get_model_spec
 from canopy.models.height_model import LoadedModel
 from canopy.prediction import RunSummary, predict
-from canopy.stitch import BorderChips, predict_block
+from canopy.runtime.stitch import BorderChips, predict_block
 from canopy.tiling import ChipLayout
 from canopy.tiling.block_input import read_block
 from rasters import smooth_rgb, write_raster
@@ -168,7 +168,7 @@ def test_block_sizes_are_put_on_the_chip_lattice():
 
 def test_one_neighbour_rule_names_the_blocks_that_hand_chips_on_and_when_they_are_done():
     from canopy.grid import Block
-    from canopy.stitch import handing_on, needed_after
+    from canopy.runtime.stitch import handing_on, needed_after
 
     step = 42
     assert handing_on(Block(0, 0, step, step), step) == []
@@ -182,7 +182,7 @@ def test_one_neighbour_rule_names_the_blocks_that_hand_chips_on_and_when_they_ar
 
 def test_only_chips_over_imagery_are_predicted():
     from canopy.grid import Block
-    from canopy.stitch import predict_chips
+    from canopy.runtime.stitch import predict_chips
     from canopy.tiling.block_input import BlockInput
 
     layout = ChipLayout(28, 14, 14)
@@ -200,7 +200,7 @@ def test_only_chips_over_imagery_are_predicted():
 
 def test_the_chips_handed_on_are_exactly_those_that_reach_a_later_block():
     from canopy.grid import Block
-    from canopy.stitch import border_chips
+    from canopy.runtime.stitch import border_chips
 
     layout, shape = ChipLayout(28, 14, 14), (70, 42)  # a grid taller than wide, blocks of one chip stride
     cases = {

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from forests import synthetic_forest, write_forest
 
 import canopy
-from canopy.analysis.tree_matching import box_iou, match_boxes
+from canopy.accuracy.tree_matching import box_iou, match_boxes
 from canopy.cli.main import cli
 from canopy.errors import HeightMapError
 

@@ -19,8 +19,8 @@ def calibrate(map_path: Path, references: tuple[Path, ...], out: Path, plot: Pat
 
     Apply it with `canopy predict --calibration FILE`, or `canopy.apply_calibration` on an existing map.
     """
-    from canopy.calibration import METRICS
-    from canopy.calibration import calibrate as fit
+    from canopy.accuracy.calibration_fit import METRICS
+    from canopy.accuracy.calibration_fit import calibrate as fit
 
     result = fit(map_path, list(references), out, plot=plot)
     v = result.validation

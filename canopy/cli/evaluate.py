@@ -15,7 +15,7 @@ import click
 @click.option("--block-size", type=click.IntRange(min=1), default=50, show_default=True, help="Block side (reference px) for block R².")
 def evaluate(prediction: Path, reference: Path, json_out: Path | None, plot: Path | None, block_size: int) -> None:
     """Compare PREDICTION with REFERENCE on the reference's grid: MAE, RMSE, bias, R², block R²."""
-    from canopy.evaluation import evaluate as run_evaluate, format_table, write_scatter
+    from canopy.accuracy.evaluation import evaluate as run_evaluate, format_table, write_scatter
 
     metrics = run_evaluate(prediction, reference, block_size=block_size)
     click.echo(format_table(metrics))

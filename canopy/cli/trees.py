@@ -73,7 +73,7 @@ def evaluate_trees(detected: Path, reference: tuple[Path, ...], plots: Path | No
     Boxes are matched one to one (Hungarian assignment on IoU); precision and recall per plot, and
     their means over plots. Without a plot column, each REFERENCE file is one plot.
     """
-    from canopy.analysis.tree_matching import evaluate_trees as score
+    from canopy.accuracy.tree_matching import evaluate_trees as score
 
     scores = score(detected, list(reference), plots=plots, plot_column=plot_column, iou_threshold=iou)
     click.echo(scores.table().to_string(index=False, float_format=lambda v: f"{v:.2f}"))

@@ -1,4 +1,8 @@
-"""A GeoTIFF (or any GDAL raster, local or a remote COG) read window by window onto the output grid."""
+"""A GeoTIFF (or any GDAL raster, local or a remote COG) read window by window onto the output grid.
+
+What is decided about a raster once, when it is first opened, is in :mod:`canopy.imagery.raster_checks`;
+this module reads it.
+"""
 
 from __future__ import annotations
 
@@ -10,43 +14,41 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from urllib.parse import urlparse
-from urllib.request import url2pathname
 
 import numpy as np
 import rasterio
-from scipy.ndimage import binary_fill_holes
 from rasterio.crs import CRS
 from rasterio.enums import ColorInterp, Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError, RasterioIOError
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
+from scipy.ndimage import binary_fill_holes
 
-from canopy.errors import AmbiguousNodataWarning, ImageryError, ImageryReadError, warn
+from canopy.errors import ImageryError, ImageryReadError
 from canopy.grid import BBox, OutputGrid, intersects, to_crs
-from canopy.io.gdal_env import remote_env
 from canopy.imagery.radiometry import Scaling
+from canopy.imagery.raster_checks import (
+    check_raster,
+    check_vrt_sources,
+    decide_nodata_rule,
+    driver_for,
+    file_fingerprint,
+    frozen,
+    gdal_message,
+    is_remote,
+    local_path,
+    select_bands,
+    tiff_datetime,
+)
 from canopy.imagery.source import Patch
+from canopy.io.gdal_env import remote_env
 
 # Output pixels this many times coarser than the source are averaged; finer ratios are bilinear.
 _AVERAGE_FROM = 1.5
-_REMOTE_PREFIXES = ("http://", "https://", "s3://", "gs://")  # GDAL's /vsi paths are refused: remote means a URL
-# A block (tile or strip) larger than this is refused rather than read: GDAL would allocate it whole.
-_MAX_BLOCK_PIXELS = 64 * 2**20
 _FRAME_MARGIN = 2
 """Pixels of the output lattice added around a raster's footprint in its frame (see ``GeoTiffSource._frame``)."""
 _MAX_ENCLOSURE_PIXELS = 2**28  # a collar raster's frame up to this size has its enclosed 255s found once, whole
 _OPEN_FRAMES = 4  # warped views kept open per raster: nearest and smooth for the run's grid, and the sample grid's
-
-
-def _frozen(value):
-    """Lists as tuples, all the way down, so a fingerprint compares and hashes alike wherever it was made."""
-    return tuple(_frozen(v) for v in value) if isinstance(value, (list, tuple)) else value
-
-
-def is_remote(path: str | os.PathLike) -> bool:
-    """Whether a path is a URL, read by ranges rather than from disk."""
-    return str(path).startswith(_REMOTE_PREFIXES)
 
 
 @dataclass(frozen=True)
@@ -84,33 +86,6 @@ class RasterRef:
         return GeoTiffSource.from_ref(self)
 
 
-def date_span(taken: Sequence[str | None]) -> str | None:
-    """The ISO dates of several rasters as one (a day, or ``first/last``); None when any is not known."""
-    if not taken or not all(taken):
-        return None
-    days = sorted({day for text in taken for day in text.split("/")})
-    return days[0] if len(days) == 1 else f"{days[0]}/{days[-1]}"
-
-
-def _tiff_datetime(text: str | None) -> datetime | None:
-    """A TIFF ``DATETIME`` tag (``YYYY:MM:DD HH:MM:SS``) as a UTC datetime; None when absent or malformed."""
-    try:
-        return datetime.strptime(text.strip(), "%Y:%m:%d %H:%M:%S").replace(tzinfo=timezone.utc) if text else None
-    except ValueError:
-        return None
-
-
-def gdal_message(exc: BaseException) -> str:
-    """GDAL's own words for a failure: rasterio's "Read failed. See previous exception" hides them in the chain."""
-    messages, seen = [], exc
-    while seen is not None and len(messages) < 8:
-        text = str(seen).strip()
-        if text and "See previous exception" not in text and text not in messages:
-            messages.append(text)
-        seen = seen.__cause__ or seen.__context__
-    return "; ".join(messages[-2:]) if messages else type(exc).__name__
-
-
 def _phase(coordinate: float, res: float) -> float:
     """Where a lattice of pixel size ``res`` through ``coordinate`` crosses zero: 0 for target-aligned grids.
 
@@ -129,64 +104,6 @@ def _frame_key(frame: OutputGrid) -> tuple:
 def _within(frame: OutputGrid, row: int, col: int, grid: OutputGrid) -> tuple[int, int, int, int]:
     """The rows and columns (r0, c0, r1, c1) of ``frame`` that ``grid``, starting at (row, col) in it, covers."""
     return max(row, 0), max(col, 0), min(row + grid.height, frame.height), min(col + grid.width, frame.width)
-
-
-def _local_path(path: str | os.PathLike) -> str | os.PathLike:
-    """A ``file://`` URL as the local path it names; anything else as it is."""
-    text = str(path)
-    if not text.startswith("file://"):
-        return path
-    return url2pathname(urlparse(text).path)
-
-
-def _driver_for(path: str | Path) -> str:
-    """The one GDAL driver user imagery may be opened with, from its name: GeoTIFF, or VRT for a ``.vrt`` the user named.
-
-    Raises
-    ------
-    ImageryError
-        For a GDAL virtual path (remote imagery must be given as a URL) or a file that is neither.
-    """
-    text = str(path)
-    if is_remote(text):
-        return "GTiff"
-    if text.startswith("/vsi"):
-        raise ImageryError(f"Imagery {text} is a GDAL virtual path; give remote imagery as its URL (https://, s3://, gs://).")
-    suffix = Path(text).suffix.lower()
-    if suffix in (".tif", ".tiff"):
-        return "GTiff"
-    if suffix == ".vrt":
-        return "VRT"
-    raise ImageryError(f"Imagery {text} is neither a GeoTIFF (.tif, .tiff) nor a VRT mosaic (.vrt); convert it with gdal_translate.")
-
-
-def _check_vrt_sources(vrt: Path) -> None:
-    """Refuse a VRT whose sources are not GeoTIFFs named as such, or remote other than by /vsicurl/ http(s) URLs.
-
-    Raises
-    ------
-    ImageryError, ImageryReadError
-        Naming the VRT and the source.
-    """
-    import xml.etree.ElementTree as ET
-
-    try:
-        root = ET.parse(vrt).getroot()
-    except ET.ParseError as exc:
-        raise ImageryReadError(f"Imagery {vrt} is not a VRT document ({exc}).") from None
-    for element in root.iter("SourceFilename"):
-        name = (element.text or "").strip()
-        if name.startswith(("/vsicurl/http://", "/vsicurl/https://")):
-            continue
-        source = vrt.parent / name if element.get("relativeToVRT") == "1" else Path(name)
-        if name.startswith("/vsi") or source.suffix.lower() not in (".tif", ".tiff"):
-            raise ImageryError(f"Imagery {vrt} has source {name}, which is not a GeoTIFF (.tif) or an http(s) URL; canopy reads only those.")
-        if not source.is_file():
-            raise ImageryReadError(f"Imagery {vrt} has source {name}, which does not exist; check the VRT.")
-        try:
-            rasterio.open(source, driver="GTiff").close()
-        except RasterioIOError:
-            raise ImageryError(f"Imagery {vrt} has source {name}, which is not a GeoTIFF although named so.") from None
 
 
 class GeoTiffSource:
@@ -241,26 +158,26 @@ class GeoTiffSource:
         vrt: str | None = None,
         fingerprint: tuple | None = None,
     ) -> None:
-        path = None if path is None else _local_path(path)
+        path = None if path is None else local_path(path)
         self.remote = path is not None and is_remote(path)
         self.path: str | Path | None = str(path) if self.remote else None if path is None else Path(path)
         self.name = name or str(path).rstrip("/").rsplit("/", 1)[-1]
         self.label = str(self.path) if self.path is not None else self.name  # what messages call the raster
-        driver = "VRT" if vrt is not None else _driver_for(str(path))
+        driver = "VRT" if vrt is not None else driver_for(str(path))
         if isinstance(self.path, Path):
             if not self.path.exists():
                 raise ImageryReadError(f"Imagery {self.label} does not exist; check the path.")
             self.path = self.path.resolve()  # absolute, as other processes (Dask workers, VRT mosaics) need it
             self.label = str(self.path)
-            if fingerprint is not None and list(fingerprint) != self._file_fingerprint():
+            if fingerprint is not None and list(fingerprint) != file_fingerprint(self.path):
                 raise ImageryReadError(f"Imagery {self.label} changed since the run was planned; run it again.")
             if driver == "VRT" and fingerprint is None:
-                _check_vrt_sources(self.path)
+                check_vrt_sources(self.path)
         with remote_env(self.remote or vrt is not None):
             self._open(driver, vrt)
             try:
-                self._check(read_last_block=fingerprint is None)
-                self.bands = self._select_bands(bands)
+                check_raster(self._ds, self.label, read_last_block=fingerprint is None)
+                self.bands = select_bands(self._ds, bands, self.label)
             except BaseException:
                 self._ds.close()
                 raise
@@ -271,7 +188,7 @@ class GeoTiffSource:
         self.width, self.height = self._ds.width, self._ds.height
         self.res: float = float(min(abs(self._ds.res[0]), abs(self._ds.res[1])))
         self.dtype: str = self._ds.dtypes[self.bands[0] - 1]
-        tagged = _tiff_datetime(self._ds.tags().get("TIFFTAG_DATETIME"))
+        tagged = tiff_datetime(self._ds.tags().get("TIFFTAG_DATETIME"))
         if date is None:
             known = tagged.date().isoformat() if tagged else None
             date = tagged.timestamp() if tagged else (self.path.stat().st_mtime if isinstance(self.path, Path) else 0.0)
@@ -285,8 +202,8 @@ class GeoTiffSource:
         self._vrts: dict[tuple, WarpedVRT] = {}
         self._alignment: dict[tuple, tuple[int, int] | None] = {}
         self._enclosures: dict[tuple, np.ndarray] = {}
-        self.nodata_rule = nodata_rule or self._nodata_rule()
-        self.fingerprint: tuple = _frozen(fingerprint if fingerprint is not None else members or self._file_fingerprint())
+        self.nodata_rule = nodata_rule or decide_nodata_rule(self._ds, self.bands, self.name, self.label)
+        self.fingerprint: tuple = frozen(fingerprint if fingerprint is not None else members or file_fingerprint(self.path))
 
     def _open(self, driver: str, vrt: str | None) -> None:
         """Open the dataset with only ``driver`` (a VRT named .tif is refused).
@@ -337,100 +254,6 @@ class GeoTiffSource:
         """This raster as a :class:`RasterRef`."""
         return RasterRef(None if self.path is None else str(self.path), tuple(self.bands), self.date, self.name, self.scaling,
                          self.nodata_rule, self.fingerprint, self.taken, self.vrt)
-
-    def _file_fingerprint(self) -> list:
-        """Path, size and modification time of a local file; the URL of a remote one."""
-        if isinstance(self.path, Path):
-            stat = self.path.stat()
-            return [str(self.path), stat.st_size, stat.st_mtime_ns]
-        return [str(self.path)]
-
-    def _check(self, read_last_block: bool) -> None:
-        """Refuse rasters canopy cannot place on a map or read as RGB, and (``read_last_block``) truncated files."""
-        ds = self._ds
-        if ds.crs is None:
-            raise ImageryError(f"Imagery {self.label} has no CRS; assign one (e.g. gdal_edit.py -a_srs EPSG:32611).")
-        if ds.transform.is_identity or ds.transform.b or ds.transform.d:
-            what = "no geotransform" if ds.transform.is_identity else "a rotated geotransform"
-            raise ImageryError(f"Imagery {self.label} has {what}; georeference it north-up (e.g. gdalwarp) first.")
-        if ds.count < 3:
-            raise ImageryError(f"Imagery {self.label} has {ds.count} band(s); canopy needs RGB imagery with at least 3 bands.")
-        if not (ds.crs.is_projected or ds.crs.is_geographic):
-            raise ImageryError(
-                f"Imagery {self.label} is in a local (engineering) CRS that cannot be placed on the Earth; "
-                "assign its real CRS (e.g. gdal_edit.py -a_srs EPSG:32611)."
-            )
-        try:
-            lonlat = to_crs(tuple(ds.bounds), ds.crs, CRS.from_epsg(4326))
-        except Exception:  # PROJ's failures come as GDAL's CPLE errors, which are no RasterioError
-            lonlat = (math.inf,) * 4
-        if not all(math.isfinite(v) for v in lonlat):
-            raise ImageryError(
-                f"Imagery {self.label} has a CRS or extent that cannot be placed in longitude and latitude; "
-                "check its georeferencing (gdalinfo) and assign a standard CRS."
-            )
-        block_rows, block_cols = ds.block_shapes[0]
-        if block_rows * block_cols > _MAX_BLOCK_PIXELS:
-            raise ImageryError(
-                f"Imagery {self.label} is stored in blocks of {block_cols} x {block_rows} px, too large to read by windows; "
-                "rewrite it tiled (gdal_translate -co TILED=YES)."
-            )
-        if not read_last_block:
-            return
-        try:
-            last = Window(0, max(0, ds.height - block_rows), min(ds.width, block_cols), min(ds.height, block_rows))
-            ds.read(1, window=last)
-        except RasterioError as exc:
-            raise self._truncated(exc) from exc
-
-    def _truncated(self, exc: BaseException) -> ImageryReadError:
-        """The error for a file whose reads fail near its start or end, with GDAL's words."""
-        return ImageryReadError(f"Imagery {self.label} cannot be read to its end; it may be truncated (GDAL: {gdal_message(exc)}).")
-
-    def _select_bands(self, bands: Sequence[int] | None) -> list[int]:
-        """Band indexes of red, green and blue: as given, else by colour interpretation, else the first three."""
-        count = self._ds.count
-        if bands is not None:
-            bands = list(bands)
-            if len(bands) != 3 or not all(1 <= b <= count for b in bands):
-                raise ImageryError(f"Bands {bands} do not name three of the {count} bands of {self.label}; pass e.g. --bands 1,2,3.")
-            return bands
-        interp = list(self._ds.colorinterp)
-        wanted = [ColorInterp.red, ColorInterp.green, ColorInterp.blue]
-        if all(c in interp for c in wanted):
-            return [interp.index(c) + 1 for c in wanted]
-        return [1, 2, 3]
-
-    def _nodata_rule(self) -> str:
-        """Decide whether a declared nodata of 255 in 8-bit imagery marks missing data or saturated pixels.
-
-        255 is also the value of a saturated pixel (the NEON orthophotos declare it as nodata and
-        hold real white pixels of 255). When the image's top and bottom rows are mostly all-255 it
-        has a nodata collar: 255 is masked where connected to it, and enclosed 255 pixels are read
-        as (saturated) data. Otherwise 255 is read as data everywhere. A warning says which rule applies.
-        Returns ``collar``, ``data``, or ``plain`` when the question does not arise.
-        """
-        ds = self._ds
-        if ds.nodata is None or ds.nodata != 255 or self.dtype != "uint8":
-            return "plain"
-        rows = [Window(0, 0, ds.width, 1), Window(0, ds.height - 1, ds.width, 1)]
-        try:
-            edges = np.concatenate([ds.read(self.bands, window=w).reshape(3, -1) for w in rows], axis=1)
-        except RasterioError as exc:
-            raise self._truncated(exc) from exc
-        if (edges == 255).all(axis=0).mean() >= 0.5:
-            warn(
-                f"Imagery {self.name} declares nodata=255, which is also a saturated pixel value, and has a collar of "
-                "255: canopy masks 255 where it is connected to the collar and reads enclosed pixels of 255 as data.",
-                AmbiguousNodataWarning,
-            )
-            return "collar"
-        warn(
-            f"Imagery {self.name} declares nodata=255, which is also a saturated pixel value, and its edges hold "
-            "image data: canopy reads pixels of 255 as data, not as nodata.",
-            AmbiguousNodataWarning,
-        )
-        return "data"
 
     def footprint(self, crs: CRS) -> BBox:
         """Bounds of the raster in ``crs``, computed once per CRS."""

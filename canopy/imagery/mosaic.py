@@ -8,7 +8,8 @@ import numpy as np
 import rasterio
 
 from canopy.grid import OutputGrid
-from canopy.imagery.geotiff import GeoTiffSource, date_span
+from canopy.imagery.geotiff import GeoTiffSource
+from canopy.imagery.raster_checks import date_span
 from canopy.imagery.source import ImagerySource, Patch
 
 _VRT_TYPES = {"uint8": "Byte", "uint16": "UInt16", "int16": "Int16", "uint32": "UInt32", "int32": "Int32",

@@ -13,7 +13,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass, replace
 
-from canopy.imagery.geotiff import RasterRef, date_span
+from canopy.imagery.geotiff import RasterRef
+from canopy.imagery.raster_checks import date_span
 from canopy.imagery.radiometry import Scaling
 from canopy.imagery.source import ImagerySource
 

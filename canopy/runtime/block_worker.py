@@ -14,7 +14,7 @@ from canopy.runtime.inference import ChipPredictor, auto_batch_size
 from canopy.runtime.numerics import numerics_tag
 from canopy.runtime.plan import ModelIdentity, RunPlan
 from canopy.io.partial import ChipHeights
-from canopy.stitch import predict_chips
+from canopy.runtime.stitch import predict_chips
 from canopy.tiling.block_input import BlockInput, read_block
 from canopy.grid import Block
 

@@ -24,7 +24,7 @@ from canopy.io.partial import PartialRun
 from canopy.runtime.block_worker import BlockWorker, PlacedModel, load_model
 from canopy.runtime.device import select_device
 from canopy.runtime.plan import ModelIdentity, RunPlan
-from canopy.stitch import BorderChips, blend_block, border_chips
+from canopy.runtime.stitch import BorderChips, blend_block, border_chips
 from canopy.grid import Block
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters

@@ -24,7 +24,7 @@ from canopy.io.partial import PartialRun
 from canopy.runtime.dask_tasks import blend_task, chips_task, describe, hold
 from canopy.choices import Device, Precision
 from canopy.runtime.plan import RunPlan
-from canopy.stitch import handing_on, needed_after
+from canopy.runtime.stitch import handing_on, needed_after
 from canopy.grid import Block
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ from canopy.models.weights import ProgressCallback
 from canopy.runtime.block_worker import BlockWorker, load_model
 from canopy.runtime.pipeline import run_blocks
 from canopy.runtime.plan import RunPlan
-from canopy.stitch import BorderChips, predict_block
+from canopy.runtime.stitch import BorderChips, predict_block
 from canopy.grid import Block
 
 
