@@ -110,6 +110,12 @@ def _same_outputs(a: dict, b: dict) -> None:
             assert a[name] == b[name], name
 
 
+def _gdal_cache_mb():
+    from rasterio._env import get_gdal_config
+
+    return get_gdal_config("GDAL_CACHEMAX")
+
+
 @pytest.fixture(scope="module")
 def client():
     """Two single-threaded worker processes on 127.0.0.1."""
@@ -134,6 +140,7 @@ def test_two_block_sizes_threads_and_two_dask_workers_give_the_same_outputs(inpu
         runs[label] = _outputs(out)
     _same_outputs(runs["blocks"], runs["whole"])
     _same_outputs(runs["dask"], runs["whole"])
+    assert set(client.run(_gdal_cache_mb).values()) == {256}  # bounded in the workers, as for predict
     tifs = [tmp_path / "whole" / n for n in runs["whole"] if n.endswith(".tif")]
     assert len(tifs) == {"trees": 0, "forest": 1, "change": 2, "apply_calibration": 1}[name]
     for tif in tifs:

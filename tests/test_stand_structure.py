@@ -101,8 +101,10 @@ def test_stats_command_gives_the_structure_columns(chm, tmp_path):
     result = CliRunner().invoke(cli, ["stats", str(chm), "--polygons", str(polygons), "--stats", "mean,p10,cover,structure",
                                       "--cover-threshold", "2", "--cover-threshold", "5", "--out", str(out)])
     assert result.exit_code == 0, result.output
+    assert "Warning" not in result.output, result.output  # a CSV's WKT column is no geometry column to warn about
     table = pd.read_csv(out)
+    assert table.geometry.iloc[0].startswith("POLYGON")
     for column in ("height_mean", "height_p10", "cover_2m", "cover_5m", "gap_fraction", "tree_count", "trees_per_ha",
-                   "crown_area_mean", "top_height"):
+                   "crown_area_mean", "top_height", "forest_fraction"):
         assert column in table, column
     assert table.gap_fraction.iloc[0] == pytest.approx(12 / 380)

@@ -59,8 +59,6 @@ def apply_calibration(chm: str | os.PathLike | xr.DataArray, calibration: Calibr
         If ``out`` does not end in ``.tif`` or its folder does not exist.
 
     .. versionadded:: 0.3
-    .. versionchanged:: 0.4
-       ``block_size``, ``client``, ``cluster`` and ``resume``; ``out`` is written block by block.
     """
     if not isinstance(calibration, Calibration):
         calibration = Calibration.read(calibration)

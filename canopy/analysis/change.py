@@ -180,8 +180,6 @@ def change(
         If ``resume`` is set and the kept blocks were made with other settings.
 
     .. versionadded:: 0.3
-    .. versionchanged:: 0.4
-       ``client``, ``cluster`` and ``resume``; ``counts``; the layers are read from the GeoPackage when written.
     """
     threshold = _threshold(threshold, error_rmse)
     for name, value in (("min_area_ha", min_area_ha), ("opening", opening)):
@@ -220,8 +218,8 @@ def change(
             forest_mask = str(run.scratch / "forest.tif" if forest_out is None else forest_out.with_suffix(".tif"))
         parts = _kept_parts(run.store, layout, settings)
         run.stage("pieces", partial(_pieces_kernel, str(run.store.dir), layout, min_area_ha * 1e4), layout.blocks)
-        counts: dict[str, tuple[int, float]] = {"forest_lost": (0, 0.0)}
-        tables = _tables(run, layout, grid, settings, parts, counts, forest_mask)
+        tally = _Tally()
+        tables = _tables(run, layout, grid, settings, parts, tally, forest_mask)
         if out is None:
             collected = list(tables)
             kept = {kind: concat_layers([t[kind] for t in collected], grid.crs) for kind in KINDS}
@@ -229,7 +227,7 @@ def change(
             write_layers(gpkg, tables, {kind: "Polygon" for kind in KINDS},
                          {"loss": fill_qml(LOSS_FILL), "gain": fill_qml(GAIN_FILL)}, "written by canopy change")
             kept = {}
-        lost = counts.pop("forest_lost")[1] if forest_map is not None else None
+        lost = tally.forest_lost_ha if forest_map is not None else None
         from canopy.analysis.maps import open_map
 
         if out is None:
@@ -238,7 +236,7 @@ def change(
             for sidecar in (".qml", ".tif"):
                 os.replace(target.with_suffix(sidecar), out.with_suffix(sidecar))
             difference = open_map(out)
-    return ChangeResult(difference, dates[0], dates[1], threshold, counts, forest_map, lost, gpkg, kept)
+    return ChangeResult(difference, dates[0], dates[1], threshold, tally.counts, forest_map, lost, gpkg, kept)
 
 
 @dataclass(frozen=True)
@@ -319,13 +317,20 @@ def _kept_parts(store: BlockStore, layout: BlockLayout, settings: _Settings) -> 
     return parts
 
 
+@dataclass
+class _Tally:
+    """What the polygons add up to, counted as they are written: each layer's polygons and hectares, and the hectares
+    of forest inside the loss."""
+
+    counts: dict[str, tuple[int, float]] = field(default_factory=lambda: {kind: (0, 0.0) for kind in KINDS})
+    forest_lost_ha: float = 0.0
+
+
 def _tables(run: BlockRun, layout: BlockLayout, grid: OutputGrid, settings: _Settings, parts: dict[str, BlockParts],
-            counts: dict[str, tuple[int, float]], forest_mask: str | None) -> Iterator[dict[str, gpd.GeoDataFrame]]:
-    """The loss and gain polygons, one pair of tables per block of the parts that end in it (the first pair empty);
-    each layer's polygons and hectares added to ``counts`` as they come, and the loss's forest hectares (with
-    ``forest_mask``) to ``counts["forest_lost"]``."""
+            tally: _Tally, forest_mask: str | None) -> Iterator[dict[str, gpd.GeoDataFrame]]:
+    """The loss and gain polygons, one pair of tables per block of the parts that end in it (the first pair empty),
+    added to ``tally`` as they come (the forest inside the loss with ``forest_mask``)."""
     dissolvers = {kind: Dissolver() for kind in KINDS}
-    counts.update({kind: (0, 0.0) for kind in KINDS})
     yield {kind: empty_layer(COLUMNS, grid.crs) for kind in KINDS}
     for block in layout.blocks:
         index = layout.index(block)
@@ -335,9 +340,10 @@ def _tables(run: BlockRun, layout: BlockLayout, grid: OutputGrid, settings: _Set
             dissolvers[kind].add(parts[kind].ids(index, parts[kind].count(index))[pieces["label"].to_numpy()], pieces.geometry.values)
             ids, geometries = dissolvers[kind].close(parts[kind].closing(index))
             tables[kind] = _table(ids, geometries, parts[kind], settings.min_pixels * grid.res**2, grid.crs)
-            counts[kind] = (counts[kind][0] + len(tables[kind]), counts[kind][1] + float(tables[kind].area_ha.sum()))
+            count, hectares = tally.counts[kind]
+            tally.counts[kind] = (count + len(tables[kind]), hectares + float(tables[kind].area_ha.sum()))
         if forest_mask is not None:
-            counts["forest_lost"] = (0, counts["forest_lost"][1] + _forest_within(forest_mask, tables["loss"].geometry.values))
+            tally.forest_lost_ha += _forest_within(forest_mask, tables["loss"].geometry.values)
         yield tables
 
 

@@ -132,8 +132,6 @@ def forest(
         If ``resume`` is set and the kept blocks were made with other settings.
 
     .. versionadded:: 0.3
-    .. versionchanged:: 0.4
-       ``client``, ``cluster`` and ``resume``; the mask and polygons are read from the files when written.
     """
     raster = open_height_raster(chm, max_res=definition.min_width / 2)
     if out is not None:
@@ -156,26 +154,26 @@ def forest_of(raster: HeightRaster, out: Path | None, definition: ForestDefiniti
     with block_run(out, fingerprint, written=[] if tif is None else [tif], resume=resume, client=client, cluster=cluster) as run:
         shared = raster.shareable(run.scratch) if run.client is not None else raster
         staged = run.scratch / "mask.tif"
-        counts = _mask(run, layout, shared, definition, staged)
+        valid, forested = _mask(run, layout, shared, definition, staged)
+        area_ha, fraction = forested * raster.res**2 / 1e4, forested / valid if valid else float("nan")
         polygons = _polygons(run, layout, raster.crs)
         if out is None:
             table = concat_layers(list(polygons), raster.crs)
             mask = _open_mask(staged).load()
             if mask_file is not None:
                 os.replace(staged, mask_file)
-            return ForestMap(mask, definition, float(table.area_ha.sum()), counts[1] / counts[0] if counts[0] else float("nan"),
-                             len(table), None, table)
+            return ForestMap(mask, definition, area_ha, fraction, len(table), None, table)
         for sidecar in (".qml", ".tif"):  # the mask lands just before the polygons, the run's output
             os.replace(staged.with_suffix(sidecar), tif.with_suffix(sidecar))
-        totals = write_layers(out, ({"forest": table} for table in _counting(polygons, counts)), {"forest": "Polygon"},
+        totals = write_layers(out, ({"forest": table} for table in polygons), {"forest": "Polygon"},
                               {"forest": forest_qml()}, "written by canopy forest")
-    return ForestMap(_open_mask(tif), definition, counts[2], counts[1] / counts[0] if counts[0] else float("nan"),
-                     totals["forest"], out)
+    return ForestMap(_open_mask(tif), definition, area_ha, fraction, totals["forest"], out)
 
 
-def _mask(run: BlockRun, layout: BlockLayout, raster: HeightRaster, definition: ForestDefinition, target: Path) -> list:
-    """The three stages; the mask written as a COG at ``target`` (with its style beside it); return [valid px, forest
-    px, 0]."""
+def _mask(run: BlockRun, layout: BlockLayout, raster: HeightRaster, definition: ForestDefinition,
+          target: Path) -> tuple[int, int]:
+    """The three stages; the mask written as a COG at ``target`` (with its style beside it); return its valid and its
+    forest pixels (the polygons are these pixels, so their area is the forest pixels')."""
     res = raster.res
     min_pixels = definition.min_area_ha * 1e4 / res**2
     blocks, folder = layout.blocks, str(run.store.dir)
@@ -197,7 +195,7 @@ def _mask(run: BlockRun, layout: BlockLayout, raster: HeightRaster, definition: 
     with atomic_path(target.with_suffix(".qml")) as tmp:
         tmp.write_text(paletted_qml(FOREST_CLASSES))
     totals = sum(run.store.load("final", block, "counts") for block in blocks)
-    return [int(totals[0]), int(totals[1]), 0.0]
+    return int(totals[0]), int(totals[1])
 
 
 def _candidates_kernel(raster: HeightRaster, definition: ForestDefinition, block: Block) -> dict[str, np.ndarray]:
@@ -265,13 +263,6 @@ def _polygons(run: BlockRun, layout: BlockLayout, crs) -> Iterator[gpd.GeoDataFr
         _, geometries = dissolver.close(parts.closing(index))
         if len(geometries):
             yield gpd.GeoDataFrame({"area_ha": shapely.area(geometries) / 1e4}, geometry=list(geometries), crs=crs)
-
-
-def _counting(tables: Iterator[gpd.GeoDataFrame], counts: list) -> Iterator[gpd.GeoDataFrame]:
-    """The tables as they come, adding their area to ``counts[2]``."""
-    for table in tables:
-        counts[2] += float(table.area_ha.sum())
-        yield table
 
 
 def _nodata_ring(store: BlockStore, layout: BlockLayout, block: Block, candidates_store: np.ndarray) -> np.ndarray:

@@ -19,6 +19,8 @@ from __future__ import annotations
 import numpy as np
 import shapely
 import xarray as xr
+from rasterio.windows import Window
+from rasterio.windows import transform as window_transform
 from scipy import ndimage
 
 from canopy.analysis.height_raster import HeightRaster
@@ -45,7 +47,7 @@ def gap_values(raster: HeightRaster, shape: shapely.Geometry, gap_height: float,
     values = np.where(np.isfinite(heights), big[patches].astype(np.float32), np.nan)
     import rioxarray  # noqa: F401  (the .rio accessor)
 
-    transform = raster.transform * raster.transform.translation(col0, row0)
+    transform = window_transform(Window(col0, row0, values.shape[1], values.shape[0]), raster.transform)
     data = xr.DataArray(values, dims=("y", "x"))
     return data.rio.write_crs(raster.crs).rio.write_transform(transform)
 

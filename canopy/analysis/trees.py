@@ -125,8 +125,6 @@ def trees(
         If the map cannot be read (the message names the block).
 
     .. versionadded:: 0.3
-    .. versionchanged:: 0.4
-       ``cluster``; blocks run on the block engine.
     """
     parts = list(iter_trees(chm, polygons, parameters=parameters, layer=layer, block_size=block_size, client=client,
                             cluster=cluster))
@@ -206,8 +204,6 @@ def write_trees(
         As :func:`trees`; if the cluster cannot be reached; if the kept blocks were made with other settings.
 
     .. versionadded:: 0.3.0
-    .. versionchanged:: 0.4
-       ``resume``.
     """
     out = Path(out)
     if out.suffix.lower() != ".gpkg":

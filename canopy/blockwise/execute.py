@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
@@ -19,6 +20,7 @@ import numpy as np
 
 from canopy.blockwise.store import BlockStore
 from canopy.grid import Block
+from canopy.io.gdal_env import bound_gdal_cache_for_this_process
 
 Kernel = Callable[[Block], dict[str, np.ndarray]]
 """What one block computes in a stage: its arrays by name."""
@@ -64,8 +66,9 @@ def run_stage(stage: str, kernel: Kernel, blocks: Sequence[Block], store: BlockS
     todo = [b for b in blocks if not store.has(stage, b)]
     log.info("%s: %d blocks to compute, %d kept from an earlier run", stage, len(todo), len(blocks) - len(todo))
     if on_done is not None:
+        pending = set(todo)
         for block in blocks:
-            if block not in todo:
+            if block not in pending:
                 on_done(block)
     if client is None:
         count = threads or min(4, os.cpu_count() or 1)
@@ -74,8 +77,9 @@ def run_stage(stage: str, kernel: Kernel, blocks: Sequence[Block], store: BlockS
                      _IN_FLIGHT_PER_THREAD * count, on_done, _first_done_local)
         return len(todo)
     width = _IN_FLIGHT_PER_THREAD * max(1, sum(client.nthreads().values()))
-    _bounded(todo, lambda b: client.submit(compute_and_store, kernel, str(store.dir), stage, b, pure=False,
-                                           key=f"canopy-{stage}-{b.key}-{id(store):x}"),
+    token = uuid.uuid4().hex[:12]  # a run's own task names, never an earlier run's cached result
+    _bounded(todo, lambda b: client.submit(_compute_on_worker, kernel, str(store.dir), stage, b, pure=False,
+                                           key=f"canopy-{stage}-{b.key}-{token}"),
              width, on_done, _first_done_dask)
     return len(todo)
 
@@ -83,6 +87,13 @@ def run_stage(stage: str, kernel: Kernel, blocks: Sequence[Block], store: BlockS
 def compute_and_store(kernel: Kernel, folder, stage: str, block: Block) -> None:
     """Run a kernel on one block and store its arrays (in the process that ran it)."""
     BlockStore.attach(folder).save(stage, block, kernel(block))
+
+
+def _compute_on_worker(kernel: Kernel, folder, stage: str, block: Block) -> None:
+    """:func:`compute_and_store` in a Dask worker, whose GDAL block cache is bounded for as long as it lives (GDAL's
+    default, 5 % of the machine's memory per process, would grow with the map)."""
+    bound_gdal_cache_for_this_process()
+    compute_and_store(kernel, folder, stage, block)
 
 
 def _bounded(todo: Sequence[Block], submit, width: int, on_done, first_done) -> None:

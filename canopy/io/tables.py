@@ -33,6 +33,6 @@ def write_table(table: gpd.GeoDataFrame, out: Path) -> None:
         if suffix == ".gpkg":
             table.to_file(tmp, driver="GPKG", layer=out.stem)
         elif suffix == ".csv":
-            table.assign(**{table.geometry.name: table.geometry.to_wkt()}).to_csv(tmp, index=False)
+            table.to_wkt().to_csv(tmp, index=False)  # a plain table: WKT in the geometry column is no geometry
         else:
             table.to_parquet(tmp)
