@@ -53,7 +53,9 @@ SIZE = 2048
 
 def _tile(path: Path, size: int, patch: np.ndarray, res: float, bands: int = 1, harvest: bool = False) -> Path:
     """A size x size raster at ``res`` m repeating ``patch`` (bands, n, n), written window by window; with
-    ``harvest``, its first quarter's crowns cut to 1 m."""
+    ``harvest``, the crowns of the 512 x 512 px in its north-west corner cut to 1 m (the same harvest at every size:
+    one loss polygon is an output row, held whole while its pieces are dissolved, so a harvest that grew with the
+    map would grow the peak by its own geometry, about 40 MB for a quarter of the larger map)."""
     n = patch.shape[-1]
     profile = dict(driver="GTiff", width=size, height=size, count=bands, dtype=patch.dtype.name, crs="EPSG:32611",
                    transform=Affine(res, 0, 500000.0, 0, -res, 4000000.0), tiled=True, blockxsize=256, blockysize=256,
@@ -63,7 +65,7 @@ def _tile(path: Path, size: int, patch: np.ndarray, res: float, bands: int = 1, 
             for col in range(0, size, n):
                 window = Window(col, row, min(n, size - col), min(n, size - row))
                 part = patch[:, : window.height, : window.width]
-                if harvest and row < size // 2 and col < size // 2:
+                if harvest and row < 512 and col < 512:
                     part = np.minimum(part, 1.0)
                 dst.write(part, window=window)
     return path
