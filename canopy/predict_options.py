@@ -60,9 +60,9 @@ PREDICT_OPTIONS: tuple[PredictOption, ...] = (
     PredictOption("mosaic_order", "finest", "Which source wins where several overlap."),
     PredictOption("normalize", "none", "aerial: stretch aerial imagery to the satellite radiometry Meta's models expect (whole region)."),
     PredictOption("normalizer_weights", None, "Checkpoint of the aerial normalisation network."),
-    PredictOption("workers", None, "Start a local Dask cluster of this many worker processes (each loads a model once)."),
+    PredictOption("workers", None, "Start a local Dask cluster of this many worker processes for the run."),
     PredictOption("threads_per_worker", None, "Threads of each local worker  [default: cores / workers]"),
-    PredictOption("scheduler", None, "Run on an existing Dask cluster by its scheduler's address."),
+    PredictOption("scheduler", None, "Run on an existing Dask cluster by its scheduler's address (tcp:// or tls://, docs/cluster.md)."),
     PredictOption("scheduler_file", None, "Run on an existing Dask cluster by its scheduler file."),
     PredictOption("calibration", None, "A file from `canopy calibrate`, applied to the heights (made for this model and weights)."),
 )

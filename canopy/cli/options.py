@@ -59,7 +59,7 @@ def cluster_options(command):
     for option in reversed((
         predict_option("workers", type=click.IntRange(min=1)),
         predict_option("threads_per_worker", type=click.IntRange(min=1)),
-        predict_option("scheduler", metavar="tcp://HOST:PORT"),
+        predict_option("scheduler", metavar="tcp|tls://HOST:PORT"),
         predict_option("scheduler_file", type=click.Path(dir_okay=False)),
     )):
         command = option(command)
