@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -205,7 +206,6 @@ _COMMANDS = {  # the command, its output, and the last stage of its run
 @pytest.mark.parametrize("name", ANALYSES)
 def test_killed_and_resumed_it_writes_what_an_uninterrupted_run_writes(inputs, tmp_path, caplog, name):
     words, output, stage = _COMMANDS[name]
-    runs = {}
     for label in ("whole", "killed"):
         out = tmp_path / label
         out.mkdir()
@@ -275,7 +275,26 @@ def test_bad_maps_are_refused_in_one_sentence_and_nothing_is_written(inputs, tmp
     args = [w.format(out=out, cut=_truncated(tmp_path), rgb=_rgb(tmp_path), **inputs) for w in command]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code != 0 and "Traceback" not in result.output
-    import re
-
     assert re.search(pattern, result.output), result.output
     assert list(out.iterdir()) == [] or all(p.name.startswith(".") and p.suffix == ".partial" for p in out.iterdir())
+
+
+@pytest.mark.parametrize("pixels", [((3, 3), (4, 4)), ((3, 4), (4, 3))], ids=["down-right", "down-left"])
+def test_a_part_that_crosses_a_block_corner_diagonally_is_one_part(pixels):
+    from canopy.blockwise.layout import BlockLayout
+    from canopy.blockwise.parts import BlockParts, label, part_summary
+
+    mask = np.zeros((8, 8), bool)
+    for row, col in pixels:
+        mask[row, col] = True  # 8-neighbours, each in another block of 4 x 4
+    layout = BlockLayout(8, 8, rasterio.Affine.identity(), 4)
+    parts = BlockParts()
+    counts = {}
+    for block in layout.blocks:
+        labels, count = label(mask[block.row : block.row + block.height, block.col : block.col + block.width])
+        counts[layout.index(block)] = count
+        parts.add(layout.index(block), part_summary(labels, count))
+    parts.join()
+    assert sorted(parts.sizes().tolist()) == [2]
+    ids = {int(parts.ids(index, count)[1]) for index, count in counts.items() if count}
+    assert len(ids) == 1
