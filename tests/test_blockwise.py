@@ -19,7 +19,7 @@ import pytest
 import rasterio
 import shapely
 from click.testing import CliRunner
-from distributed import Client, LocalCluster
+from distributed import Client, LocalCluster, get_task_stream
 from forests import synthetic_forest, write_forest
 from rio_cogeo.cogeo import cog_validate
 
@@ -298,3 +298,17 @@ def test_a_part_that_crosses_a_block_corner_diagonally_is_one_part(pixels):
     assert sorted(parts.sizes().tolist()) == [2]
     ids = {int(parts.ids(index, count)[1]) for index, count in counts.items() if count}
     assert len(ids) == 1
+
+
+def test_the_stand_statistics_on_dask_are_those_computed_here(inputs, client):
+    stands = gpd.GeoDataFrame({"stand": ["west", "east"]}, geometry=[shapely.box(500000, 3999800, 500080, 4000000),
+                                                                     shapely.box(500090, 3999850, 500200, 3999990)],
+                               crs="EPSG:32611")
+    stats = ("mean", "tree_count", "top_height", "forest_fraction")
+    here = canopy.zonal_stats(inputs["before"], stands, stats=stats)
+    with get_task_stream(client) as stream:
+        there = canopy.zonal_stats(inputs["before"], stands, stats=stats, client=client)
+    ran = {str(task["key"]).split("-")[1] for task in stream.data}
+    assert {"trees", "candidates", "final"} <= ran, ran  # the trees and the forest mask were computed on the workers
+    assert here.drop(columns="geometry").equals(there.drop(columns="geometry"))
+    assert (here.tree_count > 10).all() and 0 < here.forest_fraction.iloc[1] <= 1

@@ -27,6 +27,7 @@ from canopy.analysis.tree_tops import TreeParameters
 from canopy.analysis.trees import TreeLayers
 from canopy.analysis.trees import trees as trees_in
 from canopy.choices import STRUCTURE
+from canopy.cluster import ClusterSpec, client_for
 from canopy.errors import CanopyWarning, EvaluationError, warn
 
 STATS = ("mean", "median", "p95", "max", "cover")
@@ -59,6 +60,8 @@ def zonal_stats(
     trees: TreeLayers | str | os.PathLike | None = None,
     tree_parameters: TreeParameters | None = None,
     forest_definition: ForestDefinition | None = None,
+    client=None,
+    cluster: ClusterSpec | None = None,
 ) -> gpd.GeoDataFrame:
     """Canopy height statistics and stand structure per polygon, each pixel weighted by the fraction of its area inside.
 
@@ -93,6 +96,9 @@ def zonal_stats(
         How trees are found when ``trees`` is None.
     forest_definition
         The forest definition for ``forest_fraction``; None for FAO's.
+    client, cluster
+        A Dask client, or a cluster to start or connect to, for the trees and the forest mask the tree statistics and
+        ``forest_fraction`` need (on the block engine, as :func:`canopy.trees` and :func:`canopy.forest`).
 
     Returns
     -------
@@ -137,21 +143,9 @@ def zonal_stats(
         raster = open_height_raster(chm, max_res=None)
         for row, shape in zip(rows, shapes):
             row["gap_fraction"] = _gap_fraction(raster, shape, gap_height, gap_min_area) if row["inside_fraction"] > 0 else np.nan
-    if "forest_fraction" in stats:
-        fractions = _forest_fractions(chm, shapes, forest_definition or ForestDefinition())
-        for row, fraction in zip(rows, fractions):
-            row["forest_fraction"] = fraction if row["inside_fraction"] > 0 else np.nan
-    if _TREE_STATS & set(stats):
-        found_trees = trees if trees is not None else trees_in(chm, gpd.GeoDataFrame(geometry=shapes.values, crs=crs),
-                                                                   parameters=tree_parameters or TreeParameters())
-        tops = found_trees.tops.to_crs(crs)
-        crowns = found_trees.crowns.set_index("tree_id").loc[tops.tree_id, "crown_area_m2"].to_numpy()
-        polygon, tree = shapely.STRtree(tops.geometry.values).query(shapes.values, predicate="contains")
-        for k, (row, shape) in enumerate(zip(rows, shapes)):
-            mine = tree[polygon == k]
-            valid_m2 = row["valid_fraction"] * shape.intersection(extent).area if row["inside_fraction"] > 0 else 0.0
-            columns = tree_columns(tops.height.to_numpy()[mine], crowns[mine], valid_m2)
-            row.update({name: value for name, value in columns.items() if name in stats})
+    if "forest_fraction" in stats or _TREE_STATS & set(stats):
+        with client_for(client, cluster) as connected:
+            _engine_statistics(chm, shapes, crs, extent, rows, stats, trees, tree_parameters, forest_definition, connected)
     result = table.copy()
     for name in rows[0] if rows else ():
         result[name] = [row[name] for row in rows]
@@ -205,7 +199,28 @@ def _gap_fraction(raster: HeightRaster, shape, gap_height: float, gap_min_area: 
     return float((values[valid] * coverage[valid]).sum() / weight) if weight > 0 else np.nan
 
 
-def _forest_fractions(chm, shapes: gpd.GeoSeries, definition: ForestDefinition) -> list[float]:
+def _engine_statistics(chm, shapes: gpd.GeoSeries, crs, extent, rows: list[dict], stats: Sequence[str], trees,
+                       tree_parameters: TreeParameters | None, forest_definition: ForestDefinition | None, client) -> None:
+    """Add ``forest_fraction`` and the tree statistics to each polygon's row, from the analyses on the block engine
+    (on ``client``'s cluster when given)."""
+    if "forest_fraction" in stats:
+        fractions = _forest_fractions(chm, shapes, forest_definition or ForestDefinition(), client)
+        for row, fraction in zip(rows, fractions):
+            row["forest_fraction"] = fraction if row["inside_fraction"] > 0 else np.nan
+    if _TREE_STATS & set(stats):
+        found_trees = trees if trees is not None else trees_in(chm, gpd.GeoDataFrame(geometry=shapes.values, crs=crs),
+                                                                   parameters=tree_parameters or TreeParameters(), client=client)
+        tops = found_trees.tops.to_crs(crs)
+        crowns = found_trees.crowns.set_index("tree_id").loc[tops.tree_id, "crown_area_m2"].to_numpy()
+        polygon, tree = shapely.STRtree(tops.geometry.values).query(shapes.values, predicate="contains")
+        for k, (row, shape) in enumerate(zip(rows, shapes)):
+            mine = tree[polygon == k]
+            valid_m2 = row["valid_fraction"] * shape.intersection(extent).area if row["inside_fraction"] > 0 else 0.0
+            columns = tree_columns(tops.height.to_numpy()[mine], crowns[mine], valid_m2)
+            row.update({name: value for name, value in columns.items() if name in stats})
+
+
+def _forest_fractions(chm, shapes: gpd.GeoSeries, definition: ForestDefinition, client=None) -> list[float]:
     """The coverage-weighted forest share of each polygon's valid area, from the whole map's forest mask (streamed to a scratch file)."""
     import tempfile
     from pathlib import Path
@@ -216,7 +231,7 @@ def _forest_fractions(chm, shapes: gpd.GeoSeries, definition: ForestDefinition) 
 
     with tempfile.TemporaryDirectory(prefix="canopy-zonal-") as scratch:
         mask = Path(scratch) / "forest.gpkg"
-        forest(chm, mask, definition=definition)
+        forest(chm, mask, definition=definition, client=client)
         found = exact_extract(str(mask.with_suffix(".tif")), gpd.GeoDataFrame(geometry=shapes.values, crs=shapes.crs),
                               ["values", "coverage"], output="pandas")
     fractions = []
