@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -147,17 +148,22 @@ def iter_trees(
     block_size: int = DEFAULT_BLOCK_SIZE,
     client=None,
     cluster: ClusterSpec | None = None,
-    out: Path | None = None,
-    resume: bool = False,
 ) -> Iterator[TreeLayers]:
     """The trees of :func:`trees` block by block, in block order, so a writer keeps one block in memory.
 
     Takes the parameters of :func:`trees` and raises what it raises; yields at least one (maybe empty) part.
-    With ``out``, the blocks are kept beside it until the generator is exhausted, and ``resume``
-    reuses those a killed run kept.
 
     .. versionadded:: 0.3
     """
+    with _tree_run(chm, polygons, parameters, layer, block_size, client, cluster) as parts:
+        yield from parts
+
+
+@contextmanager
+def _tree_run(chm, polygons, parameters: TreeParameters, layer: str | None, block_size: int, client,
+              cluster: ClusterSpec | None, out: Path | None = None, resume: bool = False) -> Iterator[Iterator[TreeLayers]]:
+    """Check the map, compute every block's trees on the block engine, and give the blocks' trees in block order,
+    the run's lock (with ``out``) and store held until the block ends."""
     raster = open_height_raster(chm)
     area = None if polygons is None else _polygons_on(raster, polygons, layer)
     layout = BlockLayout(raster.height, raster.width, raster.transform, block_size)
@@ -166,11 +172,17 @@ def iter_trees(
     with block_run(out, fingerprint, resume=resume, client=client, cluster=cluster) as run:
         shared = raster.shareable(run.scratch) if run.client is not None else raster
         run.stage("trees", partial(tree_kernel, shared, parameters), blocks)
-        yield _within(_empty(raster.crs), area)
-        for block in blocks:
-            part = _stored(run, block, raster.crs)
-            if len(part):
-                yield _within(part, area)
+        yield _stored_parts(run, blocks, raster.crs, area)
+
+
+def _stored_parts(run: BlockRun, blocks: list[Block], crs, area: gpd.GeoDataFrame | None) -> Iterator[TreeLayers]:
+    """The trees the kernel stored, block by block (within the polygons), an empty part first for the layers' columns."""
+    yield _within(_empty(crs), area)
+    for block in blocks:
+        arrays = run.store.load_all("trees", block)
+        part = TreeLayers(table_from(arrays, "tops", crs), table_from(arrays, "crowns", crs))
+        if len(part):
+            yield _within(part, area)
 
 
 def write_trees(
@@ -208,10 +220,9 @@ def write_trees(
     out = Path(out)
     if out.suffix.lower() != ".gpkg":
         raise OutputPathError(f"Output {out} must end in .gpkg (a GeoPackage with the layers tops and crowns).")
-    parts = iter_trees(chm, polygons, parameters=parameters, layer=layer, block_size=block_size, client=client,
-                       cluster=cluster, out=out, resume=resume)
-    counts = write_layers(out, ({"tops": p.tops, "crowns": p.crowns} for p in parts), {"tops": "Point", "crowns": "Polygon"},
-                          {"tops": tops_qml(), "crowns": crowns_qml()}, "written by canopy trees")
+    with _tree_run(chm, polygons, parameters, layer, block_size, client, cluster, out, resume) as parts:
+        counts = write_layers(out, ({"tops": p.tops, "crowns": p.crowns} for p in parts), {"tops": "Point", "crowns": "Polygon"},
+                              {"tops": tops_qml(), "crowns": crowns_qml()}, "written by canopy trees")
     return counts["tops"]
 
 
@@ -219,12 +230,6 @@ def tree_kernel(raster: HeightRaster, parameters: TreeParameters, block: Block) 
     """The block engine's kernel: a block's trees (:func:`block_trees`) as arrays to store."""
     found = block_trees(raster, block, parameters)
     return {**table_arrays(found.tops, "tops"), **table_arrays(found.crowns, "crowns")}
-
-
-def _stored(run: BlockRun, block: Block, crs) -> TreeLayers:
-    """A block's trees as the kernel stored them."""
-    arrays = run.store.load_all("trees", block)
-    return TreeLayers(table_from(arrays, "tops", crs), table_from(arrays, "crowns", crs))
 
 
 def block_trees(raster: HeightRaster, block: Block, parameters: TreeParameters) -> TreeLayers:
