@@ -18,8 +18,7 @@ from canopy.choices import DEFAULT_BLOCK_SIZE
 from canopy.cluster import ClusterSpec
 from canopy.errors import OutputPathError
 from canopy.grid import Block
-from canopy.io.atomic import atomic_path
-from canopy.io.cog import StreamingCog, height_percentile
+from canopy.io.cog import height_percentile
 from canopy.io.qml import style_range, write_qml
 
 
@@ -78,17 +77,12 @@ def apply_calibration(chm: str | os.PathLike | xr.DataArray, calibration: Calibr
                    "block_size": block_size}
     tags = {k: str(v) for k, v in attrs.items() if not k.startswith("_") and k not in ("scale_factor", "add_offset")}
     with block_run(out, fingerprint, resume=resume, client=client, cluster=cluster) as run:
-        shared = raster.shareable(run.scratch) if run.client is not None else raster
-        read = lambda block: run.store.load("calibrated", block, "heights", mmap=True)  # noqa: E731
-        with StreamingCog(raster.grid, layout.blocks, block_size, read, run.scratch) as cog:
-            run.stage("calibrated", partial(_calibrated, shared, calibration), layout.blocks, on_done=cog.block_done)
-            with atomic_path(out) as tmp:
-                counts = cog.finish(tmp, tags)
+        counts = run.raster_stage("calibrated", partial(_calibrated, run.shareable(raster), calibration), layout, raster.grid,
+                                  "heights", out, tags)
         write_qml(out.with_suffix(".qml"), style_range(height_percentile(counts, 98)))
     return open_map(out)
 
 
 def _calibrated(raster: HeightRaster, calibration: Calibration, block: Block) -> dict[str, np.ndarray]:
     """A block's calibrated heights."""
-    window = block_window(block)
-    return {"heights": calibration.apply(raster.read(window.row_off, window.col_off, window.height, window.width))}
+    return {"heights": calibration.apply(raster.read_window(block_window(block)))}

@@ -32,7 +32,7 @@ from canopy.analysis.forest_rule import ForestDefinition
 from canopy.analysis.height_raster import HeightRaster, open_height_raster
 from canopy.analysis.morphology import opened
 from canopy.blockwise.layout import BlockLayout, block_window, inner, read_window
-from canopy.blockwise.parts import BlockParts, label, part_summary
+from canopy.blockwise.parts import BlockParts, joined_parts, label, part_summary
 from canopy.blockwise.run import BlockRun, block_run
 from canopy.blockwise.store import BlockStore, table_arrays
 from canopy.blockwise.vectors import (
@@ -46,7 +46,7 @@ from canopy.cluster import ClusterSpec
 from canopy.errors import CanopyWarning, HeightMapError, OutputPathError, warn
 from canopy.grid import Block, OutputGrid, intersects, parse_crs, snap_grid, to_crs
 from canopy.io.atomic import atomic_path
-from canopy.io.cog import Band, StreamingCog
+from canopy.io.cog import Band
 from canopy.io.qml import change_qml, style_range
 from canopy.io.vector_layers import write_layers
 from canopy.io.vector_styles import fill_qml
@@ -257,13 +257,8 @@ def _difference(run: BlockRun, layout: BlockLayout, grid: OutputGrid, maps: tupl
                 settings: _Settings, target: Path, tags: dict[str, str]) -> float:
     """Stage 1: the difference, written as a COG at ``target`` as its blocks finish; return the 98th percentile of
     |change| (m), for the style's range."""
-    if run.client is not None:
-        maps = tuple(m.shareable(run.scratch) for m in maps)
-    read = lambda block: run.store.load("difference", block, "d", mmap=True)  # noqa: E731
-    with StreamingCog(grid, layout.blocks, layout.block_size, read, run.scratch, band=DIFFERENCE_BAND) as cog:
-        run.stage("difference", partial(_difference_kernel, *maps, settings), layout.blocks, on_done=cog.block_done)
-        with atomic_path(target) as tmp:
-            cog.finish(tmp, tags)
+    kernel = partial(_difference_kernel, *(run.shareable(m) for m in maps), settings)
+    run.raster_stage("difference", kernel, layout, grid, "d", target, tags, DIFFERENCE_BAND)
     histogram = sum(run.store.load("difference", b, "histogram") for b in layout.blocks)
     total = histogram.sum()
     return float(np.searchsorted(np.cumsum(histogram), 0.98 * total) / 2) if total else 0.0
@@ -273,8 +268,7 @@ def _difference_kernel(before: HeightRaster, after: HeightRaster, settings: _Set
     """A block's difference, |change| histogram (0.5 m bins to 150 m), and its loss and gain parts with their sums."""
     h = settings.halo
     window = read_window(block, h)
-    b = before.read(window.row_off, window.col_off, window.height, window.width)
-    a = after.read(window.row_off, window.col_off, window.height, window.width)
+    b, a = before.read_window(window), after.read_window(window)
     d = a - b
     own = inner(block, h)
     finite = np.abs(d[own][np.isfinite(d[own])])
@@ -309,7 +303,7 @@ def _pieces_kernel(folder: str, layout: BlockLayout, min_area: float, block: Blo
 def _kept_parts(store: BlockStore, layout: BlockLayout, settings: _Settings) -> dict[str, BlockParts]:
     """The loss and gain parts joined across blocks; which labels of each block belong to parts of the minimum
     area is stored for the pieces' stage."""
-    parts = {kind: _joined(store, layout, kind) for kind in KINDS}
+    parts = {kind: joined_parts(store, layout, "difference", kind) for kind in KINDS}
     for block in layout.blocks:
         index = layout.index(block)
         store.save("kept", block, {kind: parts[kind].whole(index, parts[kind].count(index))[0][1:] >= settings.min_pixels
@@ -358,15 +352,6 @@ def _forest_within(mask_path: str, polygons) -> float:
             total += int(((mask == 1) & inside).sum())
         res = src.res[0]
     return total * res * res / 1e4
-
-
-def _joined(store: BlockStore, layout: BlockLayout, kind: str) -> BlockParts:
-    """The loss (gain) parts of every block, joined."""
-    parts = BlockParts()
-    for block in layout.blocks:
-        parts.add(layout.index(block), store.load_all("difference", block, kind + "."), prefix=kind)
-    parts.join()
-    return parts
 
 
 def _table(ids: np.ndarray, geometries: np.ndarray, parts: BlockParts, min_area: float, crs) -> gpd.GeoDataFrame:

@@ -32,7 +32,7 @@ from scipy import ndimage
 from canopy.analysis.forest_rule import ForestDefinition, candidates
 from canopy.analysis.height_raster import HeightRaster, open_height_raster
 from canopy.blockwise.layout import BlockLayout, block_window, inner, read_window
-from canopy.blockwise.parts import EIGHT, BlockParts, label, part_summary
+from canopy.blockwise.parts import EIGHT, joined_parts, label, part_summary
 from canopy.blockwise.run import BlockRun, block_run
 from canopy.blockwise.store import BlockStore, table_arrays
 from canopy.blockwise.vectors import (
@@ -46,7 +46,7 @@ from canopy.cluster import ClusterSpec
 from canopy.errors import HeightMapError, OutputPathError
 from canopy.grid import Block
 from canopy.io.atomic import atomic_path
-from canopy.io.cog import Band, StreamingCog
+from canopy.io.cog import Band
 from canopy.io.qml import paletted_qml
 from canopy.io.vector_layers import write_layers
 from canopy.io.vector_styles import forest_qml
@@ -152,9 +152,8 @@ def forest_of(raster: HeightRaster, out: Path | None, definition: ForestDefiniti
     fingerprint = {"analysis": "forest", "map": raster.fingerprint, "definition": asdict(definition), "block_size": block_size}
     tif = None if out is None else out.with_suffix(".tif")
     with block_run(out, fingerprint, written=[] if tif is None else [tif], resume=resume, client=client, cluster=cluster) as run:
-        shared = raster.shareable(run.scratch) if run.client is not None else raster
         staged = run.scratch / "mask.tif"
-        valid, forested = _mask(run, layout, shared, definition, staged)
+        valid, forested = _mask(run, layout, run.shareable(raster), definition, staged)
         area_ha, fraction = forested * raster.res**2 / 1e4, forested / valid if valid else float("nan")
         polygons = _polygons(run, layout, raster.crs)
         if out is None:
@@ -178,20 +177,17 @@ def _mask(run: BlockRun, layout: BlockLayout, raster: HeightRaster, definition: 
     min_pixels = definition.min_area_ha * 1e4 / res**2
     blocks, folder = layout.blocks, str(run.store.dir)
     run.stage("candidates", partial(_candidates_kernel, raster, definition), blocks)
-    whole = _joined(run.store, layout, "candidates", "candidates")
+    whole = joined_parts(run.store, layout, "candidates", "candidates")
     for block in blocks:
         area, _ = whole.whole(layout.index(block), whole.count(layout.index(block)))
         run.store.save("big", block, {"big": area[1:] > min_pixels})
     run.stage("open", partial(_open_kernel, folder, layout), blocks)
-    rest = _joined(run.store, layout, "open", "open")
+    rest = joined_parts(run.store, layout, "open", "open")
     for block in blocks:
         area, touches = rest.whole(layout.index(block), rest.count(layout.index(block)))
         run.store.save("enclosed", block, {"enclosed": (area[1:] <= min_pixels) & ~touches[1:]})
-    read = lambda block: run.store.load("final", block, "mask", mmap=True)  # noqa: E731
-    with StreamingCog(raster.grid, blocks, layout.block_size, read, run.scratch, band=MASK_BAND) as cog:
-        run.stage("final", partial(_final_kernel, folder, layout), blocks, on_done=cog.block_done)
-        with atomic_path(target) as tmp:
-            cog.finish(tmp, {"canopy_forest_definition": str(asdict(definition))})
+    run.raster_stage("final", partial(_final_kernel, folder, layout), layout, raster.grid, "mask", target,
+                     {"canopy_forest_definition": str(asdict(definition))}, MASK_BAND)
     with atomic_path(target.with_suffix(".qml")) as tmp:
         tmp.write_text(paletted_qml(FOREST_CLASSES))
     totals = sum(run.store.load("final", block, "counts") for block in blocks)
@@ -202,7 +198,7 @@ def _candidates_kernel(raster: HeightRaster, definition: ForestDefinition, block
     """Stage 1: a block's candidates (1, 0, or NODATA) and the summary of their parts."""
     halo = definition.halo(raster.res)
     window = read_window(block, halo)
-    heights = raster.read(window.row_off, window.col_off, window.height, window.width)
+    heights = raster.read_window(window)
     found = candidates(heights, raster.res, definition)[inner(block, halo)]
     store = np.where(np.isfinite(heights[inner(block, halo)]), found, NODATA).astype(np.uint8)
     nodata = store == NODATA
@@ -242,18 +238,9 @@ def _final_kernel(folder: str, layout: BlockLayout, block: Block) -> dict[str, n
             **table_arrays(pieces_table, "pieces"), "counts": np.array([valid.sum(), (final & valid).sum()], np.int64)}
 
 
-def _joined(store: BlockStore, layout: BlockLayout, stage: str, prefix: str) -> BlockParts:
-    """The parts a stage summarised under ``prefix``, joined across blocks."""
-    parts = BlockParts()
-    for block in layout.blocks:
-        parts.add(layout.index(block), store.load_all(stage, block, prefix + "."), prefix=prefix)
-    parts.join()
-    return parts
-
-
 def _polygons(run: BlockRun, layout: BlockLayout, crs) -> Iterator[gpd.GeoDataFrame]:
     """The forest's parts as polygons, one table per block of the parts that end in it (the first table empty)."""
-    parts = _joined(run.store, layout, "final", "forest")
+    parts = joined_parts(run.store, layout, "final", "forest")
     dissolver = Dissolver()
     yield empty_layer(POLYGON_COLUMNS, crs)
     for block in layout.blocks:
@@ -269,15 +256,12 @@ def _nodata_ring(store: BlockStore, layout: BlockLayout, block: Block, candidate
     """The block's no-data mask with a one-pixel ring from its neighbours' edges (outside the map counts as no data)."""
     ring = np.ones((candidates_store.shape[0] + 2, candidates_store.shape[1] + 2), bool)
     ring[1:-1, 1:-1] = candidates_store == NODATA
-    size = layout.block_size
-    rows, cols = layout.shape
     i, j = layout.index(block)
     for di in (-1, 0, 1):
         for dj in (-1, 0, 1):
-            ni, nj = i + di, j + dj
-            if (di, dj) == (0, 0) or not (0 <= ni < rows and 0 <= nj < cols):
+            other = layout.block_at(i + di, j + dj)
+            if (di, dj) == (0, 0) or other is None:
                 continue
-            other = Block(ni * size, nj * size, min(size, layout.height - ni * size), min(size, layout.width - nj * size))
             side = "top" if di > 0 else "bottom"
             if di == 0:
                 column = store.load("candidates", other, "nodata.left" if dj > 0 else "nodata.right")

@@ -96,6 +96,10 @@ class HeightRaster:
         """The same map read on ``grid`` (a file's only)."""
         return replace(self, crs=grid.crs, transform=grid.transform, width=grid.width, height=grid.height, warped=True)
 
+    def read_window(self, window: Window) -> np.ndarray:
+        """:meth:`read` of a window (a block's, with its halo)."""
+        return self.read(window.row_off, window.col_off, window.height, window.width)
+
     def read(self, row: int, col: int, height: int, width: int) -> np.ndarray:
         """Heights (float32, NaN for no-data and outside the map) of the window whose top-left pixel is (row, col).
 

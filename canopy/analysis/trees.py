@@ -22,6 +22,7 @@ import pandas as pd
 import shapely
 import xarray as xr
 from rasterio.transform import xy
+from rasterio.windows import transform as window_transform
 
 from canopy.analysis.crowns import crown_labels
 from canopy.analysis.height_raster import HeightRaster, open_height_raster
@@ -170,8 +171,7 @@ def _tree_run(chm, polygons, parameters: TreeParameters, layer: str | None, bloc
     blocks = _blocks(layout, None if area is None else area.total_bounds)
     fingerprint = {"analysis": "trees", "map": raster.fingerprint, "parameters": asdict(parameters), "block_size": block_size}
     with block_run(out, fingerprint, resume=resume, client=client, cluster=cluster) as run:
-        shared = raster.shareable(run.scratch) if run.client is not None else raster
-        run.stage("trees", partial(tree_kernel, shared, parameters), blocks)
+        run.stage("trees", partial(tree_kernel, run.shareable(raster), parameters), blocks)
         yield _stored_parts(run, blocks, raster.crs, area)
 
 
@@ -237,7 +237,7 @@ def block_trees(raster: HeightRaster, block: Block, parameters: TreeParameters) 
     res = raster.res
     halo = parameters.halo(res)
     window = read_window(block, halo)
-    heights = raster.read(window.row_off, window.col_off, window.height, window.width)
+    heights = raster.read_window(window)
     surface = smoothed(heights, res, parameters.smoothing)
     rows, cols = find_tops(surface, res, parameters)
     labels = crown_labels(surface, rows, cols, res, parameters)
@@ -246,7 +246,7 @@ def block_trees(raster: HeightRaster, block: Block, parameters: TreeParameters) 
     if not own.any():
         return _empty(raster.crs)
     owned = np.concatenate([[False], own])[labels]
-    transform = BlockLayout(raster.height, raster.width, raster.transform, 1).transform_of(window)
+    transform = window_transform(window, raster.transform)
     xs, ys = xy(transform, rows, cols)
     centres = shapely.points(xs, ys)
     crowns: dict[int, shapely.Geometry] = {}

@@ -34,6 +34,14 @@ class BlockLayout:
         """Rows and columns of blocks."""
         return -(-self.height // self.block_size), -(-self.width // self.block_size)
 
+    def block_at(self, i: int, j: int) -> Block | None:
+        """The block in row ``i`` and column ``j`` of the grid of blocks; None outside it."""
+        rows, cols = self.shape
+        if not (0 <= i < rows and 0 <= j < cols):
+            return None
+        size = self.block_size
+        return Block(i * size, j * size, min(size, self.height - i * size), min(size, self.width - j * size))
+
     def transform_of(self, window: Window) -> Affine:
         """The affine of a window of the grid."""
         return window_transform(window, self.transform)

@@ -14,6 +14,9 @@ from scipy import ndimage
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from canopy.blockwise.layout import BlockLayout
+from canopy.blockwise.store import BlockStore
+
 EIGHT = np.ones((3, 3), bool)
 
 
@@ -138,3 +141,13 @@ def _shifted(mine: np.ndarray, theirs: np.ndarray, shift: int) -> tuple[np.ndarr
     if shift > 0:
         return mine[:-shift], theirs[shift:]
     return mine, theirs
+
+
+def joined_parts(store: BlockStore, layout: BlockLayout, stage: str, prefix: str) -> BlockParts:
+    """The parts every block's kernel summarised in ``stage`` under ``prefix`` (:func:`part_summary`), added in block
+    order and joined across blocks."""
+    parts = BlockParts()
+    for block in layout.blocks:
+        parts.add(layout.index(block), store.load_all(stage, block, prefix + "."), prefix=prefix)
+    parts.join()
+    return parts

@@ -8,10 +8,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from canopy.blockwise.execute import Kernel, run_stage
+from canopy.blockwise.layout import BlockLayout
 from canopy.blockwise.store import BlockStore
 from canopy.cluster import ClusterSpec, client_for
-from canopy.grid import Block
+from canopy.grid import Block, OutputGrid
+from canopy.io.atomic import atomic_path
+from canopy.io.cog import HEIGHTS, Band, StreamingCog
 from canopy.io.gdal_env import run_env
 from canopy.io.output_lock import output_lock, scratch_folder
 from canopy.io.partial import partial_folder
@@ -33,6 +38,21 @@ class BlockRun:
     def stage(self, name: str, kernel: Kernel, blocks: Sequence[Block], on_done: Callable[[Block], None] | None = None) -> int:
         """Compute a stage over the blocks not stored yet (:func:`~canopy.blockwise.execute.run_stage`); return how many."""
         return run_stage(name, kernel, blocks, self.store, self.client, on_done=on_done)
+
+    def raster_stage(self, name: str, kernel: Kernel, layout: BlockLayout, grid: OutputGrid, array: str, target: Path,
+                     tags: dict[str, str], band: Band = HEIGHTS) -> np.ndarray:
+        """Compute a stage whose kernel stores each block's raster as ``array``, and stream those into a COG written
+        atomically at ``target`` as the blocks finish (the one COG writer); return the writer's histogram."""
+        read = lambda block: self.store.load(name, block, array, mmap=True)  # noqa: E731
+        with StreamingCog(grid, layout.blocks, layout.block_size, read, self.scratch, band=band) as cog:
+            self.stage(name, kernel, layout.blocks, on_done=cog.block_done)
+            with atomic_path(target) as tmp:
+                return cog.finish(tmp, tags)
+
+    def shareable(self, raster):
+        """A height map the run's tasks can read: itself here, its file on a cluster (a DataArray written once to the
+        scratch folder, never copied into every task)."""
+        return raster if self.client is None else raster.shareable(self.scratch)
 
 
 @contextmanager
