@@ -134,8 +134,12 @@ def test_applied_to_a_map_it_gives_lidar_heights_and_records_itself(maps, tmp_pa
     with rasterio.open(_references([PLOTS[9]])[0]) as src:
         lidar = src.read(1, masked=True).filled(np.nan)
     assert np.nanmean(np.abs(result.values - lidar)) < 0.05
-    with rasterio.open(out) as src:
+    with rasterio.open(out) as src, rasterio.open(maps[9]) as source:
         assert src.tags()["canopy_calibration"] == fitted.digest and src.tags()["canopy_model"] == "meta-chm-v2"
+        assert set(src.tags()) - set(source.tags()) == {"canopy_calibration"}  # the map's tags, no reader's attributes
+    in_memory = canopy.apply_calibration(maps[9], fitted)
+    assert in_memory.attrs["canopy_calibration"] == fitted.digest
+    np.testing.assert_array_equal(in_memory.values, result.values)
 
 
 def test_writing_a_calibrated_map_cleans_up_after_a_killed_run_and_keeps_a_live_one_out(maps, tmp_path):

@@ -22,6 +22,10 @@ from canopy.io.cog import height_percentile
 from canopy.io.qml import style_range, write_qml
 
 
+_BAND_ATTRIBUTES = ("scale_factor", "add_offset", "long_name", "units")
+"""What the reader (rioxarray) puts in a map's attributes from its band, not its tags: the COG writer sets the band's own."""
+
+
 def apply_calibration(chm: str | os.PathLike | xr.DataArray, calibration: Calibration | str | os.PathLike,
                       out: str | os.PathLike | None = None, *, block_size: int = DEFAULT_BLOCK_SIZE, client=None,
                       cluster: ClusterSpec | None = None, resume: bool = False) -> xr.DataArray:
@@ -75,7 +79,7 @@ def apply_calibration(chm: str | os.PathLike | xr.DataArray, calibration: Calibr
     layout = BlockLayout(raster.height, raster.width, raster.transform, block_size)
     fingerprint = {"analysis": "apply_calibration", "map": raster.fingerprint, "calibration": calibration.digest,
                    "block_size": block_size}
-    tags = {k: str(v) for k, v in attrs.items() if not k.startswith("_") and k not in ("scale_factor", "add_offset")}
+    tags = {k: str(v) for k, v in attrs.items() if not k.startswith("_") and k not in _BAND_ATTRIBUTES}
     with block_run(out, fingerprint, resume=resume, client=client, cluster=cluster) as run:
         counts = run.raster_stage("calibrated", partial(_calibrated, run.shareable(raster), calibration), layout, raster.grid,
                                   "heights", out, tags)
