@@ -7,7 +7,8 @@ process or on a Dask cluster), and :func:`predict_to_file` writes one and return
 :func:`forest` maps forest under the FAO definition (:class:`ForestDefinition`); :func:`change`
 compares two dates;
 :func:`evaluate` compares it with lidar; :func:`calibrate` fits a model's heights to the
-user's lidar and :func:`apply_calibration` applies that; :func:`train` fits a height head on lidar; :func:`load_backbone`, :func:`list_models`
+user's lidar (and a prediction interval around them), :func:`apply_calibration` applies that and
+:func:`prediction_interval` gives the interval around a map; :func:`train` fits a height head on lidar; :func:`load_backbone`, :func:`list_models`
 and :func:`get_model_spec` reach the model registry.
 
 Names are imported when first used, so ``import canopy`` (and ``canopy --help``) stays quick.
@@ -38,6 +39,7 @@ _EXPORTS = {
     "open": ("canopy.analysis.maps", "open_map"),
     "plot": ("canopy.analysis.plot", "plot"),
     "predict": ("canopy.prediction", "predict"),
+    "prediction_interval": ("canopy.analysis.calibrated_map", "prediction_interval"),
     "predict_to_file": ("canopy.prediction", "predict_to_file"),
     "train": ("canopy.training", "train"),
     "TreeParameters": ("canopy.analysis.tree_tops", "TreeParameters"),

@@ -64,7 +64,13 @@ PREDICT_OPTIONS: tuple[PredictOption, ...] = (
     PredictOption("threads_per_worker", None, "Threads of each local worker  [default: cores / workers]"),
     PredictOption("scheduler", None, "Run on an existing Dask cluster by its scheduler's address (tcp:// or tls://, docs/cluster.md)."),
     PredictOption("scheduler_file", None, "Run on an existing Dask cluster by its scheduler file."),
-    PredictOption("calibration", None, "A file from `canopy calibrate`, applied to the heights (made for this model and weights)."),
+    PredictOption("calibration", None, "A file from `canopy calibrate`, applied to the heights (made for this model and weights); "
+                                       "its prediction interval, if it has one, is written beside them (<name>.lower.tif, "
+                                       "<name>.upper.tif)."),
+    PredictOption("uncertainty", False, "Also write <name>.uncertainty.tif: each pixel's spread in metres (the model's height "
+                                        "distribution and the overlapping chips' disagreement; docs/uncertainty.md)."),
+    PredictOption("tta", False, "Predict each chip also flipped left-right, up-down and both, and average (4x the model's "
+                                "time); with --uncertainty their spread is part of it."),
 )
 
 OPTION = {option.name: option for option in PREDICT_OPTIONS}

@@ -11,9 +11,10 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import xarray as xr
 
-from canopy.analysis.maps import open_map
+from canopy.analysis.maps import open_map, with_companions
 from canopy.analysis.quicklook import write_quicklook
 from canopy.calibration import map_identity
 from canopy.cluster import client_for
@@ -21,11 +22,13 @@ from canopy.errors import LargeRegionWarning, RequestError, warn
 from canopy.grid import Block
 from canopy.imagery import ImagerySource
 from canopy.io.atomic import atomic_path
-from canopy.io.cog import StreamingCog, height_percentile
+from canopy.io.cog import UNCERTAINTY as UNCERTAINTY_BAND
+from canopy.io.cog import StreamingCog, height_percentile, interval_band
+from canopy.io.companions import KINDS, LOWER, UNCERTAINTY, UPPER, companion, existing_companions
 from canopy.io.gdal_env import run_env
 from canopy.io.output_lock import output_lock
 from canopy.io.partial import PartialRun
-from canopy.io.qml import style_range, write_qml
+from canopy.io.qml import style_range, uncertainty_qml, write_qml
 from canopy.models.weights import ProgressCallback
 from canopy.request import PredictRequest
 from canopy.runtime.local import LocalEngine
@@ -141,7 +144,9 @@ def predict(
     -------
     xarray.DataArray
         Heights in metres (float32), NaN where there is no imagery, with CRS and transform set
-        (``.rio``); read lazily from ``out`` when given. Its attributes are the map's tags and the
+        (``.rio``); read lazily from ``out`` when given. With ``uncertainty`` it has a coordinate
+        ``uncertainty`` (y, x) in metres, and with a calibration that holds an interval ``lower`` and
+        ``upper`` (:func:`~canopy.analysis.maps.with_companions`). Its attributes are the map's tags and the
         run's :class:`RunSummary` as plain values (``RunSummary.from_attrs(result.attrs)``), so
         ``to_netcdf`` and ``to_zarr`` store them.
 
@@ -160,14 +165,14 @@ def predict(
     target = request.output.path
     if target is not None:
         summary = _execute(request, **calls)
-        result = open_map(target)
+        result = with_companions(open_map(target), target)
     else:
         distributed = client is not None or request.runtime.cluster.distributed
         with tempfile.TemporaryDirectory(prefix="canopy-", dir=os.environ.get("CANOPY_SCRATCH") if distributed else None) as tmp:
             summary = _execute(replace(request, output=replace(request.output, path=Path(tmp) / "height.tif",
                                                                 resume=False, quicklook=False)), **calls)
             with open_map(Path(tmp) / "height.tif") as data:
-                result = data.load()
+                result = with_companions(data, Path(tmp) / "height.tif").load()
     result.attrs.update(summary.to_attrs())
     return result
 
@@ -247,9 +252,49 @@ def _engine(plan: RunPlan, client: Any, download_progress: ProgressCallback | No
     return DaskEngine(plan, client)
 
 
+def _companion_layers(plan: RunPlan, partial: PartialRun, tags: dict[str, str]):
+    """The rasters a run writes beside its heights, as (kind, block reader, band, tags): the uncertainty
+    (``--uncertainty``) and the calibration's interval (lower, upper)."""
+    layers = []
+    if plan.uncertainty:
+        layers.append((UNCERTAINTY, partial.view_spread, UNCERTAINTY_BAND, {**tags, "canopy_layer": UNCERTAINTY}))
+    interval = plan.interval
+    if interval is not None:
+        spread = partial.view_spread if interval.scaled else lambda block: None
+        for side, kind in enumerate((LOWER, UPPER)):
+            def read(block: Block, side: int = side) -> np.ndarray:
+                return interval.bounds(partial.view(block), spread(block))[side]
+
+            layers.append((kind, read, interval_band(kind, interval.level),
+                           {**tags, "canopy_layer": kind, "canopy_interval_level": f"{interval.level:g}"}))
+    return layers
+
+
+def _write_layers(layers) -> float:
+    """Write each layer's COG (the heights' last: the run's output is whole once it is there) and QGIS style, and
+    remove the companions an earlier run left that this one does not write; return the heights' colour-ramp top,
+    which the interval's styles share."""
+    (target, heights, tags), *companions = layers
+    stale = set(existing_companions(target).values()) - {path for path, _, _ in companions}
+    with atomic_path(target) as tmp_heights:
+        vmax = style_range(height_percentile(heights.finish(tmp_heights, tags), 98))
+        for path, cog, layer_tags in companions:
+            with atomic_path(path) as tmp:
+                counts = cog.finish(tmp, layer_tags)
+            if layer_tags["canopy_layer"] == UNCERTAINTY:
+                write_qml(path.with_suffix(".qml"), style_range(height_percentile(counts, 98)), uncertainty_qml)
+            else:
+                write_qml(path.with_suffix(".qml"), vmax)
+        write_qml(target.with_suffix(".qml"), vmax)
+    for path in stale:
+        path.unlink()
+        path.with_suffix(".qml").unlink(missing_ok=True)
+    return vmax
+
+
 def _run(plan: RunPlan, engine, target: Path, resume: bool, quicklook: bool, progress: Callable[[Progress], None] | None) -> RunSummary:
     """Compute every block not already done, then assemble the COG and its sidecars atomically."""
-    with output_lock(target):
+    with output_lock(target, [companion(target, kind) for kind in KINDS]):
         return _run_locked(plan, engine, target, resume, quicklook, progress)
 
 
@@ -277,28 +322,32 @@ def _run_locked(plan: RunPlan, engine, target: Path, resume: bool, quicklook: bo
             by_chips = reused_km2 + todo_km2 * min(1.0, state["chips"] / chips_total) if chips_total else 0.0
             progress(Progress(state["count"], len(blocks), max(state["km2"], by_chips), total_km2, state["chips"]))
 
-    def on_done(block: Block) -> None:
-        state["count"] += 1
-        state["km2"] += km2([block])
-        cog.block_done(block)
-        report()
-
     def on_chips(count: int) -> None:
         state["chips"] += count
         report()
 
-    with StreamingCog(grid, blocks, plan.block_size, partial.view, partial.dir) as cog:
+    with ExitStack() as stack:
+        layers = [(target, stack.enter_context(StreamingCog(grid, blocks, plan.block_size, partial.view, partial.dir)), tags)]
+        for kind, read, band, layer_tags in _companion_layers(plan, partial, tags):
+            cog = StreamingCog(grid, blocks, plan.block_size, read, partial.dir, band=band, name=kind)
+            layers.append((companion(target, kind), stack.enter_context(cog), layer_tags))
+
+        def on_done(block: Block) -> None:
+            state["count"] += 1
+            state["km2"] += km2([block])
+            for _, cog, _ in layers:
+                cog.block_done(block)
+            report()
+
         for block in blocks:
             if block.key in done:
-                cog.block_done(block)
+                for _, cog, _ in layers:
+                    cog.block_done(block)
         report()
         chips = engine.run(partial, todo, on_done, on_chips)
-        with atomic_path(target) as tmp_tif:
-            counts = cog.finish(tmp_tif, tags)
-            vmax = style_range(height_percentile(counts, 98))
-            write_qml(target.with_suffix(".qml"), vmax)
-            if quicklook:
-                write_quicklook(tmp_tif, target.with_suffix(".png"), vmax, title=f"{target.name} ({plan.model.spec.name})")
+        vmax = _write_layers(layers)
+        if quicklook:
+            write_quicklook(target, target.with_suffix(".png"), vmax, title=f"{target.name} ({plan.model.spec.name})")
     partial.remove()
     area = sum(b.height * b.width for b in todo)
     per_pixel = chips * layout.size**2 / area if area else 0.0

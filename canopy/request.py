@@ -74,7 +74,9 @@ class ImagerySpec:
 
 @dataclass(frozen=True)
 class OutputSpec:
-    """Where the map goes and on which grid: path (None keeps it in memory), pixel size, CRS, block side.
+    """Where the map goes and on which grid: path (None keeps it in memory), pixel size, CRS, block side; and what it
+    holds beyond heights: ``uncertainty`` (a spread per pixel, :mod:`canopy.uncertainty`) and ``tta`` (heights as the
+    mean of four flips of each chip).
 
     Raises
     ------
@@ -90,6 +92,8 @@ class OutputSpec:
     block_size: int = DEFAULT_BLOCK_SIZE
     resume: bool = False
     quicklook: bool = False
+    uncertainty: bool = False
+    tta: bool = False
 
     def __post_init__(self) -> None:
         if self.path is not None:
@@ -179,13 +183,16 @@ class PredictRequest:
         scheduler: str | None = None,
         scheduler_file: str | os.PathLike | None = None,
         calibration: str | os.PathLike | None = None,
+        uncertainty: bool = False,
+        tta: bool = False,
     ) -> PredictRequest:
         """A request from option values as the CLI, a YAML file or Python give them.
 
         The keywords are :func:`canopy.predict`'s (see there), with the cluster's: ``workers``
         (start a local Dask cluster of that many processes), ``threads_per_worker`` (default:
         cores / workers), ``scheduler`` (``tcp://HOST:PORT`` of an existing cluster) and
-        ``scheduler_file``; and ``calibration``, a file from ``canopy calibrate`` applied to the heights.
+        ``scheduler_file``; ``calibration``, a file from ``canopy calibrate`` applied to the heights (with its
+        prediction interval written beside them when it has one); ``uncertainty`` and ``tta``.
 
         Returns
         -------
@@ -204,7 +211,7 @@ class PredictRequest:
         runtime = RuntimeSpec(Device.parse(device), Precision.parse(precision), batch_size, offline,
                               ClusterSpec(workers, threads_per_worker, scheduler, None if scheduler_file is None else str(scheduler_file)))
         output = OutputSpec(None if out is None else Path(out), res, None if crs is None else parse_crs(crs, "--crs"),
-                            block_size, resume, quicklook)
+                            block_size, resume, quicklook, uncertainty, tta)
         region = None if bbox is None else Region.parse(bbox, bbox_crs)
         imagery_spec = ImagerySpec(sources, options, normalize, None if normalizer_weights is None else str(normalizer_weights))
         ref = ModelRef.resolve(default_model() if model is None else model, weights)
@@ -257,6 +264,8 @@ class PredictRequest:
             "scheduler": cluster.scheduler,
             "scheduler_file": cluster.scheduler_file,
             "calibration": self.calibration,
+            "uncertainty": out.uncertainty,
+            "tta": out.tta,
         }
 
     def to_yaml(self, path: str | os.PathLike | None = None) -> str:

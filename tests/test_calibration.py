@@ -75,14 +75,15 @@ def test_the_file_is_small_readable_and_says_what_it_was_fitted_on(maps, tmp_pat
     path = tmp_path / "calib.json"
     fitted = canopy.calibrate(maps[:3], _references(PLOTS[:3]), path)
     data = json.loads(path.read_text())
-    assert data["format"] == "canopy-calibration/1" and data["model"] == "meta-chm-v2" and data["weights"] == "a" * 64
+    assert data["format"] == "canopy-calibration/2" and data["model"] == "meta-chm-v2" and data["weights"] == "a" * 64
     assert data["pairs"] == fitted.pairs > MIN_PAIRS and data["fitted"].startswith("20") and path.stat().st_size < 20_000
     x, y = np.array(data["breakpoints"]).T
     assert np.all(np.diff(x) > 0) and np.all(np.diff(y) >= 0) and data["range_m"][0] <= x[0]
     again = Calibration.read(path)
     np.testing.assert_allclose(again.apply(np.array([3.0, 10.0, 30.0])), fitted.apply(np.array([3.0, 10.0, 30.0])), atol=1e-3)
     assert again.digest == fitted.digest  # the file keeps what maps' tags record
-    by_hand = json.dumps([["meta-chm-v2", "a" * 64, data["head_weights"]], data["breakpoints"]], separators=(",", ":"))
+    by_hand = json.dumps([["meta-chm-v2", "a" * 64, data["head_weights"]], data["breakpoints"], data["interval"]],
+                         separators=(",", ":"))
     assert fitted.digest == hashlib.sha256(by_hand.encode()).hexdigest()
     moved = dataclasses.replace(fitted, breakpoints=((x[0], y[0] + 0.01), *fitted.breakpoints[1:]))
     assert moved.digest != fitted.digest and dataclasses.replace(fitted, weights="b" * 64).digest != fitted.digest
@@ -240,7 +241,7 @@ def test_pairs_are_taken_where_both_heights_exist_and_a_single_plot_is_cut_in_fo
     fitted = canopy.calibrate(holed, _references(PLOTS[:1]))
     assert fitted.pairs == int((np.isfinite(heights) & np.isfinite(lidar)).sum())
     assert np.isfinite(np.array(fitted.breakpoints)).all()
-    scheme, folds = _folds([(heights, lidar)])
+    scheme, folds = _folds([(heights, lidar, None)])
     covered = sum(np.isfinite(fold[0][1]).astype(int) for fold in folds)
     assert scheme == "spatial quarters" and len(folds) == 4 and np.array_equal(covered, np.isfinite(lidar).astype(int))
 

@@ -40,7 +40,7 @@ def _stitch(source, grid: OutputGrid, layout: ChipLayout, fn, block_size: int, b
     borders = BorderChips(block_size, grid.shape, lambda key: pytest.fail(f"block {key} was not computed before its neighbours"))
     for block in iter_blocks(grid.height, grid.width, block_size):
         inp = read_block([source], grid, block, layout, fill)
-        heights, _ = predict_block(inp, layout, fn, batch_size, borders)
+        (heights, _), _ = predict_block(inp, layout, fn, batch_size, borders)
         out[block.row : block.row + block.height, block.col : block.col + block.width] = heights
     return out
 

@@ -18,6 +18,7 @@ import json
 import math
 import os
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,10 +51,13 @@ class EvaluationResult:
 
     ``r2`` and ``r2_block`` are None when undefined (no spread, fewer than two blocks); ``by_height_bin``
     maps bin names (``0-5``, ..., ``30+``) to :class:`BinMetrics`; ``notes`` are sentences on too few
-    blocks or an R² that suggests swapped inputs.
+    blocks or an R² that suggests swapped inputs. ``interval`` is a prediction interval's coverage
+    (PICP) and mean width (MPIW), overall and by reference height bin, when one was given.
 
     .. versionadded:: 0.3
        :func:`evaluate` returned a dict before.
+    .. versionchanged:: 0.3.0
+       ``interval``.
     """
 
     mae: float
@@ -66,6 +70,7 @@ class EvaluationResult:
     n_blocks: int
     by_height_bin: dict[str, BinMetrics]
     notes: tuple[str, ...] = ()
+    interval: dict | None = None
 
     def to_dict(self) -> dict:
         """Plain values for JSON."""
@@ -80,7 +85,8 @@ class EvaluationResult:
             tmp.write_text(json.dumps(self.to_dict(), indent=2))
 
 
-def _bin_name(lo: float, hi: float) -> str:
+def bin_name(lo: float, hi: float) -> str:
+    """A height bin's name: ``5-10``, or ``30+`` for the open last one."""
     return f"{lo:g}-{hi:g}" if math.isfinite(hi) else f"{lo:g}+"
 
 
@@ -131,7 +137,7 @@ class _Sums:
         ss_tot = self.sum_ref_sq - n * mean_ref * mean_ref
         by_bin = {}
         for (lo, hi), (count, abs_sum, d_sum) in self.bins.items():
-            by_bin[_bin_name(lo, hi)] = BinMetrics(count, abs_sum / count if count else None, d_sum / count if count else None)
+            by_bin[bin_name(lo, hi)] = BinMetrics(count, abs_sum / count if count else None, d_sum / count if count else None)
         return EvaluationResult(
             mae=self.sum_abs / n,
             rmse=math.sqrt(self.sum_sq / n),
@@ -201,18 +207,35 @@ def paired_bands(prediction: str | os.PathLike, reference: str | os.PathLike, ro
     EvaluationError, ImageryReadError
         As :func:`evaluate`.
     """
-    with _open(reference, "reference") as ref_ds, _open(prediction, "prediction") as pred_ds:
+    for (pred,), ref in paired_layers([prediction], reference, rows):
+        yield pred, ref
+
+
+def paired_layers(layers: Sequence[str | os.PathLike], reference: str | os.PathLike, rows: int = 1000):
+    """Like :func:`paired_bands` for several rasters on one grid (a map and its companions, :mod:`canopy.io.companions`):
+    (a list of their float32 arrays, reference) of ``rows`` rows at a time, each brought onto the reference's grid as
+    the first is.
+
+    Raises
+    ------
+    EvaluationError, ImageryReadError
+        As :func:`evaluate`.
+    """
+    with ExitStack() as stack:
+        ref_ds = stack.enter_context(_open(reference, "reference"))
+        sources = [stack.enter_context(_open(path, "prediction")) for path in layers]
+        pred_ds = sources[0]
         pred_bounds = transform_bounds(pred_ds.crs, ref_ds.crs, *pred_ds.bounds, densify_pts=21)
         if not intersects(pred_bounds, tuple(ref_ds.bounds)):
             raise EvaluationError(
-                f"Prediction {prediction} and reference {reference} do not overlap; check that they cover the same place."
+                f"Prediction {layers[0]} and reference {reference} do not overlap; check that they cover the same place."
             )
         finer = abs(pred_ds.res[0]) < abs(ref_ds.res[0]) * 0.75
         resampling = Resampling.average if finer else Resampling.bilinear
         for top in range(0, ref_ds.height, rows):
             window = Window(0, top, ref_ds.width, min(rows, ref_ds.height - top))
             ref = _as_float(ref_ds.read(1, window=window), ref_ds.nodata)
-            yield _on_grid(pred_ds, ref.shape, ref_ds.window_transform(window), ref_ds.crs, resampling), ref
+            yield [_on_grid(ds, ref.shape, ref_ds.window_transform(window), ref_ds.crs, resampling) for ds in sources], ref
 
 
 def _accumulate(prediction: str | os.PathLike | None, reference: str | os.PathLike, sums: _Sums, block_size: int,
@@ -306,8 +329,8 @@ def _notes(metrics: EvaluationResult, block_size: int) -> list[str]:
 
 
 def evaluate(prediction: str | os.PathLike, reference: str | os.PathLike, block_size: int = 50,
-             rows_per_read: int = 1000) -> EvaluationResult:
-    """Compare a canopy height map with a reference canopy height model.
+             rows_per_read: int = 1000, *, interval=None, points=None) -> EvaluationResult:
+    """Compare a canopy height map with a reference canopy height model, or with reference points.
 
     The prediction is brought onto the reference's grid (averaged when finer, reprojected when the
     CRS differs); pixels that are nodata in either are ignored. Both are read in bands of rows, so
@@ -318,29 +341,109 @@ def evaluate(prediction: str | os.PathLike, reference: str | os.PathLike, block_
     prediction
         Height map in metres (e.g. from ``canopy predict``).
     reference
-        Reference canopy height in metres (e.g. from lidar); its grid is the one compared on.
+        Reference canopy height in metres (e.g. from lidar); its grid is the one compared on. With
+        ``points``, a vector file of reference points.
     block_size
         Side in reference pixels of the blocks whose means give the block R².
     rows_per_read
         Reference rows read at a time (rounded to whole blocks).
+    interval
+        Also score a prediction interval: a ``(lower, upper)`` pair of rasters, or a
+        :class:`~canopy.calibration.Calibration` (or its file) whose interval is computed from
+        ``prediction`` (and its ``<name>.uncertainty.tif``) at the calibration's level.
+    points
+        A :class:`~canopy.accuracy.point_references.PointReference`: ``reference`` is points, each
+        compared with the map's statistic over its footprint (no block R², no interval).
 
     Returns
     -------
     EvaluationResult
         MAE, RMSE, bias, R², block R² (None when fewer than two blocks), pixels compared, the
-        reference's spread, blocks, metrics per reference height bin, and notes; ``to_dict()`` for JSON.
+        reference's spread, blocks, metrics per reference height bin, notes, and the interval's
+        PICP and MPIW; ``to_dict()`` for JSON.
 
     .. versionchanged:: 0.3
        Returns an :class:`EvaluationResult` instead of a dict.
+    .. versionchanged:: 0.3.0
+       ``interval`` and ``points``.
 
     Raises
     ------
     EvaluationError
-        If the rasters do not overlap or share no valid pixel, or one has no CRS.
+        If the rasters do not overlap or share no valid pixel, or one has no CRS, or points cannot be read.
     ImageryReadError
         If a file is not a raster.
+    CalibrationError
+        If the interval's calibration has no interval, or was fitted for another model.
     """
-    return evaluate_pairs([(prediction, reference)], block_size, rows_per_read)
+    if points is not None:
+        return _evaluate_points(prediction, reference, points)
+    metrics = evaluate_pairs([(prediction, reference)], block_size, rows_per_read)
+    if interval is None:
+        return metrics
+    return dataclasses.replace(metrics, interval=_interval_coverage(prediction, reference, interval, rows_per_read))
+
+
+def _interval_coverage(prediction, reference, interval, rows: int) -> dict:
+    """PICP and MPIW of an interval (two rasters, or a calibration's interval around ``prediction``) on the reference's grid."""
+    from canopy.calibration import Calibration, CalibrationError, map_identity
+    from canopy.io.companions import UNCERTAINTY, companion
+
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    if isinstance(interval, (tuple, list)):
+        lower, upper = interval
+        level = None
+        for (lo, hi), ref in paired_layers([lower, upper], reference, rows):
+            parts.append((lo, hi, ref))
+    else:
+        calibration = interval if isinstance(interval, Calibration) else Calibration.read(interval)
+        if calibration.interval is None:
+            raise CalibrationError("The calibration holds no prediction interval (it was fitted on points, or by canopy "
+                                   "before 0.3.0); fit one on lidar plots with `canopy calibrate`.")
+        with rasterio.open(prediction) as src:
+            tags = src.tags()
+        calibration.check_for(map_identity(tags), f"map {prediction}")
+        calibrated = tags.get("canopy_calibration") == calibration.digest
+        layers = [prediction, companion(prediction, UNCERTAINTY)] if calibration.interval.scaled else [prediction]
+        if calibration.interval.scaled and not layers[1].is_file():
+            raise CalibrationError(f"The calibration's interval scales with an uncertainty, and map {prediction} has none "
+                                   f"beside it ({layers[1].name}); predict with --uncertainty.")
+        level = calibration.interval.level
+        for bands, ref in paired_layers(layers, reference, rows):
+            heights = bands[0] if calibrated else calibration.apply(bands[0])
+            parts.append((*calibration.interval.bounds(heights, bands[1] if len(bands) > 1 else None), ref))
+    result = coverage(*(np.concatenate([p[k].ravel() for p in parts]) for k in range(3)))
+    return {"level": level, **result}
+
+
+def coverage(lower: np.ndarray, upper: np.ndarray, reference: np.ndarray) -> dict:
+    """PICP (the share of reference heights inside ``[lower, upper]``) and MPIW (the interval's mean width, m), over
+    pixels valid in all three, overall and by reference height bin (those of :func:`canopy.evaluate`)."""
+    valid = np.isfinite(lower) & np.isfinite(upper) & np.isfinite(reference)
+    lo, hi, ref = lower[valid], upper[valid], reference[valid]
+    inside = (ref >= lo) & (ref <= hi)
+    width = hi - lo
+
+    def summary(chosen: np.ndarray) -> dict:
+        n = int(chosen.sum())
+        return {"n": n, "picp": round(float(inside[chosen].mean()), 4) if n else None,
+                "mpiw": round(float(width[chosen].mean()), 4) if n else None}
+
+    return {**summary(np.ones(ref.shape, bool)),
+            "by_height_bin": {bin_name(lo_m, hi_m): summary((ref >= lo_m) & (ref < hi_m)) for lo_m, hi_m in HEIGHT_BINS}}
+
+
+def _evaluate_points(prediction, reference, points) -> EvaluationResult:
+    """The metrics of the map's footprint statistics against reference points."""
+    from canopy.accuracy.point_references import footprint_pairs
+
+    pairs = footprint_pairs(prediction, reference, points)
+    metrics = array_metrics([(pairs.statistic[None], pairs.height[None])], block_size=10**9)
+    if metrics is None:
+        raise EvaluationError(f"No point of {reference} has a footprint at least half covered by {prediction}; check that "
+                              "they cover the same place.")
+    note = f"Points: {points.describe()}; block R² does not apply to points."
+    return dataclasses.replace(metrics, notes=(note, *_notes(metrics, 1)[1:]))
 
 
 def format_table(metrics: EvaluationResult) -> str:
@@ -361,6 +464,14 @@ def format_table(metrics: EvaluationResult) -> str:
     ]
     for name, row in metrics.by_height_bin.items():
         lines.append(f"{name + ' m':<17} {row.n:<10} {fmt(row.mae, ' m'):<10} {fmt(row.bias, ' m')}")
+    if metrics.interval is not None:
+        interval = metrics.interval
+        level = "" if interval["level"] is None else f" ({interval['level']:.0%})"
+        lines += ["", f"prediction interval{level}: PICP (share of reference inside) and MPIW (mean width)",
+                  "reference height  pixels     PICP       MPIW",
+                  f"{'all':<17} {interval['n']:<10} {fmt(interval['picp']):<10} {fmt(interval['mpiw'], ' m')}"]
+        for name, row in interval["by_height_bin"].items():
+            lines.append(f"{name + ' m':<17} {row['n']:<10} {fmt(row['picp']):<10} {fmt(row['mpiw'], ' m')}")
     lines += [f"\nnote: {note}" for note in metrics.notes]
     return "\n".join(lines)
 

@@ -1,4 +1,5 @@
-"""A calibration applied to an existing map, on the block engine: streamed into a COG, resumable, local or on Dask."""
+"""A calibration applied to an existing map: its heights on the block engine (streamed into a COG, resumable, local or
+on Dask), and its prediction interval as xarray."""
 
 from __future__ import annotations
 
@@ -10,15 +11,16 @@ import numpy as np
 import xarray as xr
 
 from canopy.analysis.height_raster import HeightRaster, open_height_raster
-from canopy.analysis.maps import open_map
+from canopy.analysis.maps import open_map, with_companions
 from canopy.blockwise.layout import BlockLayout, block_window
 from canopy.blockwise.run import block_run
-from canopy.calibration import Calibration, map_identity
+from canopy.calibration import Calibration, CalibrationError, map_identity
 from canopy.choices import DEFAULT_BLOCK_SIZE
 from canopy.cluster import ClusterSpec
 from canopy.errors import OutputPathError
 from canopy.grid import Block
 from canopy.io.cog import height_percentile
+from canopy.io.companions import KINDS, UNCERTAINTY
 from canopy.io.qml import style_range, write_qml
 
 
@@ -90,3 +92,60 @@ def apply_calibration(chm: str | os.PathLike | xr.DataArray, calibration: Calibr
 def _calibrated(raster: HeightRaster, calibration: Calibration, block: Block) -> dict[str, np.ndarray]:
     """A block's calibrated heights."""
     return {"heights": calibration.apply(raster.read_window(block_window(block)))}
+
+
+def prediction_interval(chm: str | os.PathLike | xr.DataArray, calibration: Calibration | str | os.PathLike,
+                        level: float | None = 0.9) -> xr.Dataset:
+    """The prediction interval a calibration holds, around an existing map's calibrated heights.
+
+    Parameters
+    ----------
+    chm
+        The map: a GeoTIFF (its ``<name>.uncertainty.tif`` is read beside it), or a DataArray from
+        :func:`canopy.open` or :func:`canopy.predict` (its ``uncertainty`` coordinate). Raw heights
+        are calibrated first; a map the calibration was already applied to is taken as it is.
+        Dask-backed maps (``canopy.open(path, chunks=...)``) give a lazy result.
+    calibration
+        A :class:`~canopy.calibration.Calibration` with an interval, or its JSON file.
+    level
+        The share of reference heights the interval should hold (0.9: 90 %); None for the level it was fitted at.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``lower`` and ``upper`` (y, x) in metres, float32, on the map's grid, NaN where it has no
+        height; attributes ``level`` and ``canopy_calibration``.
+
+    Raises
+    ------
+    CalibrationError
+        If the calibration has no interval, was fitted for another model or weights, or on maps with an
+        uncertainty this map lacks, or the level is outside what it holds.
+    HeightMapError
+        If the map is not a single-band map with a CRS.
+
+    .. versionadded:: 0.3.0
+    """
+    if not isinstance(calibration, Calibration):
+        calibration = Calibration.read(calibration)
+    interval = calibration.interval
+    if interval is None:
+        raise CalibrationError("The calibration holds no prediction interval (it was fitted on points, or by canopy before "
+                               "0.3.0); fit one on lidar plots with `canopy calibrate`.")
+    level = interval.level if level is None else float(level)
+    interval.check_level(level)
+    data = chm if isinstance(chm, xr.DataArray) else with_companions(open_map(chm), chm)
+    calibration.check_for(map_identity(data.attrs), f"map {chm if not isinstance(chm, xr.DataArray) else data.name}")
+    if interval.scaled and UNCERTAINTY not in data.coords:
+        raise CalibrationError(f"The calibration's interval scales with each pixel's uncertainty, and map "
+                               f"{chm if not isinstance(chm, xr.DataArray) else data.name} has none; predict with --uncertainty.")
+    spread = data.coords[UNCERTAINTY].variable if interval.scaled else None
+    heights = data.drop_vars([k for k in KINDS if k in data.coords])
+    if heights.attrs.get("canopy_calibration") != calibration.digest:
+        heights = xr.apply_ufunc(calibration.apply, heights, dask="parallelized", output_dtypes=[np.float32])
+    inputs = [heights] + ([xr.DataArray(spread, coords={}, dims=spread.dims)] if spread is not None else [])
+    lower, upper = xr.apply_ufunc(lambda h, *u: interval.bounds(h, u[0] if u else None, level), *inputs,
+                                  output_core_dims=[[], []], dask="parallelized", output_dtypes=[np.float32, np.float32])
+    attrs = {"units": "m", "level": level, "canopy_calibration": calibration.digest}
+    return xr.Dataset({"lower": lower.assign_attrs(long_name="lower bound of the prediction interval", units="m"),
+                       "upper": upper.assign_attrs(long_name="upper bound of the prediction interval", units="m")}, attrs=attrs)

@@ -44,6 +44,19 @@ def open_map(path: str | os.PathLike, chunks: None | str | Mapping[str, int] = N
     return as_height(data)
 
 
+def with_companions(data: xr.DataArray, path: str | os.PathLike) -> xr.DataArray:
+    """A map with the rasters written beside it (``<name>.uncertainty.tif``, ``.lower.tif``, ``.upper.tif``) as
+    coordinates of the same name on (y, x), read as lazily as the map, so ``chm.uncertainty`` is the uncertainty and
+    ``chm.sel(...)`` cuts every layer alike; the map alone when there is none.
+
+    .. versionadded:: 0.3.0
+    """
+    from canopy.io.companions import existing_companions
+
+    layers = {kind: open_map(found).variable for kind, found in existing_companions(path).items()}
+    return data.assign_coords(layers) if layers else data
+
+
 def as_height(data: xr.DataArray) -> xr.DataArray:
     """A one-band raster as ``canopy_height`` in metres, with netCDF-safe attributes."""
     if "band" in data.dims:

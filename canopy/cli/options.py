@@ -42,6 +42,30 @@ def polygons_options(what: str, required: bool = False):
     return decorate
 
 
+def point_options(command):
+    """``--height-column`` (REFERENCE is points when given), ``--footprint-m`` and ``--statistic``."""
+    for option in reversed((
+        click.option("--height-column", default=None, help="REFERENCE is a vector file of points (GEDI footprints, field "
+                                                            "plots) whose heights (m) are in this column."),
+        click.option("--footprint-m", type=float, default=25.0, show_default=True,
+                     help="Diameter of the disc each point stands for (25 for GEDI)."),
+        click.option("--statistic", default="p98", show_default=True,
+                     help="The map's statistic over a footprint: p98 for GEDI RH98, max for a plot's top height, mean, pNN."),
+    )):
+        command = option(command)
+    return command
+
+
+def point_reference(options: dict):
+    """The :class:`~canopy.accuracy.point_references.PointReference` of the point options (removed from them), or None."""
+    column, footprint, statistic = (options.pop(name) for name in ("height_column", "footprint_m", "statistic"))
+    if column is None:
+        return None
+    from canopy.accuracy.point_references import PointReference
+
+    return PointReference(column, footprint, statistic)
+
+
 def engine_options(command):
     """The options of a command on the block engine: ``--block-size``, ``--resume`` and the Dask options."""
     return block_size_option(resume_option(cluster_options(command)))

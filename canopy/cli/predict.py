@@ -75,6 +75,8 @@ class _BBoxText(click.ParamType):
 @precision_option
 @predict_option("resume", is_flag=True)
 @predict_option("quicklook", is_flag=True)
+@predict_option("uncertainty", is_flag=True)
+@predict_option("tta", is_flag=True)
 @offline_option
 @cluster_options
 @quiet_option
@@ -85,6 +87,7 @@ def predict(quiet: bool, **options) -> None:
     (--scheduler, --scheduler-file), whose workers must see the imagery, the weights cache and
     the folder of --out.
     """
+    from canopy.io.companions import existing_companions
     from canopy.prediction import predict_to_file
     from canopy.request import PredictRequest
 
@@ -102,6 +105,8 @@ def predict(quiet: bool, **options) -> None:
         err=True,
     )
     click.echo(f"wrote {out.with_suffix('.qml')} (QGIS style)", err=True)
+    for kind, path in existing_companions(out).items():
+        click.echo(f"wrote {path} ({kind}, QGIS style beside it)", err=True)
     if request.output.quicklook:
         click.echo(f"wrote {out.with_suffix('.png')} (quicklook)", err=True)
 

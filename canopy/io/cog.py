@@ -71,6 +71,13 @@ class Band:
 
 HEIGHTS = Band("canopy height (m)")
 """The band of a canopy height map."""
+UNCERTAINTY = Band("canopy height uncertainty, one standard deviation (m)")
+"""The band of a map's raw uncertainty (``--uncertainty``)."""
+
+
+def interval_band(side: str, level: float) -> Band:
+    """The band of one side (``lower`` or ``upper``) of a map's prediction interval at ``level``."""
+    return Band(f"{side} bound of the {level:.0%} prediction interval of canopy height (m)")
 
 
 def overview_count(width: int, height: int) -> int:
@@ -100,10 +107,12 @@ class StreamingCog:
         Compression threads; default one per core.
     band
         What the band holds; canopy heights by default.
+    name
+        The scratch file's name, distinct for each COG a run writes at once.
     """
 
     def __init__(self, grid: OutputGrid, blocks: Iterable[Block], block_size: int, read: ReadBlock, scratch: Path,
-                 threads: int | None = None, band: Band = HEIGHTS) -> None:
+                 threads: int | None = None, band: Band = HEIGHTS, name: str = "tiles") -> None:
         self.grid = grid
         self._band = band
         self._read = read
@@ -128,7 +137,7 @@ class StreamingCog:
         self._stored: list[dict[int, tuple[int, int]]] = [{} for _ in self._sizes]  # tile index -> (offset, size)
         self.counts = np.zeros(len(_HIST_EDGES) - 1, np.int64)
         self._lock = threading.Lock()
-        self._store_path = scratch / "tiles.bin"
+        self._store_path = scratch / f"{name}.bin"
         self._store = open(self._store_path, "wb+")
         self._pool = ThreadPoolExecutor(threads or os.cpu_count() or 1, thread_name_prefix="canopy-cog")
         self._futures: list[Future] = []

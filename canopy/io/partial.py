@@ -4,7 +4,8 @@ Blocks are stored uncompressed: their pixels are compressed once, into the final
 the run streams (:mod:`canopy.io.cog`); the folder needs 4 bytes per output pixel until the run ends.
 Each block is written under a temporary name and renamed, so a run killed at any moment leaves
 only whole blocks; ``--resume`` reuses them when the run's settings (its fingerprint) are the same.
-Beside each block, the chips it hands on to its neighbours (``<key>.border.npz``) are written
+With ``--uncertainty`` a block's spread is kept beside its heights (``<key>.spread.npy``, written
+first). Beside each block, the chips it hands on to its neighbours (``<key>.border.npz``) are written
 first, so that a resumed run blends the blocks it still has to compute with exactly the chips the
 earlier run computed. A distributed run, which predicts a block's chips and blends it in two
 tasks, also keeps the block's other chips and validity (``<key>.inner.npz``) in between.
@@ -17,7 +18,7 @@ import logging
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -34,6 +35,20 @@ log = logging.getLogger(__name__)
 
 ChipHeights = dict[tuple[int, int], np.ndarray]
 """Chip heights (S, S) in metres by the chip's origin (row, col) in grid coordinates."""
+
+class Blended(NamedTuple):
+    """A blended block: heights (m), and with ``--uncertainty`` their spread (m), both float32 (height, width), NaN
+    where there is no imagery.
+
+    The spread is the standard deviation of the mixture the blend stands for: the chips covering a
+    pixel, weighted as in the blend, each with its own predicted distribution, so
+    ``spread² = Σ w_i (v_i + (h_i - h)²) / Σ w_i`` with h_i a chip's height, v_i its variance
+    and h the blended height: where the chips agree and predict no spread of their own it is zero.
+    """
+
+    heights: np.ndarray
+    spread: np.ndarray | None = None
+
 
 _NUMERICS = "canopy_numerics"  # the one fingerprint entry a resume may change (with a warning)
 
@@ -136,6 +151,9 @@ class PartialRun:
     def _path(self, block: Block) -> Path:
         return self.dir / f"{block.key}.npy"
 
+    def _spread_path(self, block: Block) -> Path:
+        return self.dir / f"{block.key}.spread.npy"
+
     def _border_path(self, key: str) -> Path:
         return self.dir / f"{key}.border.npz"
 
@@ -146,11 +164,15 @@ class PartialRun:
         """Read every kept block and its handed-on chips in full; delete those that fail, and say how many."""
         damaged = 0
         for key in sorted(self.done()):
+            spread = self.dir / f"{key}.spread.npy"
             try:
                 np.load(self.dir / f"{key}.npy")
                 self.read_border(key)
+                if spread.exists():
+                    np.load(spread)
             except Exception:  # numpy and zipfile each raise their own kind for a cut or garbled file
                 (self.dir / f"{key}.npy").unlink(missing_ok=True)
+                spread.unlink(missing_ok=True)
                 self._border_path(key).unlink(missing_ok=True)
                 damaged += 1
         return damaged
@@ -159,8 +181,8 @@ class PartialRun:
         """Keys of the blocks already written, with the chips they hand on."""
         return {p.stem for p in self.dir.glob("r*_c*.npy") if self._border_path(p.stem).is_file()}
 
-    def write(self, block: Block, data: np.ndarray, border: ChipHeights) -> None:
-        """Store one block's heights and the chips it hands on, each atomically, the chips first."""
+    def write(self, block: Block, data: Blended, border: ChipHeights) -> None:
+        """Store one block's heights (and spread) and the chips it hands on, each atomically, the chips first."""
         self.write_border(block.key, border)
         self.write_block(block, data)
 
@@ -179,10 +201,12 @@ class PartialRun:
             valid = np.unpackbits(stored["valid"], count=shape[0] * shape[1]).reshape(shape).astype(bool)
             return _chips_from(stored), valid
 
-    def write_block(self, block: Block, data: np.ndarray) -> None:
-        """Store one block's heights (height, width) atomically (its chips must be stored first); drop its inner chips."""
-        with atomic_path(self._path(block)) as tmp, open(tmp, "wb") as f:
-            np.save(f, np.ascontiguousarray(data[: block.height, : block.width], np.float32))
+    def write_block(self, block: Block, data: Blended) -> None:
+        """Store one block's spread (if any) and then its heights, each atomically (its chips must be stored first), and
+        drop its inner chips: a block whose heights are stored is whole."""
+        if data.spread is not None:
+            _save_array(self._spread_path(block), data.spread[: block.height, : block.width])
+        _save_array(self._path(block), data.heights[: block.height, : block.width])
         self._inner_path(block.key).unlink(missing_ok=True)
 
     def start_attempt(self, name: str, who: str) -> None:
@@ -207,6 +231,10 @@ class PartialRun:
         """One stored block's heights, memory-mapped."""
         return np.load(self._path(block), mmap_mode="r")
 
+    def view_spread(self, block: Block) -> np.ndarray:
+        """One stored block's spread (``--uncertainty``), memory-mapped."""
+        return np.load(self._spread_path(block), mmap_mode="r")
+
     def read_border(self, key: str) -> ChipHeights:
         """The chips block ``key`` handed on, as written by :meth:`write`."""
         with np.load(self._border_path(key)) as stored:
@@ -215,6 +243,12 @@ class PartialRun:
     def remove(self) -> None:
         """Delete the folder once the output is complete."""
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _save_array(path: Path, data: np.ndarray) -> None:
+    """Write a float32 array to an ``.npy``, atomically."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, np.ascontiguousarray(data, np.float32))
 
 
 def _save_chips(path: Path, chips: ChipHeights, **extra: np.ndarray) -> None:

@@ -34,6 +34,16 @@ CHANGE_COLOURS: list[tuple[float, str]] = [
 """Diverging ramp for height change, from loss (brown) through no change (white) to gain (teal)."""
 
 
+UNCERTAINTY_COLOURS: list[tuple[float, str]] = [
+    (0.0, "#fcfdbf"),
+    (0.25, "#feb078"),
+    (0.5, "#f1605d"),
+    (0.75, "#b5367a"),
+    (1.0, "#3b0f70"),
+]
+"""Sequential ramp for a height's uncertainty, from sure (pale yellow) to unsure (dark purple): unlike the heights' greens."""
+
+
 def qml_text(vmax: float) -> str:
     """The style document for heights from 0 to ``vmax`` metres."""
     return _ramp_style(0.0, vmax, HEIGHT_COLOURS)
@@ -98,7 +108,12 @@ def _raster_style(renderer: str) -> str:
 """
 
 
-def write_qml(path: Path, vmax: float) -> None:
+def uncertainty_qml(vmax: float) -> str:
+    """The style document for a height's uncertainty (a standard deviation) from 0 to ``vmax`` metres."""
+    return _ramp_style(0.0, vmax, UNCERTAINTY_COLOURS)
+
+
+def write_qml(path: Path, vmax: float, style=qml_text) -> None:
     """Write the style atomically to ``path``.
 
     Parameters
@@ -106,10 +121,12 @@ def write_qml(path: Path, vmax: float) -> None:
     path
         Normally ``<name>.qml`` beside ``<name>.tif``, where QGIS finds it by itself.
     vmax
-        Height in metres at the top of the colour ramp.
+        Value in metres at the top of the colour ramp.
+    style
+        The style document for a ramp up to ``vmax``: heights (default) or :func:`uncertainty_qml`.
     """
     with atomic_path(path) as tmp:
-        tmp.write_text(qml_text(vmax))
+        tmp.write_text(style(vmax))
 
 
 def paletted_qml(classes: list[tuple[int, str, str]]) -> str:

@@ -80,15 +80,16 @@ class HeightModel(nn.Module):
             )
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Height in metres (B, 1, H, W) for RGB images (B, 3, H, W) scaled to [0, 1].
+    def forward(self, x: torch.Tensor, moments: bool = False) -> torch.Tensor:
+        """Height in metres (B, 1, H, W) for RGB images (B, 3, H, W) scaled to [0, 1]; with ``moments``, (B, 2, H, W):
+        the height and the variance (m²) of the head's predicted height distribution (zero for regression heads).
 
         Raises
         ------
         PatchSizeError
             If H or W is not a multiple of the patch size.
         """
-        return self.head(self.features(x), tuple(x.shape[-2:]))
+        return self.head(self.features(x), tuple(x.shape[-2:]), moments)
 
 
 def is_quantized(model: nn.Module) -> bool:

@@ -64,7 +64,7 @@ class BlockWorker:
     def __init__(self, plan: RunPlan, placed: PlacedModel) -> None:
         self.plan = plan
         device, loaded = placed.device, placed.loaded
-        self.predictor = ChipPredictor(loaded.model, device, placed.autocast)
+        self.predictor = ChipPredictor(loaded.model, device, placed.autocast, plan.uncertainty, plan.tta)
         self.batch_size = plan.batch_size or auto_batch_size(device, plan.layout.size)
         self.identity = ModelIdentity(loaded.backbone_weights, loaded.head_weights, precision_name(placed.autocast), device.type,
                                       numerics_tag(device, torch.get_num_threads(), self.batch_size))

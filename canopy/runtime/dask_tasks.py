@@ -180,6 +180,6 @@ def blend_task(plan: RunPlan, directory: str, block: Block, own_count: int, *ear
     borders = BorderChips(plan.block_size, plan.grid.shape, partial.read_border)
     own = {**inner, **partial.read_border(block.key)}
     calibrate = None if plan.calibration is None else plan.calibration.apply
-    partial.write_block(block, blend_block(block, plan.layout, own, borders, valid, calibrate))
+    partial.write_block(block, blend_block(block, plan.layout, own, borders, valid, calibrate, plan.uncertainty))
     partial.end_attempt(f"{block.key}.blend")
     return own_count

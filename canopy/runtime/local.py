@@ -51,7 +51,8 @@ class LocalEngine:
         run_blocks(
             todo,
             read=worker.read,
-            compute=lambda inp: predict_block(inp, plan.layout, predict, worker.batch_size, borders, calibrate),
+            compute=lambda inp: predict_block(inp, plan.layout, predict, worker.batch_size, borders, calibrate,
+                                               plan.uncertainty),
             write=lambda block, result: partial.write(block, *result),
             on_done=on_done,
         )

@@ -11,7 +11,7 @@ import numpy as np
 from rasterio.crs import CRS
 
 from canopy._version import __version__
-from canopy.calibration import Calibration
+from canopy.calibration import Calibration, CalibrationError, PredictionInterval
 from canopy.choices import Device, Normalize, Precision
 from canopy.errors import ResolutionWarning, warn
 from canopy.grid import Block, OutputGrid, iter_blocks, plan_grid
@@ -51,7 +51,8 @@ class RunPlan:
 
     ``input_affine`` is the region's aerial normalisation (gain, offset per band), folded into the
     model's input normalisation wherever it is loaded; None without ``--normalize aerial``.
-    ``calibration`` maps the blended heights (``--calibration``). ``sources`` are open in the
+    ``calibration`` maps the blended heights (``--calibration``). ``uncertainty`` blends each pixel's
+    spread too (``--uncertainty``), ``tta`` predicts every chip under four flips. ``sources`` are open in the
     process that made the plan, and opened once in any other that reads them; closing the plan
     (or leaving its ``with`` block) closes them.
     """
@@ -68,6 +69,13 @@ class RunPlan:
     input_affine: tuple[tuple[float, ...], tuple[float, ...]] | None
     radiometry: str
     calibration: Calibration | None = None
+    uncertainty: bool = False
+    tta: bool = False
+
+    @property
+    def interval(self) -> PredictionInterval | None:
+        """The calibration's prediction interval, written beside the heights; None without one."""
+        return None if self.calibration is None else self.calibration.interval
 
     def blocks(self) -> list[Block]:
         """The grid's lattice-aligned blocks, row by row."""
@@ -92,6 +100,8 @@ class RunPlan:
             "canopy_imagery": listed,
             **({"canopy_imagery_date": taken} if (taken := self.sources.taken) else {}),
             **({"canopy_calibration": self.calibration.digest} if self.calibration is not None else {}),
+            **({"canopy_tta": TTA_TAG} if self.tta else {}),
+            **({"canopy_uncertainty": uncertainty_tag(spec, self.tta)} if self.uncertainty else {}),
             "units": "m",
         }
 
@@ -115,6 +125,16 @@ class RunPlan:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+TTA_TAG = "mean of 4 flips: none, left-right, up-down, both"
+
+
+def uncertainty_tag(spec: ModelSpec, tta: bool) -> str:
+    """What a map's uncertainty is, as its ``canopy_uncertainty`` tag says: which spreads it holds."""
+    parts = (["the head's height bins"] if spec.head.type == "dpt-bins" else []) + ["the overlapping chips"]
+    parts += ["4 flips"] if tta else []
+    return f"standard deviation (m) of the blended predictions over {', '.join(parts)}"
 
 
 def make_plan(request: PredictRequest, download_progress: ProgressCallback | None = None) -> RunPlan:
@@ -157,13 +177,29 @@ def make_plan(request: PredictRequest, download_progress: ProgressCallback | Non
             affine, described = _aerial_affine(request, sources.open(), grid, download_progress)
             radiometry += described
         calibration = None if request.calibration is None else Calibration.read(request.calibration)
+        uncertainty = request.output.uncertainty or _interval_needs_uncertainty(calibration, spec, request.output.tta)
     except BaseException:
         sources.close()
         raise
     log.info("output grid: %d x %d px of %g m in %s", grid.width, grid.height, grid.res, grid.crs.to_string())
     runtime = request.runtime
     return RunPlan(sources, grid, request.layout, request.layout.block_size(request.output.block_size), request.model,
-                   runtime.device, runtime.precision, runtime.batch_size, runtime.offline, affine, radiometry, calibration)
+                   runtime.device, runtime.precision, runtime.batch_size, runtime.offline, affine, radiometry, calibration,
+                   uncertainty, request.output.tta)
+
+
+def _interval_needs_uncertainty(calibration: Calibration | None, spec: ModelSpec, tta: bool) -> bool:
+    """Whether the calibration's interval scales with an uncertainty (then the run computes it), refusing one fitted on
+    another kind of uncertainty than this run's."""
+    interval = None if calibration is None else calibration.interval
+    if interval is None or not interval.scaled:
+        return False
+    if interval.uncertainty != uncertainty_tag(spec, tta):
+        raise CalibrationError(
+            f"The calibration's interval was fitted on maps whose uncertainty is the {interval.uncertainty}, not the "
+            f"{uncertainty_tag(spec, tta)} of this run; predict with that model and the same --tta setting as those maps.")
+    log.info("computing the uncertainty the calibration's interval scales with")
+    return True
 
 
 def _aerial_affine(request: PredictRequest, sources: Sequence[ImagerySource], grid: OutputGrid, progress) -> tuple:

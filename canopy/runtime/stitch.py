@@ -16,11 +16,12 @@ import numpy as np
 
 from canopy.tiling.block_input import BlockInput
 from canopy.grid import Block
-from canopy.io.partial import ChipHeights
+from canopy.io.partial import Blended, ChipHeights
 from canopy.tiling.chips import ChipLayout
 
 PredictFn = Callable[[np.ndarray], np.ndarray]
-"""Maps a batch of chips (B, 3, S, S) in [0, 1] to heights (B, S, S) in metres."""
+"""Maps a batch of chips (B, 3, S, S) in [0, 1] to heights (B, S, S) in metres, or with ``--uncertainty`` to
+(B, 2, S, S): heights and the variance of each chip's predicted height (m²)."""
 
 
 def _batches(items: list, size: int) -> Iterator[list]:
@@ -75,12 +76,14 @@ def border_chips(block: Block, layout: ChipLayout, chips: Mapping[tuple[int, int
     }
 
 
-def blend(block: Block, layout: ChipLayout, chips: Mapping[tuple[int, int], np.ndarray], valid: np.ndarray) -> np.ndarray:
-    """Blend the chips covering a block into its heights.
+def blend(block: Block, layout: ChipLayout, chips: Mapping[tuple[int, int], np.ndarray], valid: np.ndarray,
+          spread: bool = False) -> Blended:
+    """Blend the chips covering a block into its heights, and with ``spread`` their spread.
 
     Each chip's prediction is weighted by the layout's window (smooth, strictly positive), and the
     weighted sum is divided by the summed weights. Chips are added in lattice order, whichever
-    block computed them.
+    block computed them. The spread (:class:`Blended`) is summed in a second pass, about the
+    blended height, so that chips that agree give zero and not a difference of large squares.
 
     Parameters
     ----------
@@ -89,33 +92,46 @@ def blend(block: Block, layout: ChipLayout, chips: Mapping[tuple[int, int], np.n
     layout
         The chip lattice.
     chips
-        Every predicted chip that covers a pixel of the block (others are ignored).
+        Every predicted chip that covers a pixel of the block (others are ignored): heights (S, S),
+        or heights and variances (2, S, S) with ``spread``.
     valid
         (height, width) validity of the block's pixels; invalid ones become NaN.
+    spread
+        Also give the spread; the chips must then hold variances.
 
     Returns
     -------
-    numpy.ndarray
-        float32 (height, width) of the block; NaN where there is no imagery.
+    Blended
+        float32 (height, width) heights (and spread) of the block; NaN where there is no imagery.
     """
     size = layout.size
     weights = layout.window()
     total = np.zeros((block.height, block.width), np.float32)
     weight_sum = np.zeros_like(total)
+    parts = []
     for r, c in sorted(chips):
         top, bottom = max(r, block.row), min(r + size, block.row + block.height)
         left, right = max(c, block.col), min(c + size, block.col + block.width)
         if top >= bottom or left >= right:
             continue
-        height = chips[r, c]
+        chip = chips[r, c]
         chip_part = (slice(top - r, bottom - r), slice(left - c, right - c))
         block_part = (slice(top - block.row, bottom - block.row), slice(left - block.col, right - block.col))
-        total[block_part] += weights[chip_part] * height[chip_part]
+        total[block_part] += weights[chip_part] * (chip[0] if spread else chip)[chip_part]
         weight_sum[block_part] += weights[chip_part]
+        parts.append((chip, chip_part, block_part))
     out = np.full_like(total, np.nan)
     good = valid & (weight_sum > 0)
     out[good] = total[good] / weight_sum[good]
-    return out
+    if not spread:
+        return Blended(out)
+    second = np.zeros_like(total)
+    for chip, chip_part, block_part in parts:
+        deviation = chip[0][chip_part] - out[block_part]
+        second[block_part] += weights[chip_part] * (deviation * deviation + chip[1][chip_part])
+    std = np.full_like(total, np.nan)
+    std[good] = np.sqrt(second[good] / weight_sum[good])
+    return Blended(out, std)
 
 
 def handing_on(block: Block, step: int) -> list[tuple[int, int]]:
@@ -175,17 +191,18 @@ class BorderChips:
 
 
 def blend_block(block: Block, layout: ChipLayout, own: ChipHeights, borders: BorderChips, valid: np.ndarray,
-                calibrate: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+                calibrate: Callable[[np.ndarray], np.ndarray] | None = None, spread: bool = False) -> Blended:
     """Blend a block from its own chips and those the blocks before it handed on, then ``calibrate`` the heights
-    (a :class:`~canopy.calibration.Calibration`'s ``apply``): the blend step of both engines."""
-    heights = blend(block, layout, {**borders.around(block), **own}, valid)
-    return heights if calibrate is None else calibrate(heights)
+    (a :class:`~canopy.calibration.Calibration`'s ``apply``; the spread stays the model's own): the blend step of
+    both engines."""
+    blended = blend(block, layout, {**borders.around(block), **own}, valid, spread)
+    return blended if calibrate is None else blended._replace(heights=calibrate(blended.heights))
 
 
 def predict_block(
     inp: BlockInput, layout: ChipLayout, predict: PredictFn, batch_size: int, borders: BorderChips,
-    calibrate: Callable[[np.ndarray], np.ndarray] | None = None,
-) -> tuple[np.ndarray, ChipHeights]:
+    calibrate: Callable[[np.ndarray], np.ndarray] | None = None, spread: bool = False,
+) -> tuple[Blended, ChipHeights]:
     """Predict a block's own chips and blend them with the chips its neighbours handed on (in one process).
 
     A Dask run does the same in two tasks: :func:`predict_chips` and :func:`border_chips` in the
@@ -198,23 +215,25 @@ def predict_block(
     layout
         The chip lattice.
     predict
-        The model on a batch of chips.
+        The model on a batch of chips (giving variances with ``spread``).
     batch_size
         Chips per call of ``predict``.
     borders
         The chips handed on by the blocks before; this block's are added to it.
     calibrate
         Maps the blended heights (a calibration), or None.
+    spread
+        Also blend the chips' spread (``--uncertainty``).
 
     Returns
     -------
-    numpy.ndarray
-        float32 (height, width) heights of the block; NaN where there is no imagery.
+    Blended
+        float32 (height, width) heights (and spread) of the block; NaN where there is no imagery.
     ChipHeights
         The block's chips that reach into later blocks, to be kept for a resumed run.
     """
     own = predict_chips(inp, layout, predict, batch_size)
     handed = border_chips(inp.block, layout, own, borders.shape)
-    heights = blend_block(inp.block, layout, own, borders, inp.block_valid, calibrate)
+    blended = blend_block(inp.block, layout, own, borders, inp.block_valid, calibrate, spread)
     borders.put(inp.block, handed)
-    return heights, handed
+    return blended, handed

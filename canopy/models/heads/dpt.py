@@ -193,8 +193,9 @@ class DPTHead(nn.Module):
         self.project = _Conv(features, features, 3, bias=True, relu_after=True) if project_after_fusion else None
         self.conv_depth = _DepthHead(features, 1 if bins is None else bins.count, hidden)
 
-    def forward(self, layers: Features, size: tuple[int, int]) -> torch.Tensor:
-        """Height in metres (B, 1, H, W) for an input of ``size`` = (H, W)."""
+    def forward(self, layers: Features, size: tuple[int, int], moments: bool = False) -> torch.Tensor:
+        """Height in metres (B, 1, H, W) for an input of ``size`` = (H, W); with ``moments``, (B, 2, H, W): the height
+        and the variance of the predicted height distribution (zero for a regression output, which predicts none)."""
         maps = [conv(x) for conv, x in zip(self.convs, self.reassemble_blocks(layers))]
         out = self.fusion_blocks[0](maps[-1])
         for i in range(1, 4):
@@ -203,8 +204,9 @@ class DPTHead(nn.Module):
             out = self.project(out)
         raw = self.conv_depth(out, size)
         if self.bins is None:
-            return softplus_metres(raw, self.scale)
-        return bins_to_height(raw, self.bins)
+            height = softplus_metres(raw, self.scale)
+            return with_zero_variance(height) if moments else height
+        return bins_to_moments(raw, self.bins) if moments else bins_to_height(raw, self.bins)
 
     def set_output_bias(self, metres: float) -> None:
         """Start a regression head near a typical height (e.g. the training mean): training then fits the variation."""
@@ -226,6 +228,24 @@ _MIXLOG_SHIFT = 1e-8  # CHMv2 adds this to the ReLU'd logits before normalising
 _MIXLOG_EPS = 1e-12  # and floors sums and centres at this
 
 
+def _bin_weights(logits: torch.Tensor, bins: HeightBins) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalised bin weights (B, K, H, W) in float32 and the centres they weigh (K,), before ``scale``."""
+    logits = logits.float()
+    centres = bin_centres(bins, logits.device)
+    if bins.strategy == "linear":
+        weights = F.relu(logits) + 0.1
+        return weights / weights.sum(dim=1, keepdim=True), centres
+    weights = F.relu(logits) + _MIXLOG_SHIFT
+    return weights / weights.sum(dim=1, keepdim=True).clamp_min(_MIXLOG_EPS), centres.clamp_min(_MIXLOG_EPS)
+
+
+def _bin_mean(weights: torch.Tensor, centres: torch.Tensor, bins: HeightBins) -> torch.Tensor:
+    """The weights' mean centre (B, 1, H, W), before ``scale``."""
+    if bins.strategy == "linear":
+        return torch.einsum("bkhw,k->bhw", weights, centres)[:, None]
+    return (weights * centres.view(1, -1, 1, 1)).sum(dim=1, keepdim=True).clamp_min(_MIXLOG_EPS)
+
+
 def bins_to_height(logits: torch.Tensor, bins: HeightBins) -> torch.Tensor:
     """Heights (B, 1, H, W) from bin logits (B, K, H, W): weights from the logits, normalised, summed
     against the bin centres (:func:`bin_centres`), times ``bins.scale``.
@@ -235,22 +255,34 @@ def bins_to_height(logits: torch.Tensor, bins: HeightBins) -> torch.Tensor:
     also under bf16/fp16 autocast: a bf16 height of 50 m is rounded to 0.25 m.
     """
     with torch.autocast(logits.device.type, enabled=False):
-        logits = logits.float()
-        centres = bin_centres(bins, logits.device)
-        if bins.strategy == "linear":
-            weights = F.relu(logits) + 0.1
-            weights = weights / weights.sum(dim=1, keepdim=True)
-            return bins.scale * torch.einsum("bkhw,k->bhw", weights, centres)[:, None]
-        weights = F.relu(logits) + _MIXLOG_SHIFT
-        weights = weights / weights.sum(dim=1, keepdim=True).clamp_min(_MIXLOG_EPS)
-        height = (weights * centres.clamp_min(_MIXLOG_EPS).view(1, -1, 1, 1)).sum(dim=1, keepdim=True)
-        return bins.scale * height.clamp_min(_MIXLOG_EPS)
+        weights, centres = _bin_weights(logits, bins)
+        return bins.scale * _bin_mean(weights, centres, bins)
+
+
+def bins_to_moments(logits: torch.Tensor, bins: HeightBins) -> torch.Tensor:
+    """The mean and variance (B, 2, H, W; metres and square metres) of the height distribution the bins predict.
+
+    The mean is :func:`bins_to_height`'s, bit for bit; the variance is the weights' spread about it,
+    ``scale² · Σ w_k (c_k - mean)²``, summed about the mean rather than as E[c²] - mean² so that a
+    narrow distribution keeps its digits. Always in float32.
+    """
+    with torch.autocast(logits.device.type, enabled=False):
+        weights, centres = _bin_weights(logits, bins)
+        mean = _bin_mean(weights, centres, bins)
+        deviation = centres.view(1, -1, 1, 1) - mean
+        variance = (weights * deviation * deviation).sum(dim=1, keepdim=True)
+        return torch.cat([bins.scale * mean, bins.scale**2 * variance], dim=1)
 
 
 def softplus_metres(x: torch.Tensor, scale: float) -> torch.Tensor:
     """``scale * softplus(x)`` in float32 whatever the autocast: a bf16 height of 50 m is rounded to 0.25 m."""
     with torch.autocast(x.device.type, enabled=False):
         return scale * F.softplus(x.float())
+
+
+def with_zero_variance(height: torch.Tensor) -> torch.Tensor:
+    """Heights (B, 1, H, W) as moments (B, 2, H, W) of a head that predicts no distribution: variance zero."""
+    return torch.cat([height, torch.zeros_like(height)], dim=1)
 
 
 def set_softplus_bias(layer: nn.Conv2d, value: float) -> None:
