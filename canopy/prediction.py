@@ -28,7 +28,7 @@ from canopy.io.companions import KINDS, LOWER, UNCERTAINTY, UPPER, companion, ex
 from canopy.io.gdal_env import run_env
 from canopy.io.output_lock import output_lock
 from canopy.io.partial import PartialRun
-from canopy.io.qml import style_range, uncertainty_qml, write_qml
+from canopy.io.qml import style_range, uncertainty_qml, uncertainty_range, write_qml
 from canopy.models.weights import ProgressCallback
 from canopy.request import PredictRequest
 from canopy.runtime.local import LocalEngine
@@ -270,10 +270,10 @@ def _companion_layers(plan: RunPlan, partial: PartialRun, tags: dict[str, str]):
     return layers
 
 
-def _write_layers(layers) -> float:
-    """Write each layer's COG (the heights' last: the run's output is whole once it is there) and QGIS style, and
-    remove the companions an earlier run left that this one does not write; return the heights' colour-ramp top,
-    which the interval's styles share."""
+def _write_layers(layers, quicklook: Callable[[Path, float], None] | None) -> None:
+    """Write each layer's COG and QGIS style (the interval's share the heights' colour-ramp top) and the ``quicklook``
+    (from the heights' file before it lands, and its ramp's top), the heights last: the run's output is whole once
+    they are there; then remove the companions an earlier run left that this one does not write."""
     (target, heights, tags), *companions = layers
     stale = set(existing_companions(target).values()) - {path for path, _, _ in companions}
     with atomic_path(target) as tmp_heights:
@@ -282,14 +282,15 @@ def _write_layers(layers) -> float:
             with atomic_path(path) as tmp:
                 counts = cog.finish(tmp, layer_tags)
             if layer_tags["canopy_layer"] == UNCERTAINTY:
-                write_qml(path.with_suffix(".qml"), style_range(height_percentile(counts, 98)), uncertainty_qml)
+                write_qml(path.with_suffix(".qml"), uncertainty_range(height_percentile(counts, 98)), uncertainty_qml)
             else:
                 write_qml(path.with_suffix(".qml"), vmax)
         write_qml(target.with_suffix(".qml"), vmax)
+        if quicklook is not None:
+            quicklook(tmp_heights, vmax)
     for path in stale:
         path.unlink()
         path.with_suffix(".qml").unlink(missing_ok=True)
-    return vmax
 
 
 def _run(plan: RunPlan, engine, target: Path, resume: bool, quicklook: bool, progress: Callable[[Progress], None] | None) -> RunSummary:
@@ -345,9 +346,9 @@ def _run_locked(plan: RunPlan, engine, target: Path, resume: bool, quicklook: bo
                     cog.block_done(block)
         report()
         chips = engine.run(partial, todo, on_done, on_chips)
-        vmax = _write_layers(layers)
-        if quicklook:
-            write_quicklook(target, target.with_suffix(".png"), vmax, title=f"{target.name} ({plan.model.spec.name})")
+        title = f"{target.name} ({plan.model.spec.name})"
+        _write_layers(layers, (lambda tif, vmax: write_quicklook(tif, target.with_suffix(".png"), vmax, title=title))
+                      if quicklook else None)
     partial.remove()
     area = sum(b.height * b.width for b in todo)
     per_pixel = chips * layout.size**2 / area if area else 0.0

@@ -38,6 +38,15 @@ def _stands(tmp_path: Path) -> Path:
     return path
 
 
+def _opened_in_qgis(project: Path, tmp_path: Path) -> dict:
+    """What a real, headless QGIS reports of a project it opened and rendered (tests/qgis_check.py)."""
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "XDG_RUNTIME_DIR": str(tmp_path)}
+    done = subprocess.run([SYSTEM_PYTHON, str(Path(__file__).with_name("qgis_check.py")), str(project), str(tmp_path / "render.png")],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 @pytest.fixture()
 def exported(tmp_path):
     out = tmp_path / "project"
@@ -75,12 +84,7 @@ def test_the_project_opens_styled_in_a_real_qgis_after_the_folder_is_moved(expor
     moved = tmp_path / "sent" / "elsewhere"
     shutil.copytree(exported, moved)  # as zipped and sent: only relative paths may work
     shutil.rmtree(exported)
-    png = tmp_path / "render.png"
-    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "XDG_RUNTIME_DIR": str(tmp_path)}
-    done = subprocess.run([SYSTEM_PYTHON, str(Path(__file__).with_name("qgis_check.py")), str(moved / "TEAK_049_chm_1m.qgs"), str(png)],
-                          capture_output=True, text=True, env=env, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    report = json.loads(done.stdout.strip().splitlines()[-1])
+    report = _opened_in_qgis(moved / "TEAK_049_chm_1m.qgs", tmp_path)
     assert report["read"] and report["project_crs"] == "EPSG:32611"
     raster, = [layer for layer in report["layers"] if layer["name"] == "canopy height (m)"]
     stands, = [layer for layer in report["layers"] if layer["name"] == "stands"]
@@ -104,12 +108,7 @@ def test_trees_and_forest_open_styled_in_a_real_qgis(tmp_path):
     result = CliRunner().invoke(cli, ["export", "qgis", str(CHM), "--trees", str(trees), "--forest", str(forest), "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert {"trees.gpkg", "forest.gpkg", "forest.tif"} <= {p.name for p in out.iterdir()}
-    png = tmp_path / "render.png"
-    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "XDG_RUNTIME_DIR": str(tmp_path)}
-    done = subprocess.run([SYSTEM_PYTHON, str(Path(__file__).with_name("qgis_check.py")), str(out / "TEAK_049_chm_1m.qgs"), str(png)],
-                          capture_output=True, text=True, env=env, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    layers = {layer["name"]: layer for layer in json.loads(done.stdout.strip().splitlines()[-1])["layers"]}
+    layers = {layer["name"]: layer for layer in _opened_in_qgis(out / "TEAK_049_chm_1m.qgs", tmp_path)["layers"]}
     assert {"tops", "crowns", "forest", "forest / non-forest", "canopy height (m)"} <= set(layers)
     assert all(layer["valid"] for layer in layers.values())
     found = canopy.trees(CHM)
@@ -117,6 +116,31 @@ def test_trees_and_forest_open_styled_in_a_real_qgis(tmp_path):
     assert layers["forest"]["features"] >= 1 and layers["forest / non-forest"]["renderer"] == "paletted"
     assert layers["forest / non-forest"]["legend"] == ["non-forest", "forest"]
     assert layers["crowns"]["default_style_outline"] == "#ffbe00" and layers["tops"]["renderer"] == "singleSymbol"
+
+
+@pytest.mark.skipif(not _has_pyqgis(), reason="PyQGIS is not installed (apt-get install python3-qgis); .ci/run installs it")
+def test_the_uncertainty_and_interval_beside_a_map_open_styled_and_hidden_in_a_real_qgis(tmp_path):
+    chm = tmp_path / "height.tif"
+    shutil.copyfile(CHM, chm)
+    with rasterio.open(CHM) as src:
+        profile, heights = src.profile, src.read(1, masked=True).filled(np.nan)
+    profile.update(nodata=np.nan)
+    for kind, values in (("uncertainty", 0.1 + 0.05 * heights), ("lower", heights * 0.8), ("upper", heights * 1.2)):
+        with rasterio.open(tmp_path / f"height.{kind}.tif", "w", **profile) as dst:
+            dst.write(values.astype(np.float32), 1)
+    out = tmp_path / "project"
+    assert CliRunner().invoke(cli, ["export", "qgis", str(chm), "--out", str(out)]).exit_code == 0
+    assert {"height.uncertainty.tif", "height.uncertainty.qml", "height.lower.tif", "height.upper.tif"} <= {p.name for p in out.iterdir()}
+    assert "#3b0f70" in (out / "height.uncertainty.qml").read_text()
+    text = (out / "height.qgs").read_text()
+    assert text.count('checked="Qt::Unchecked"') == 3  # the heights stay in sight
+    report = _opened_in_qgis(out / "height.qgs", tmp_path)
+    layers = {layer["name"]: layer for layer in report["layers"]}
+    assert {"uncertainty, 1 std (m)", "lower bound of the prediction interval (m)", "canopy height (m)"} <= set(layers)
+    assert all(layer["valid"] for layer in layers.values())
+    assert layers["uncertainty, 1 std (m)"]["renderer"] == "singlebandpseudocolor"
+    assert layers["uncertainty, 1 std (m)"]["legend"][-1] == "2 m"  # its own range: a 98th percentile under 2 m rounds up to 2
+    assert report["greenish_pixels"] > 0.5 * report["sampled_pixels"]  # the heights' greens show, not the hidden layers
 
 
 def test_a_new_export_removes_what_a_killed_one_left_of_every_file(tmp_path):

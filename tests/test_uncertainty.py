@@ -23,7 +23,7 @@ from canopy.accuracy.interval_fit import conformal_quantiles, fit_interval
 from canopy.accuracy.point_references import PointReference, spatial_folds
 from canopy.calibration import Calibration, CalibrationError
 from canopy.cli.main import cli
-from canopy.errors import EvaluationError
+from canopy.errors import EvaluationError, ResumeError
 from canopy.grid import Block
 from canopy.io.companions import companion
 from canopy.models import HeightModel, get_model_spec
@@ -155,6 +155,30 @@ def test_predict_writes_the_uncertainty_beside_the_same_heights_styled_and_tagge
     assert _read(tmp_path / "tta.tif")[1]["canopy_tta"].startswith("mean of 4 flips")
     _predict(tmp_path / "h.tif", model)  # the same output again without: the stale uncertainty goes
     assert not companion(tmp_path / "h.tif", "uncertainty").exists() and not (tmp_path / "h.uncertainty.qml").exists()
+
+
+def test_a_run_stopped_midway_resumes_to_the_same_uncertainty(model, tmp_path):
+    whole = tmp_path / "whole.tif"
+    _predict(whole, model, uncertainty=True)
+
+    def stop(progress):
+        if progress.blocks_done >= 8:
+            raise KeyboardInterrupt
+
+    out = tmp_path / "stopped.tif"
+    with pytest.raises(KeyboardInterrupt):
+        _predict(out, model, uncertainty=True, progress=stop)
+    kept = list((tmp_path / ".stopped.tif.partial").glob("r*_c*.spread.npy"))
+    assert 8 <= len(kept) < 25 and not out.exists() and not companion(out, "uncertainty").exists()
+    chm = _predict(out, model, uncertainty=True, resume=True)
+    assert canopy.RunSummary.from_attrs(chm.attrs).blocks_reused >= 8
+    assert out.read_bytes() == whole.read_bytes()
+    assert companion(out, "uncertainty").read_bytes() == companion(whole, "uncertainty").read_bytes()
+    again = tmp_path / "again.tif"
+    with pytest.raises(KeyboardInterrupt):
+        _predict(again, model, uncertainty=True, progress=stop)
+    with pytest.raises(ResumeError, match="canopy_uncertainty"):  # a run without it cannot continue one with it
+        _predict(again, model, resume=True)
 
 
 def _distort(h):

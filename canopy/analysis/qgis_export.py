@@ -13,8 +13,9 @@ from canopy.errors import OutputPathError
 from canopy.io.atomic import atomic_path
 from canopy.io.output_lock import output_lock
 from canopy.analysis.forest import FOREST_CLASSES
-from canopy.io.qgis_project import ClassRaster, VectorLayer, polygon_layer, polygon_qml, store_default_style, write_project
-from canopy.io.qml import paletted_qml, style_range, write_qml
+from canopy.io.qgis_project import StyledRaster, VectorLayer, polygon_layer, polygon_qml, store_default_style, write_project
+from canopy.io.companions import UNCERTAINTY, existing_companions
+from canopy.io.qml import paletted_qml, qml_text, style_range, uncertainty_qml, uncertainty_range, write_qml
 from canopy.io.vector_styles import crowns_renderer, forest_renderer, tops_renderer
 from canopy.analysis.quicklook import read_decimated
 
@@ -30,7 +31,8 @@ def export_qgis(
 ) -> Path:
     """Write ``out_dir/<name>.qgs``: the height map styled with its ramp and a legend in metres and,
     with ``polygons``, a GeoPackage of them with their zonal statistics, labelled with mean height;
-    with ``trees`` and ``forest``, those layers too, styled.
+    with ``trees`` and ``forest``, those layers too, styled. The rasters beside the map
+    (``<name>.uncertainty.tif``, ``.lower.tif``, ``.upper.tif``) come along, styled and hidden at first.
 
     Parameters
     ----------
@@ -50,6 +52,8 @@ def export_qgis(
 
     .. versionchanged:: 0.3
        ``trees`` and ``forest``.
+    .. versionchanged:: 0.3.0
+       The map's uncertainty and prediction interval.
 
     Returns
     -------
@@ -71,7 +75,9 @@ def export_qgis(
     out_dir.mkdir(exist_ok=True)
     raster, project = out_dir / chm.name, out_dir / f"{chm.stem}.qgs"
     copied = [Path(path) for path in (trees, forest) if path is not None] + ([Path(forest).with_suffix(".tif")] if forest else [])
+    copied += list(existing_companions(chm).values())
     written = [raster, raster.with_suffix(".qml"), project, *(out_dir / p.name for p in copied)]
+    written += [out_dir / p.with_suffix(".qml").name for p in existing_companions(chm).values()]
     if polygons is not None:
         written.append(out_dir / f"{Path(polygons).stem}_stats.gpkg")
     with output_lock(out_dir, written):
@@ -92,7 +98,7 @@ def _fill(chm: Path, out_dir: Path, raster: Path, project: Path, polygons, layer
     vmax = style_range(float(np.percentile(sample, 98)) if sample.size else 0.0)
     write_qml(raster.with_suffix(".qml"), vmax)
     vectors: list[VectorLayer] = []
-    classes: list[ClassRaster] = []
+    classes: list[StyledRaster] = [_companion_layer(path, kind, out_dir, vmax) for kind, path in existing_companions(chm).items()]
     if polygons is not None:
         table = zonal_stats(raster, polygons, cover_threshold=cover_threshold, layer=layer).to_crs(crs)
         name = Path(polygons).stem
@@ -111,8 +117,23 @@ def _fill(chm: Path, out_dir: Path, raster: Path, project: Path, polygons, layer
         copied = _copy_into(Path(forest), out_dir)
         mask = _copy_into(Path(forest).with_suffix(".tif"), out_dir)
         vectors.append(VectorLayer(copied, "forest", "Polygon", _bounds(out_dir / copied, "forest", bounds), forest_renderer()))
-        classes.append(ClassRaster(mask, "forest / non-forest", paletted_qml(FOREST_CLASSES)))
+        classes.insert(0, StyledRaster(mask, "forest / non-forest", paletted_qml(FOREST_CLASSES)))
     write_project(project, raster.name, crs, bounds, vmax, vectors, classes)
+
+
+def _companion_layer(path: Path, kind: str, folder: Path, vmax: float) -> StyledRaster:
+    """A raster beside the map, copied with its style: the uncertainty on its own ramp, the interval on the heights'."""
+    copied = _copy_into(path, folder)
+    if kind == UNCERTAINTY:
+        with rasterio.open(path) as src:
+            sample = read_decimated(src).compressed()
+        style = uncertainty_qml(uncertainty_range(float(np.percentile(sample, 98)) if sample.size else 0.0))
+        name = "uncertainty, 1 std (m)"
+    else:
+        style, name = qml_text(vmax), f"{kind} bound of the prediction interval (m)"
+    with atomic_path((folder / copied).with_suffix(".qml")) as tmp:
+        tmp.write_text(style)
+    return StyledRaster(copied, name, style, shown=False)
 
 
 def _copy_into(path: Path, folder: Path) -> str:

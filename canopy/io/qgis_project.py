@@ -85,10 +85,11 @@ def _raster_layer(layer_id: str, file: str, name: str, crs: CRS, bounds: tuple[f
     </maplayer>"""
 
 
-def _tree_entry(layer_id: str, name: str, source: str, provider: str) -> str:
-    """A ``layer-tree-layer`` element, checked."""
+def _tree_entry(layer_id: str, name: str, source: str, provider: str, checked: bool = True) -> str:
+    """A ``layer-tree-layer`` element, checked (shown) or not."""
+    state = "Qt::Checked" if checked else "Qt::Unchecked"
     return (f'    <layer-tree-layer id="{layer_id}" name={quoteattr(name)} source={quoteattr(source)} providerKey="{provider}" '
-            'checked="Qt::Checked" expanded="1"/>')
+            f'checked="{state}" expanded="1"/>')
 
 
 def _srs(crs: CRS) -> str:
@@ -119,12 +120,14 @@ class VectorLayer:
 
 
 @dataclass(frozen=True)
-class ClassRaster:
-    """A class raster of the project (a forest mask): file name, layer name and the ``pipe`` of its QML style."""
+class StyledRaster:
+    """A raster of the project besides the height map (a forest mask, the map's uncertainty): file name, layer name,
+    its QML style, and whether it is shown when the project opens (a layer that would hide the heights is not)."""
 
     file: str
     name: str
     style: str
+    shown: bool = True
 
 
 def polygon_layer(gpkg: str, layer: str, geometry: str, bounds: tuple[float, float, float, float]) -> VectorLayer:
@@ -144,7 +147,7 @@ def write_project(
     bounds: tuple[float, float, float, float],
     vmax: float,
     vectors: list[VectorLayer] = (),
-    classes: list[ClassRaster] = (),
+    classes: list[StyledRaster] = (),
 ) -> None:
     """Write a QGIS project with the height map, class rasters and vector layers atomically, paths relative to its folder.
 
@@ -161,17 +164,17 @@ def write_project(
     vectors
         Vector layers, drawn above the rasters in the order given (the first on top).
     classes
-        Class rasters, drawn above the height map.
+        Other rasters (class masks, the map's uncertainty and interval), drawn above the height map, the first on top.
     """
     raster_id = _layer_id("canopy_height", raster)
     pipe = qml_text(vmax).split("<pipe>", 1)[1].split("</pipe>", 1)[0]
     layers = [_raster_layer(raster_id, raster, "canopy height (m)", crs, bounds, pipe)]
     tree = [_tree_entry(raster_id, "canopy height (m)", f"./{raster}", "gdal")]
-    for item in classes:
+    for item in reversed(list(classes)):
         layer_id = _layer_id(Path(item.file).stem, item.file)
         style = item.style.split("<pipe>", 1)[1].split("</pipe>", 1)[0]
         layers.insert(0, _raster_layer(layer_id, item.file, item.name, crs, bounds, style))
-        tree.insert(0, _tree_entry(layer_id, item.name, f"./{item.file}", "gdal"))
+        tree.insert(0, _tree_entry(layer_id, item.name, f"./{item.file}", "gdal", item.shown))
     for item in reversed(list(vectors)):
         source = f"./{item.gpkg}|layername={item.layer}"
         layer_id = _layer_id(item.layer, source)

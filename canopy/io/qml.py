@@ -24,6 +24,13 @@ def style_range(p98: float) -> float:
     return max(5.0, 5.0 * math.ceil(p98 / 5.0))
 
 
+def uncertainty_range(p98: float) -> float:
+    """Top of an uncertainty's colour ramp: its 98th percentile rounded up to 1, 2 or 5 times a power of ten, at least 0.1 m."""
+    top = max(p98, 0.1)
+    power = 10.0 ** math.floor(math.log10(top))
+    return next(step * power for step in (1.0, 2.0, 5.0, 10.0) if step * power >= top - 1e-9)
+
+
 CHANGE_COLOURS: list[tuple[float, str]] = [
     (0.0, "#8c510a"),
     (0.3, "#d8b365"),
