@@ -54,6 +54,7 @@ TARGETS = {
                                                       "tests/test_atomic_outputs.py::test_a_kill_after_each_file_leaves_whole_files_and_the_next_run_finishes[calibrate]")),
     "trees": Target(("canopy/analysis/tree_tops.py", "canopy/analysis/crowns.py"), ("tests/test_trees.py",)),
     "change": Target(("canopy/analysis/change.py",), ("tests/test_change.py",)),
+    "uncertainty": Target(("canopy/accuracy/interval_fit.py", "canopy/accuracy/point_references.py"), ("tests/test_uncertainty.py",)),
     "blockwise": Target(("canopy/blockwise/parts.py", "canopy/blockwise/store.py", "canopy/blockwise/vectors.py"),
                         ("tests/test_blockwise.py", "tests/test_forest.py", "tests/test_change.py")),
 }

@@ -266,6 +266,16 @@ def test_without_an_uncertainty_the_interval_still_widens_with_height(noisy, tmp
     assert upper[1] - lower[1] > 2 * (upper[0] - lower[0])
 
 
+def test_heights_tied_at_zero_make_one_bin_of_bare_ground_not_an_empty_one():
+    rng = np.random.default_rng(0)
+    heights = np.concatenate([np.zeros(3000), rng.uniform(0, 30, 7000)])  # calibrated heights floored at 0 m
+    fitted = fit_interval(heights, heights + rng.normal(0, 1, heights.size) * (0.2 + heights / 10), None)
+    assert min(fitted.counts) >= 500 and sum(fitted.counts) == heights.size and len(fitted.counts) == len(fitted.edges) + 1
+    assert fitted.counts[0] >= 3000 and 0.0 < fitted.edges[0] < 5.0  # the ground's ties share the lowest bin
+    lower, upper = fitted.bounds(np.array([0.0, 25.0]), None)
+    assert upper[0] - lower[0] < 0.5 * (upper[1] - lower[1])
+
+
 def test_conformal_quantiles_take_the_finite_sample_ranks():
     scores = np.arange(1, 20, dtype=float)  # 19 scores: the 95 % upper rank is ceil(20 * 0.95) = 19, the 5 % lower is 1
     assert conformal_quantiles(scores, [0.05, 0.5, 0.95]) == [1.0, 10.0, 19.0]

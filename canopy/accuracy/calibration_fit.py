@@ -38,6 +38,7 @@ from canopy.accuracy.evaluation import array_metrics, coverage, paired_layers
 from canopy.accuracy.interval_fit import LEVEL, fit_interval
 from canopy.accuracy.point_references import MIN_POINTS, PointReference, footprint_pairs, spatial_folds
 from canopy.calibration import Calibration, CalibrationError, map_identity
+from canopy.errors import EvaluationError
 from canopy.io.atomic import atomic_path
 from canopy.io.companions import UNCERTAINTY, companion
 from canopy.io.output_lock import output_lock
@@ -130,14 +131,13 @@ def calibrate(
     identity, uncertainty = _identity_of(maps)
     if points is not None:
         predicted, reference, validation = _points_fit(maps, references, points)
-        interval = None
+        interval = spread = None
     else:
         grids = [_pairs_on_grid(m, r, bool(uncertainty)) for m, r in zip(maps, references)]
-        predicted, reference, _ = _valid(grids)
+        predicted, reference, spread = _valid(grids)
         _check_pairs(predicted, reference, ", ".join(references))
         validation = _cross_validate(grids, level, uncertainty)
-        scheme, folds = _folds(grids)
-        held = _held_out_calibrated(folds)
+        held = _held_out_calibrated(_folds(grids)[1])
         interval = None if held is None else fit_interval(*held, uncertainty, level)
     breakpoints = tuple((round(x, 4), round(y, 4)) for x, y in fit_monotone(predicted, reference))  # as the file keeps them
     calibration = Calibration(*identity, breakpoints, int(predicted.size),
@@ -150,7 +150,7 @@ def calibrate(
             if out is not None:
                 calibration.write(out)
             if plot is not None:
-                _plot(calibration, predicted, reference, Path(plot))
+                _plot(calibration, predicted, reference, None if spread is None else float(np.median(spread)), Path(plot))
     return calibration
 
 
@@ -268,10 +268,7 @@ def _cross_validate(grids: Sequence[Grid], level: float, uncertainty: str) -> di
             bounds["after"].append((*interval.bounds(calibrated, u), r))
     if not used:
         return {"scheme": scheme, "folds": 0, "note": "no fold had enough pairs outside it to fit"}
-    summary = {name: array_metrics(pairs) for name, pairs in (("before", before), ("after", after))}
-    result = {"scheme": scheme, "folds": used,
-              **{name: {m: (None if metrics is None or getattr(metrics, m) is None else round(float(getattr(metrics, m)), 4)) for m in METRICS}
-                 for name, metrics in summary.items()}}
+    result = {"scheme": scheme, "folds": used, "before": _rounded(array_metrics(before)), "after": _rounded(array_metrics(after))}
     if bounds["after"]:
         result["interval"] = {"level": level, "scaled_by": "uncertainty" if uncertainty else "none",
                               **{name: coverage(*(np.concatenate([b[i].ravel() for b in parts]) for i in range(3)))
@@ -288,24 +285,32 @@ def _points_fit(maps: Sequence[str], references: Sequence[str], points: PointRef
     predicted = np.concatenate([p.statistic for p in pairs])
     reference = np.concatenate([p.height for p in pairs])
     _check_pairs(predicted, reference, ", ".join(references), MIN_POINTS, "points")
-    xy = np.concatenate([p.xy for p in pairs])
-    folds = spatial_folds(xy, points.footprint_m)
+    scheme = f"spatial groups of footprints ({points.describe()})"
+    note = "points calibrate heights only: a footprint's error is not a pixel's, so no interval is fitted"
+    try:
+        folds = spatial_folds(np.concatenate([p.xy for p in pairs]), points.footprint_m)
+    except EvaluationError as exc:
+        return predicted, reference, {"scheme": scheme, "folds": 0, "note": str(exc), "interval_note": note}
     before, after = [], []
     for k in range(folds.max() + 1):
         train, test = folds != k, folds == k
         fitted = Calibration("", "", "", fit_monotone(predicted[train], reference[train]), int(train.sum()), (0.0, 0.0), "")
         before.append((predicted[test][None], reference[test][None]))
         after.append((fitted.apply(predicted[test])[None], reference[test][None]))
-    summary = {name: array_metrics(pairs_, block_size=10**9) for name, pairs_ in (("before", before), ("after", after))}
-    validation = {"scheme": f"spatial groups of footprints ({points.describe()})", "folds": int(folds.max() + 1),
-                  **{name: {m: (None if getattr(metrics, m) is None else round(float(getattr(metrics, m)), 4)) for m in METRICS}
-                     for name, metrics in summary.items()},
-                  "interval_note": "points calibrate heights only: a footprint's error is not a pixel's, so no interval is fitted"}
-    return predicted, reference, validation
+    return predicted, reference, {"scheme": scheme, "folds": int(folds.max() + 1),
+                                  "before": _rounded(array_metrics(before, block_size=10**9)),
+                                  "after": _rounded(array_metrics(after, block_size=10**9)), "interval_note": note}
 
 
-def _plot(calibration: Calibration, predicted: np.ndarray, reference: np.ndarray, png: Path) -> None:
-    """The mapping over the pairs' density, with the 1:1 line and the held-out metrics."""
+def _rounded(metrics) -> dict:
+    """The validation's metrics (:data:`METRICS`) to four decimals; None where undefined."""
+    return {m: None if metrics is None or getattr(metrics, m) is None else round(float(getattr(metrics, m)), 4) for m in METRICS}
+
+
+def _plot(calibration: Calibration, predicted: np.ndarray, reference: np.ndarray, typical_spread: float | None,
+          png: Path) -> None:
+    """The mapping over the pairs' density, with the 1:1 line, the held-out metrics and the prediction interval (at the
+    pairs' median uncertainty when it scales with one)."""
     from matplotlib.figure import (
         Figure,  # no pyplot: the caller's backend (a notebook's inline one) is left alone
     )
@@ -317,6 +322,13 @@ def _plot(calibration: Calibration, predicted: np.ndarray, reference: np.ndarray
     grid = np.linspace(0, top, 200)
     ax.plot(grid, grid, color="grey", linestyle="--", linewidth=1, label="1:1")
     ax.plot(grid, calibration.apply(grid), color="#b2182b", linewidth=2, label="calibration")
+    interval = calibration.interval
+    if interval is not None:
+        spread = np.full(grid.shape, typical_spread) if interval.scaled and typical_spread is not None else None
+        if not interval.scaled or spread is not None:
+            lower, upper = interval.bounds(calibration.apply(grid), spread)
+            where = " at the median uncertainty" if interval.scaled else ""
+            ax.fill_between(grid, lower, upper, color="#b2182b", alpha=0.15, label=f"{interval.level:.0%} interval{where}")
     ax.set_xlabel("predicted height (m)")
     ax.set_ylabel("reference (lidar) height (m)")
     v = calibration.validation

@@ -102,9 +102,8 @@ def _fit(heights: np.ndarray, reference: np.ndarray, spread: np.ndarray | None, 
     scores = (reference - heights) / scale_of(spread, floor)
     count = int(np.clip(heights.size // MIN_PER_BIN, 1, max_bins))
     edges = np.unique(np.round(np.quantile(heights, np.linspace(0, 1, count + 1)[1:-1]), 3))
-    index = np.searchsorted(edges, heights, side="right")
-    sizes = np.bincount(index, minlength=len(edges) + 1)
-    edges = edges[[k - 1 for k in range(1, len(edges) + 1) if sizes[k]]]  # an edge whose bin is empty (ties) is dropped
+    filled = np.flatnonzero(np.bincount(np.searchsorted(edges, heights, side="right"), minlength=len(edges) + 1))
+    edges = edges[filled[1:] - 1]  # ties (bare ground calibrated to 0 m) leave bins empty: keep the edges between full ones
     index = np.searchsorted(edges, heights, side="right")
     probabilities = tail_probabilities({*LEVELS, level})
     quantiles, counts = [], []
