@@ -377,6 +377,8 @@ def test_footprints_simulated_from_lidar_recover_a_known_distortion(tmp_path):
     assert result.exit_code == 0 and "pixels compared   1" in result.output and "block R² does not apply" in result.output
     result = CliRunner().invoke(cli, ["evaluate", str(maps[1]), str(points), "--height-column", "rh"])
     assert result.exit_code == 1 and "have no column 'rh'" in result.output
+    result = CliRunner().invoke(cli, ["evaluate", str(maps[1]), str(points)])
+    assert result.exit_code == 1 and "points? pass their height column with --height-column" in result.output
     assert crs.is_projected
 
 

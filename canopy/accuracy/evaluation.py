@@ -33,6 +33,7 @@ from canopy.errors import EvaluationError, ImageryReadError
 from canopy.grid import intersects
 from canopy.io.atomic import atomic_path
 
+_VECTOR_SUFFIXES = (".gpkg", ".geojson", ".json", ".shp", ".fgb", ".parquet", ".csv")
 HEIGHT_BINS: list[tuple[float, float]] = [(0, 5), (5, 10), (10, 20), (20, 30), (30, math.inf)]
 
 
@@ -164,7 +165,9 @@ def _open(path: str | os.PathLike, what: str) -> rasterio.DatasetReader:
     try:
         ds = rasterio.open(path)
     except RasterioIOError:
-        raise ImageryReadError(f"The {what} {path} is not a raster GDAL can read; pass a GeoTIFF.") from None
+        hint = (" (points? pass their height column with --height-column)"
+                if Path(path).suffix.lower() in _VECTOR_SUFFIXES else "")
+        raise ImageryReadError(f"The {what} {path} is not a raster GDAL can read{hint}; pass a GeoTIFF.") from None
     if ds.count != 1:
         ds.close()
         raise EvaluationError(f"The {what} {path} has {ds.count} bands of {', '.join(sorted(set(ds.dtypes)))}: it looks like "
