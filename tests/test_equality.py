@@ -112,6 +112,18 @@ def test_threads_batches_and_blocks_change_heights_within_the_bound(model):
         torch.set_num_threads(threads)
 
 
+def test_the_uncertainty_keeps_the_heights_promise_across_batches_and_blocks(model):
+    def spread(**changes):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return canopy.predict(RGB, model=model, uncertainty=True, **{**OPTIONS, **changes}).uncertainty.values
+
+    reference = spread()
+    assert np.nanmax(reference) > 0.1  # chips disagree by decimetres in their overlaps: a bound of 1e-4 m is a test
+    _assert_agree(spread(batch_size=1), reference, "the uncertainty in batches of 1")
+    _assert_agree(spread(block_size=STRIDE), reference, f"the uncertainty in blocks of {STRIDE} px")
+
+
 def test_a_resume_in_another_configuration_warns_with_the_bound_and_agrees_within_it(model, tmp_path):
     out = tmp_path / "map.tif"
 
