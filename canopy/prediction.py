@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import tempfile
@@ -252,18 +253,28 @@ def _engine(plan: RunPlan, client: Any, download_progress: ProgressCallback | No
     return DaskEngine(plan, client)
 
 
+_BOUNDS_KEPT = 4
+"""Blocks whose interval is kept once computed: each of a block's tiles, in both COGs, reads it (a block of 2048 px
+under 16 tiles), while tiles are compressed about block by block."""
+
+
 def _companion_layers(plan: RunPlan, partial: PartialRun, tags: dict[str, str]):
     """The rasters a run writes beside its heights, as (kind, block reader, band, tags): the uncertainty
-    (``--uncertainty``) and the calibration's interval (lower, upper)."""
+    (``--uncertainty``) and the calibration's interval (lower, upper), computed from each stored block once."""
     layers = []
     if plan.uncertainty:
         layers.append((UNCERTAINTY, partial.view_spread, UNCERTAINTY_BAND, {**tags, "canopy_layer": UNCERTAINTY}))
     interval = plan.interval
     if interval is not None:
         spread = partial.view_spread if interval.scaled else lambda block: None
+
+        @functools.lru_cache(maxsize=_BOUNDS_KEPT)
+        def bounds(block: Block) -> tuple[np.ndarray, np.ndarray]:
+            return interval.bounds(partial.view(block), spread(block))
+
         for side, kind in enumerate((LOWER, UPPER)):
             def read(block: Block, side: int = side) -> np.ndarray:
-                return interval.bounds(partial.view(block), spread(block))[side]
+                return bounds(block)[side]
 
             layers.append((kind, read, interval_band(kind, interval.level),
                            {**tags, "canopy_layer": kind, "canopy_interval_level": f"{interval.level:g}"}))
