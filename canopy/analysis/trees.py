@@ -10,7 +10,7 @@ a Dask cluster, kept beside the output until it is written, so an interrupted ru
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -19,11 +19,13 @@ from pathlib import Path
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import rasterio
 import shapely
 import xarray as xr
 from rasterio.transform import xy
 from rasterio.windows import transform as window_transform
 
+from canopy.analysis.allometry import Allometry, tree_biomass
 from canopy.analysis.crowns import crown_labels
 from canopy.analysis.height_raster import HeightRaster, open_height_raster
 from canopy.analysis.polygons import read_polygons
@@ -36,6 +38,7 @@ from canopy.choices import DEFAULT_BLOCK_SIZE
 from canopy.cluster import ClusterSpec
 from canopy.errors import EvaluationError, HeightMapError, OutputPathError
 from canopy.grid import Block
+from canopy.io.companions import UNCERTAINTY, companion
 from canopy.io.vector_layers import write_layers
 from canopy.io.vector_styles import crowns_qml, tops_qml
 
@@ -87,6 +90,7 @@ def trees(
     block_size: int = DEFAULT_BLOCK_SIZE,
     client=None,
     cluster: ClusterSpec | None = None,
+    allometry: Allometry | None = None,
 ) -> TreeLayers:
     """Find tree tops and delineate crowns in a canopy height map (predicted or lidar).
 
@@ -113,6 +117,10 @@ def trees(
         A ``dask.distributed.Client`` to compute blocks on (its workers must see the map's file).
     cluster
         Or a Dask cluster to start or connect to for the call.
+    allometry
+        Also give each tree's ``dbh_cm``, ``agb_kg``, ``agb_sd_kg``, ``carbon_kg`` and ``carbon_sd_kg``
+        (:mod:`canopy.analysis.allometry`), the heights' uncertainty taken from the map's
+        ``<name>.uncertainty.tif`` (or ``uncertainty`` coordinate) at each top when it has one.
 
     Returns
     -------
@@ -127,9 +135,11 @@ def trees(
         If the map cannot be read (the message names the block).
 
     .. versionadded:: 0.3
+    .. versionchanged:: 0.3.0
+       ``allometry``.
     """
     parts = list(iter_trees(chm, polygons, parameters=parameters, layer=layer, block_size=block_size, client=client,
-                            cluster=cluster))
+                            cluster=cluster, allometry=allometry))
     crs = parts[0].tops.crs
 
     def joined(frames: list[gpd.GeoDataFrame]) -> gpd.GeoDataFrame:
@@ -149,6 +159,7 @@ def iter_trees(
     block_size: int = DEFAULT_BLOCK_SIZE,
     client=None,
     cluster: ClusterSpec | None = None,
+    allometry: Allometry | None = None,
 ) -> Iterator[TreeLayers]:
     """The trees of :func:`trees` block by block, in block order, so a writer keeps one block in memory.
 
@@ -156,15 +167,16 @@ def iter_trees(
 
     .. versionadded:: 0.3
     """
-    with _tree_run(chm, polygons, parameters, layer, block_size, client, cluster) as parts:
+    with _tree_run(chm, polygons, parameters, layer, block_size, client, cluster, allometry=allometry) as parts:
         yield from parts
 
 
 @contextmanager
 def _tree_run(chm, polygons, parameters: TreeParameters, layer: str | None, block_size: int, client,
-              cluster: ClusterSpec | None, out: Path | None = None, resume: bool = False) -> Iterator[Iterator[TreeLayers]]:
-    """Check the map, compute every block's trees on the block engine, and give the blocks' trees in block order,
-    the run's lock (with ``out``) and store held until the block ends."""
+              cluster: ClusterSpec | None, out: Path | None = None, resume: bool = False,
+              allometry: Allometry | None = None) -> Iterator[Iterator[TreeLayers]]:
+    """Check the map, compute every block's trees on the block engine, and give the blocks' trees in block order (with
+    their biomass when an ``allometry`` is given), the run's lock (with ``out``) and store held until the block ends."""
     raster = open_height_raster(chm)
     area = None if polygons is None else _polygons_on(raster, polygons, layer)
     layout = BlockLayout(raster.height, raster.width, raster.transform, block_size)
@@ -172,7 +184,8 @@ def _tree_run(chm, polygons, parameters: TreeParameters, layer: str | None, bloc
     fingerprint = {"analysis": "trees", "map": raster.fingerprint, "parameters": asdict(parameters), "block_size": block_size}
     with block_run(out, fingerprint, resume=resume, client=client, cluster=cluster) as run:
         run.stage("trees", partial(tree_kernel, run.shareable(raster), parameters), blocks)
-        yield _stored_parts(run, blocks, raster.crs, area)
+        parts = _stored_parts(run, blocks, raster.crs, area)
+        yield parts if allometry is None else (with_biomass(part, allometry, _height_spread(chm)) for part in parts)
 
 
 def _stored_parts(run: BlockRun, blocks: list[Block], crs, area: gpd.GeoDataFrame | None) -> Iterator[TreeLayers]:
@@ -196,12 +209,13 @@ def write_trees(
     client=None,
     cluster: ClusterSpec | None = None,
     resume: bool = False,
+    allometry: Allometry | None = None,
 ) -> int:
     """Write the trees of :func:`trees` to a GeoPackage block by block: layers ``tops`` and ``crowns``, each with its
     default QGIS style; nothing is at ``out`` until it is whole.
 
-    Takes the parameters of :func:`trees`, and ``resume``: reuse the blocks a killed run with the
-    same map and settings kept beside ``out``.
+    Takes the parameters of :func:`trees` (``allometry`` included: its equations are named in the styles'
+    description), and ``resume``: reuse the blocks a killed run with the same map and settings kept beside ``out``.
 
     Returns
     -------
@@ -220,9 +234,10 @@ def write_trees(
     out = Path(out)
     if out.suffix.lower() != ".gpkg":
         raise OutputPathError(f"Output {out} must end in .gpkg (a GeoPackage with the layers tops and crowns).")
-    with _tree_run(chm, polygons, parameters, layer, block_size, client, cluster, out, resume) as parts:
+    said = "written by canopy trees" + ("" if allometry is None else f"; biomass by {allometry.describe()}")
+    with _tree_run(chm, polygons, parameters, layer, block_size, client, cluster, out, resume, allometry) as parts:
         counts = write_layers(out, ({"tops": p.tops, "crowns": p.crowns} for p in parts), {"tops": "Point", "crowns": "Polygon"},
-                              {"tops": tops_qml(), "crowns": crowns_qml()}, "written by canopy trees")
+                              {"tops": tops_qml(), "crowns": crowns_qml()}, said)
     return counts["tops"]
 
 
@@ -297,6 +312,37 @@ def _within(part: TreeLayers, area: gpd.GeoDataFrame | None) -> TreeLayers:
     tops = part.tops.iloc[keep].assign(polygon=first.to_numpy()).reset_index(drop=True)
     crowns = part.crowns.iloc[keep].assign(polygon=first.to_numpy()).reset_index(drop=True)
     return TreeLayers(tops, crowns)
+
+
+BIOMASS_COLUMNS = ("dbh_cm", "agb_kg", "agb_sd_kg", "carbon_kg", "carbon_sd_kg")
+
+
+def with_biomass(part: TreeLayers, allometry: Allometry, spread: Callable[[np.ndarray, np.ndarray], np.ndarray] | None) -> TreeLayers:
+    """The trees with their DBH, AGB and carbon (:data:`BIOMASS_COLUMNS`), the height's standard deviation read by
+    ``spread`` at the tops' (x, y) when the map has an uncertainty."""
+    tops = part.tops
+    sd = None if spread is None or not len(tops) else spread(tops.geometry.x.to_numpy(), tops.geometry.y.to_numpy())
+    found = tree_biomass(allometry, tops["tree_id"].to_numpy(), tops["height"].to_numpy(), tops["crown_diameter_m"].to_numpy(), sd)
+    columns = {name: getattr(found, name) for name in BIOMASS_COLUMNS}
+    return TreeLayers(tops.assign(**columns), part.crowns.assign(**columns))  # both layers hold the trees in one order
+
+
+def _height_spread(chm) -> Callable[[np.ndarray, np.ndarray], np.ndarray] | None:
+    """A reader of the map's uncertainty (m) at points, from its file beside the map or its coordinate; None without."""
+    if isinstance(chm, xr.DataArray):
+        if UNCERTAINTY not in chm.coords:
+            return None
+        layer = chm.coords[UNCERTAINTY]
+        return lambda xs, ys: layer.sel(x=xr.DataArray(xs), y=xr.DataArray(ys), method="nearest").to_numpy()
+    path = companion(chm, UNCERTAINTY)
+    if not path.is_file():
+        return None
+
+    def read(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+        with rasterio.open(path) as src:
+            return np.array([v[0] for v in src.sample(zip(xs, ys), masked=True)], float)
+
+    return read
 
 
 def _empty(crs) -> TreeLayers:

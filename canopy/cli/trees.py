@@ -41,20 +41,34 @@ def documented_options(cls: type):
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="GeoPackage to write (layers tops and crowns).")
 @polygons_options("Only trees whose top is in these polygons")
 @documented_options(TreeParameters)
+@click.option("--allometry", default=None, metavar="NAME|FILE.yaml",
+              help="Also give each tree's DBH, AGB and carbon with their standard deviations: jucker2017-angiosperm, "
+                   "jucker2017-gymnosperm, jucker2017-global-chave2014, ... (docs/biomass.md), or a YAML of your equations.")
+@click.option("--wood-density", type=float, default=None, help="g/cm³, for a DBH-then-Chave allometry  [default: 0.6]")
+@click.option("--carbon-fraction", type=float, default=0.47, show_default=True, help="Carbon per unit of dry biomass (IPCC).")
 @engine_options
-def trees(chm: Path, out: Path, polygons: Path | None, layer: str | None, block_size: int, resume: bool, **parameters) -> None:
+def trees(chm: Path, out: Path, polygons: Path | None, layer: str | None, block_size: int, resume: bool,
+          allometry: str | None, wood_density: float | None, carbon_fraction: float, **parameters) -> None:
     """Find tree tops and crowns in a canopy height map CHM (predicted or lidar) and write them to a styled GeoPackage.
 
     Tops are local maxima in a window that grows with height, crowns follow Silva et al. (2016);
     every length is in metres. The map is read block by block, each tree computed in the block that
-    holds its top, so memory stays bounded; --resume continues an interrupted run.
+    holds its top, so memory stays bounded; --resume continues an interrupted run. With --allometry,
+    each tree's stem diameter, biomass and carbon, with their uncertainty (the map's too, when it has one).
     """
+    from canopy.analysis.allometry import get_allometry
     from canopy.analysis.trees import write_trees
 
     cluster = cluster_spec(parameters)
+    equations = None
+    if allometry is not None:
+        equations = get_allometry(allometry, wood_density=wood_density, carbon_fraction=carbon_fraction)
+    elif wood_density is not None:
+        raise click.UsageError("--wood-density goes with --allometry; name the allometry too.")
     count = write_trees(chm, out, polygons, parameters=TreeParameters(**parameters), layer=layer, block_size=block_size,
-                        cluster=cluster, resume=resume)
-    click.echo(f"wrote {out} ({count} trees: layers tops and crowns, styled for QGIS)", err=True)
+                        cluster=cluster, resume=resume, allometry=equations)
+    click.echo(f"wrote {out} ({count} trees: layers tops and crowns, styled for QGIS"
+               + (f"; biomass by {equations.name})" if equations else ")"), err=True)
 
 
 @click.command("evaluate-trees")

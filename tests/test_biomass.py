@@ -1,0 +1,140 @@
+"""From heights to biomass: each allometry against a worked example from its published coefficients, the user's own
+equations, Monte Carlo uncertainty per tree and for totals, trees with their biomass, and refusals."""
+
+from __future__ import annotations
+
+import math
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import rasterio
+from click.testing import CliRunner
+
+import canopy
+from canopy.analysis.allometry import (
+    ALLOMETRIES,
+    DEFAULT,
+    Allometry,
+    AllometryError,
+    PowerLaw,
+    get_allometry,
+    total,
+    tree_biomass,
+)
+from canopy.cli.main import cli
+from rasters import NEON
+
+CHM = NEON / "TEAK_049_chm_1m.tif"
+H, CD = 25.0, 6.0  # the worked example: a 25 m tree with a 6 m crown, H x CD = 150
+
+
+def test_jucker_direct_biomass_by_clade_matches_a_hand_computation():
+    correction = math.exp(0.204**2 / 2)
+    angiosperm = 0.016 * 150**2.013 * correction
+    gymnosperm = 0.109 * 150**1.790 * correction
+    assert get_allometry("jucker2017-angiosperm").agb_kg(H, CD) == pytest.approx(angiosperm, rel=1e-12)
+    assert get_allometry("jucker2017-gymnosperm").agb_kg(H, CD) == pytest.approx(gymnosperm, rel=1e-12)
+    assert angiosperm == pytest.approx(392.3, abs=0.1) and gymnosperm == pytest.approx(874.3, abs=0.1)
+    dbh = 0.557 * 150**0.809 * math.exp(0.056**2 / 2)
+    assert get_allometry("jucker2017-angiosperm").dbh_cm(H, CD) == pytest.approx(dbh, rel=1e-12)
+    assert dbh == pytest.approx(32.14, abs=0.01)
+
+
+def test_dbh_then_chave_matches_a_hand_computation_and_differs_from_the_direct_route_by_about_two():
+    dbh = 0.557 * 150**0.809 * math.exp(0.056**2 / 2)
+    for density in (0.6, 0.45):
+        expected = 0.0673 * (density * dbh**2 * H) ** 0.976
+        assert get_allometry(DEFAULT, wood_density=density).agb_kg(H, CD) == pytest.approx(expected, rel=1e-12)
+    biome = get_allometry("jucker2017-nearctic-temperate-coniferous-gymnosperm-chave2014", wood_density=0.45)
+    dbh_biome = 0.589 * 150**0.817  # no σ in the source for the biome models: no correction
+    assert biome.dbh_cm(H, CD) == pytest.approx(dbh_biome, rel=1e-12)
+    assert biome.agb_kg(H, CD) == pytest.approx(0.0673 * (0.45 * dbh_biome**2 * H) ** 0.976, rel=1e-12)
+    ratio = get_allometry(DEFAULT).agb_kg(H, CD) / get_allometry("jucker2017-angiosperm").agb_kg(H, CD)
+    assert 1.8 < ratio < 2.4  # the allometry alone moves a tree's biomass twofold
+    assert len([n for n in ALLOMETRIES if n.endswith("chave2014")]) == 25
+
+
+def test_carbon_is_a_stated_fraction_and_monte_carlo_is_seeded_per_tree():
+    allometry = get_allometry("jucker2017-gymnosperm", carbon_fraction=0.5)
+    ids, heights, crowns = np.array([7, 8, 9]), np.array([10.0, 25.0, 40.0]), np.array([3.0, 6.0, 9.0])
+    first = tree_biomass(allometry, ids, heights, crowns)
+    assert np.allclose(first.carbon_kg, 0.5 * first.agb_kg) and np.allclose(first.carbon_sd_kg, 0.5 * first.agb_sd_kg)
+    again = tree_biomass(allometry, ids[::-1], heights[::-1], crowns[::-1])
+    assert np.array_equal(again.agb_sd_kg[::-1], first.agb_sd_kg)  # a tree's draws follow its id, not its row
+    lognormal_sd = first.agb_kg * math.sqrt(math.exp(0.204**2) - 1)
+    np.testing.assert_allclose(first.agb_sd_kg, lognormal_sd, rtol=0.1)  # 1000 draws of the residual alone
+    unsure = tree_biomass(allometry, ids, heights, crowns, height_sd=np.array([0.0, 3.0, 3.0]))
+    assert unsure.agb_sd_kg[0] == first.agb_sd_kg[0] and (unsure.agb_sd_kg[1:] > first.agb_sd_kg[1:]).all()
+    exact = Allometry("exact", "test", PowerLaw(0.5, 0.8), PowerLaw(0.02, 2.0, 0.0))
+    found = tree_biomass(exact, ids, heights, crowns)
+    assert np.all(found.agb_sd_kg == 0)
+    assert total(found.agb_kg, found.agb_sd_kg)[2:] == (found.agb_kg.sum(),) * 2  # no error: an interval of zero width
+
+
+def test_a_total_treats_the_trees_errors_as_shared_unless_told_otherwise():
+    values, sds = np.full(100, 500.0), np.full(100, 100.0)
+    shared = total(values, sds)
+    independent = total(values, sds, shared=0.0)
+    assert shared[0] == independent[0] == 50_000
+    assert shared[1] == pytest.approx(10_000) and independent[1] == pytest.approx(1_000)
+    assert shared[2] < independent[2] < 50_000 < independent[3] < shared[3]
+    with pytest.raises(AllometryError, match="must be between 0 and 1"):
+        total(values, sds, shared=1.5)
+
+
+def test_user_equations_are_read_from_yaml_and_checked(tmp_path):
+    good = tmp_path / "local.yaml"
+    good.write_text("name: local-pine\nsource: a regional inventory\ndbh: {a: 0.6, b: 0.8, sigma: 0.1}\n"
+                    "agb: {a: 0.05, b: 1.9, sigma: 0.3}\n")
+    local = get_allometry(good)
+    assert local.name == "local-pine" and local.route == "direct"
+    assert local.agb_kg(H, CD) == pytest.approx(0.05 * 150**1.9 * math.exp(0.3**2 / 2))
+    for text, message in (("dbh: {a: -0.6, b: 0.8}\nagb: {a: 0.05, b: 1.9}\n", "a = -0.6 must be a positive number"),
+                          ("dbh: {a: 0.6, b: many}\nagb: {a: 0.05, b: 1.9}\n", "b = 'many' must be a non-negative number"),
+                          ("dbh: {a: 0.6, b: 0.8}\n", "needs `dbh: {a, b, sigma}` and `agb"),
+                          ("dbh: {a: 0.6, b: 0.8}\nwood_density: 3\n", "wood density between 0.1 and 1.5"),
+                          ("dbh: {a: 0.6, b: 0.8}\nagb: {a: 1, b: 2}\nslope: 1\n", "unknown keys ['slope']")):
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(text)
+        with pytest.raises(AllometryError, match=message.replace("[", r"\[").replace("{", r"\{")):
+            get_allometry(bad)
+    with pytest.raises(AllometryError, match="Unknown allometry 'jucker'.*did you mean"):
+        get_allometry("jucker")
+    with pytest.raises(AllometryError, match="takes no wood density"):
+        get_allometry("jucker2017-angiosperm", wood_density=0.5)
+
+
+def test_trees_carry_their_biomass_whatever_the_blocks_and_from_the_cli(tmp_path):
+    allometry = get_allometry("jucker2017-gymnosperm")
+    whole = canopy.trees(CHM, allometry=allometry)
+    cut = canopy.trees(CHM, allometry=allometry, block_size=16)
+    assert len(whole) > 10 and list(whole.tops["tree_id"]) == list(cut.tops["tree_id"])
+    for column in ("dbh_cm", "agb_kg", "agb_sd_kg", "carbon_kg"):
+        np.testing.assert_allclose(whole.tops[column], cut.tops[column], rtol=1e-9)
+        assert np.array_equal(whole.tops[column], whole.crowns[column])
+    expected = allometry.agb_kg(whole.tops["height"], whole.tops["crown_diameter_m"])
+    np.testing.assert_allclose(whole.tops["agb_kg"], expected)
+    out = tmp_path / "trees.gpkg"
+    result = CliRunner().invoke(cli, ["trees", str(CHM), "--out", str(out), "--allometry", DEFAULT, "--wood-density", "0.45"])
+    assert result.exit_code == 0 and "biomass by jucker2017-global-chave2014" in result.output
+    tops = gpd.read_file(out, layer="tops")
+    assert {"dbh_cm", "agb_kg", "agb_sd_kg", "carbon_kg", "carbon_sd_kg"} <= set(tops.columns)
+    np.testing.assert_allclose(tops["agb_kg"], get_allometry(DEFAULT, wood_density=0.45).agb_kg(tops["height"], tops["crown_diameter_m"]))
+    result = CliRunner().invoke(cli, ["trees", str(CHM), "--out", str(out), "--allometry", "jucker2017-angiosperm",
+                                      "--wood-density", "0.5"])
+    assert result.exit_code == 1 and "takes no wood density" in result.output
+
+
+def test_a_map_with_an_uncertainty_widens_its_trees_biomass(tmp_path):
+    chm = tmp_path / "chm.tif"
+    with rasterio.open(CHM) as src:
+        profile, heights = src.profile, src.read(1)
+    with rasterio.open(chm, "w", **profile) as dst:
+        dst.write(heights, 1)
+    sure = canopy.trees(chm, allometry=get_allometry("jucker2017-angiosperm"))
+    with rasterio.open(tmp_path / "chm.uncertainty.tif", "w", **{**profile, "nodata": None}) as dst:
+        dst.write(np.full(heights.shape, 4.0, np.float32), 1)
+    unsure = canopy.trees(chm, allometry=get_allometry("jucker2017-angiosperm"))
+    np.testing.assert_array_equal(unsure.tops["agb_kg"], sure.tops["agb_kg"])
+    assert (unsure.tops["agb_sd_kg"] > sure.tops["agb_sd_kg"]).all()
