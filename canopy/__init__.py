@@ -8,7 +8,8 @@ process or on a Dask cluster), and :func:`predict_to_file` writes one and return
 compares two dates;
 :func:`evaluate` compares it with lidar; :func:`calibrate` fits a model's heights to the
 user's lidar (and a prediction interval around them), :func:`apply_calibration` applies that and
-:func:`prediction_interval` gives the interval around a map; :func:`train` fits a height head on lidar; :func:`load_backbone`, :func:`list_models`
+:func:`prediction_interval` gives the interval around a map; :func:`aggregate` grids a map (and its trees' biomass, :mod:`canopy.analysis.allometry`,
+``canopy.allometry``) on cells; :func:`train` fits a height head on lidar; :func:`load_backbone`, :func:`list_models`
 and :func:`get_model_spec` reach the model registry.
 
 Names are imported when first used, so ``import canopy`` (and ``canopy --help``) stays quick.
@@ -20,10 +21,12 @@ import importlib
 
 from canopy._version import __version__
 
-_EXPORTS = {
+_EXPORTS = {  # name: (module, attribute), or (module, None) for a module
     "PredictRequest": ("canopy.request", "PredictRequest"),
     "RunSummary": ("canopy.prediction", "RunSummary"),
     "Calibration": ("canopy.calibration", "Calibration"),
+    "aggregate": ("canopy.analysis.aggregate", "aggregate"),
+    "allometry": ("canopy.analysis.allometry", None),
     "apply_calibration": ("canopy.analysis.calibrated_map", "apply_calibration"),
     "calibrate": ("canopy.accuracy.calibration_fit", "calibrate"),
     "change": ("canopy.analysis.change", "change"),
@@ -55,7 +58,7 @@ def __getattr__(name: str):
     if name not in _EXPORTS:
         raise AttributeError(f"module 'canopy' has no attribute {name!r}")
     module, attribute = _EXPORTS[name]
-    value = getattr(importlib.import_module(module), attribute)
+    value = importlib.import_module(module) if attribute is None else getattr(importlib.import_module(module), attribute)
     globals()[name] = value
     return value
 

@@ -1,5 +1,6 @@
 """From heights to biomass: each allometry against a worked example from its published coefficients, the user's own
-equations, Monte Carlo uncertainty per tree and for totals, trees with their biomass, and refusals."""
+equations, Monte Carlo uncertainty per tree and for totals, trees with their biomass, per-cell grids against numpy,
+and refusals."""
 
 from __future__ import annotations
 
@@ -22,7 +23,9 @@ from canopy.analysis.allometry import (
     total,
     tree_biomass,
 )
+from canopy.analysis.trees import write_trees
 from canopy.cli.main import cli
+from forests import synthetic_forest, write_forest
 from rasters import NEON
 
 CHM = NEON / "TEAK_049_chm_1m.tif"
@@ -138,3 +141,72 @@ def test_a_map_with_an_uncertainty_widens_its_trees_biomass(tmp_path):
     unsure = canopy.trees(chm, allometry=get_allometry("jucker2017-angiosperm"))
     np.testing.assert_array_equal(unsure.tops["agb_kg"], sure.tops["agb_kg"])
     assert (unsure.tops["agb_sd_kg"] > sure.tops["agb_sd_kg"]).all()
+
+
+@pytest.fixture(scope="module")
+def forest(tmp_path_factory):
+    """A 200 m synthetic forest at 0.5 m whose origin is not on the 10 m cells nor on their pixel lattice (shifted by
+    3.1 m), and its trees."""
+    folder = tmp_path_factory.mktemp("forest")
+    data = synthetic_forest(200.0, res=0.5, seed=4)
+    data = data.assign_coords(x=data.x + 3.1, y=data.y - 3.1).rio.write_transform(None)
+    chm = write_forest(folder / "forest.tif", data)
+    write_trees(chm, folder / "trees.gpkg", allometry=get_allometry("jucker2017-gymnosperm"))
+    return chm, folder / "trees.gpkg"
+
+
+def test_a_grid_cell_holds_the_numpy_statistics_of_the_pixels_whose_centres_fall_in_it(forest, tmp_path):
+    chm, trees = forest
+    grid = canopy.aggregate(chm, 10.0, tmp_path / "grid.tif", trees=trees, min_valid_fraction=0.25)
+    with rasterio.open(chm) as src:
+        heights, transform = src.read(1), src.transform
+    assert grid.rio.transform().c % 10 == 0 and grid.rio.transform().f % 10 == 0  # cells on whole multiples of 10 m
+    rows, cols = np.mgrid[0 : heights.shape[0], 0 : heights.shape[1]]
+    xs, ys = transform * (cols + 0.5, rows + 0.5)
+    checked = 0
+    for (j, i) in [(3, 4), (10, 10), (0, 0), (19, 20), (5, 0)]:
+        x, y = float(grid.x[i]), float(grid.y[j])
+        inside = (np.abs(xs - x) < 5) & (np.abs(ys - y) < 5)
+        values = heights[inside]
+        valid = values[np.isfinite(values)]
+        fraction = valid.size / 400
+        if fraction < 0.25:
+            assert np.isnan(grid["mean"].values[j, i])
+            continue
+        checked += 1
+        assert grid["valid_fraction"].values[j, i] == pytest.approx(fraction)
+        assert grid["mean"].values[j, i] == pytest.approx(valid.mean(), rel=1e-5)
+        assert grid["p95"].values[j, i] == pytest.approx(np.percentile(valid, 95), rel=1e-5)
+        assert grid["max"].values[j, i] == valid.max()
+        assert grid["cover_5m"].values[j, i] == pytest.approx((valid > 5).mean())
+        assert grid["cover_2m"].values[j, i] == pytest.approx((valid > 2).mean())
+    assert checked >= 3
+    tops = gpd.read_file(trees, layer="tops")
+    j, i = 10, 10
+    x, y = float(grid.x[i]), float(grid.y[j])
+    here = tops[(np.abs(tops.geometry.x - x) < 5) & (np.abs(tops.geometry.y - y) < 5)]
+    area_ha = grid["valid_fraction"].values[j, i] * 100 / 1e4
+    assert len(here) > 0
+    assert grid["agb"].values[j, i] == pytest.approx(here["agb_kg"].sum() / 1000 / area_ha, rel=1e-5)
+    assert grid["agb_sd"].values[j, i] == pytest.approx(here["agb_sd_kg"].sum() / 1000 / area_ha, rel=1e-5)  # errors shared
+    assert grid["trees_per_ha"].values[j, i] == pytest.approx(len(here) / area_ha, rel=1e-5)
+    band = list(grid.data_vars).index("agb") + 1
+    with rasterio.open(tmp_path / "grid.tif") as src:
+        assert src.descriptions[:3] == ("mean", "p95", "max") and src.count == len(grid.data_vars) == 13
+        assert src.tags(band)["units"] == "Mg/ha" and src.tags(band)["name"] == "agb" and src.descriptions[band - 1] == "agb"
+        np.testing.assert_array_equal(src.read(band), grid["agb"].values)
+    style = (tmp_path / "grid.agb.qml").read_text()
+    assert f'band="{band}"' in style and "Mg/ha" in style
+    assert (tmp_path / "grid.qml").read_text() == (tmp_path / "grid.mean.qml").read_text()
+
+
+def test_a_grid_refuses_a_cell_that_is_not_whole_pixels_and_the_cli_writes_one(forest, tmp_path):
+    chm, trees = forest
+    with pytest.raises(canopy.analysis.aggregate.AggregateError, match="not a whole multiple of the map's 0.5 m pixels; pass e.g. --res 10.5"):
+        canopy.aggregate(chm, 10.3)
+    result = CliRunner().invoke(cli, ["aggregate", str(chm), "--res", "10.3", "--out", str(tmp_path / "g.tif")])
+    assert result.exit_code == 1 and "Traceback" not in result.output and not (tmp_path / "g.tif").exists()
+    result = CliRunner().invoke(cli, ["aggregate", str(chm), "--res", "20", "--out", str(tmp_path / "g.tif")])
+    assert result.exit_code == 0 and "cells of 20 m" in result.output
+    with rasterio.open(tmp_path / "g.tif") as src:
+        assert src.count == 7 and src.res == (20.0, 20.0)

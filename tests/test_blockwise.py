@@ -27,6 +27,7 @@ import canopy
 from canopy.analysis.trees import write_trees
 from canopy.calibration import Calibration
 from canopy.cli.main import cli
+from canopy.analysis.allometry import get_allometry
 from canopy.cluster import restore_environment
 
 IDENTITY = {"canopy_model": "meta-chm-v2", "canopy_weights": "a" * 64, "canopy_head_weights": "b" * 64}
@@ -46,8 +47,10 @@ def inputs(tmp_path_factory):
         dst.update_tags(**IDENTITY)
     calibration = folder / "calibration.json"
     Calibration(*IDENTITY.values(), ((0.0, 1.0), (10.0, 12.0), (40.0, 36.0)), 1000, (0.0, 40.0), "2026-12-06").write(calibration)
-    return {"before": write_forest(folder / "before.tif", before), "after": write_forest(folder / "after.tif", after),
-            "tagged": tagged, "calibration": calibration}
+    inputs = {"before": write_forest(folder / "before.tif", before), "after": write_forest(folder / "after.tif", after),
+              "tagged": tagged, "calibration": calibration, "trees": folder / "trees.gpkg"}
+    write_trees(inputs["before"], inputs["trees"], allometry=get_allometry("jucker2017-gymnosperm"))
+    return inputs
 
 
 def _run(name: str, inputs, out: Path, **options):
@@ -59,10 +62,12 @@ def _run(name: str, inputs, out: Path, **options):
     if name == "change":
         return canopy.change(inputs["before"], inputs["after"], out / "change.tif", forest_definition=canopy.ForestDefinition(),
                              **options)
+    if name == "aggregate":
+        return canopy.aggregate(inputs["before"], 10.0, out / "grid.tif", trees=inputs["trees"], **options)
     return canopy.apply_calibration(inputs["tagged"], inputs["calibration"], out / "calibrated.tif", **options)
 
 
-ANALYSES = ("trees", "forest", "change", "apply_calibration")
+ANALYSES = ("trees", "forest", "change", "apply_calibration", "aggregate")
 
 
 def _features(path: Path) -> dict:
@@ -143,7 +148,7 @@ def test_two_block_sizes_threads_and_two_dask_workers_give_the_same_outputs(inpu
     _same_outputs(runs["dask"], runs["whole"])
     assert set(client.run(_gdal_cache_mb).values()) == {256}  # bounded in the workers, as for predict
     tifs = [tmp_path / "whole" / n for n in runs["whole"] if n.endswith(".tif")]
-    assert len(tifs) == {"trees": 0, "forest": 1, "change": 2, "apply_calibration": 1}[name]
+    assert len(tifs) == {"trees": 0, "forest": 1, "change": 2, "apply_calibration": 1, "aggregate": 1}[name]
     for tif in tifs:
         with rasterio.open(tif) as src:
             assert src.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG", tif.name
@@ -200,6 +205,7 @@ _COMMANDS = {  # the command, its output, and the last stage of its run
     "change": (["change", "{before}", "{after}", "--out", "{out}/change.tif"], "change.tif", "pieces"),
     "apply_calibration": (["apply-calibration", "{tagged}", "{calibration}", "--out", "{out}/calibrated.tif"], "calibrated.tif",
                           "calibrated"),
+    "aggregate": (["aggregate", "{before}", "--res", "10", "--trees", "{trees}", "--out", "{out}/grid.tif"], "grid.tif", "cells"),
 }
 
 

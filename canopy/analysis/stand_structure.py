@@ -33,23 +33,34 @@ def gap_values(raster: HeightRaster, shape: shapely.Geometry, gap_height: float,
     """1 where a pixel is in a gap, 0 where it is not, NaN without data, over the window of ``shape``
     plus a margin; a DataArray with the map's CRS, for exactextract to weigh by coverage."""
     res = raster.res
-    margin = int(np.ceil(max(gap_min_area / res, np.sqrt(gap_min_area)) / res)) + 1  # a thin gap of that area fits inside
+    margin = gap_margin(res, gap_min_area)
     inverse = ~raster.transform
     left, bottom, right, top = shape.bounds
     col0, row0 = (int(np.floor(v)) for v in inverse * (left, top))
     col1, row1 = (int(np.ceil(v)) for v in inverse * (right, bottom))
     row0, col0 = row0 - margin, col0 - margin
     heights = raster.read(row0, col0, row1 + margin - row0, col1 + margin - col0)
-    low = np.isfinite(heights) & (heights < gap_height)
-    patches, count = ndimage.label(low, structure=_EIGHT)
-    big = np.bincount(patches.ravel(), minlength=count + 1) * res * res >= gap_min_area
-    big[0] = False
-    values = np.where(np.isfinite(heights), big[patches].astype(np.float32), np.nan)
+    values = gap_mask(heights, res, gap_height, gap_min_area)
     import rioxarray  # noqa: F401  (the .rio accessor)
 
     transform = window_transform(Window(col0, row0, values.shape[1], values.shape[0]), raster.transform)
     data = xr.DataArray(values, dims=("y", "x"))
     return data.rio.write_crs(raster.crs).rio.write_transform(transform)
+
+
+def gap_margin(res: float, gap_min_area: float) -> int:
+    """Pixels around a window within which a gap of ``gap_min_area`` is seen whole: the thinnest such gap fits inside."""
+    return int(np.ceil(max(gap_min_area / res, np.sqrt(gap_min_area)) / res)) + 1
+
+
+def gap_mask(heights: np.ndarray, res: float, gap_height: float, gap_min_area: float) -> np.ndarray:
+    """1 where a pixel is in a gap (a connected patch lower than ``gap_height`` of ``gap_min_area`` or more), 0 where it
+    is not, NaN without data (float32)."""
+    low = np.isfinite(heights) & (heights < gap_height)
+    patches, count = ndimage.label(low, structure=_EIGHT)
+    big = np.bincount(patches.ravel(), minlength=count + 1) * res * res >= gap_min_area
+    big[0] = False
+    return np.where(np.isfinite(heights), big[patches].astype(np.float32), np.nan)
 
 
 def tree_columns(heights: np.ndarray, crown_areas: np.ndarray, valid_m2: float) -> dict[str, float]:

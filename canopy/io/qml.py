@@ -61,17 +61,24 @@ def change_qml(vmax: float) -> str:
     return _ramp_style(-vmax, vmax, CHANGE_COLOURS)
 
 
-def _ramp_style(vmin: float, vmax: float, colours: list[tuple[float, str]]) -> str:
-    """A pseudocolour style interpolating ``colours`` (fraction of the range, hex) from ``vmin`` to ``vmax``, labels in metres."""
+def band_qml(vmax: float, unit: str, band: int) -> str:
+    """The style document of one band of a grid (:func:`canopy.aggregate`): the height ramp from 0 to ``vmax``, labels
+    in ``unit`` (``m``, ``Mg/ha``, or none for fractions)."""
+    return _ramp_style(0.0, vmax, HEIGHT_COLOURS, f" {unit}" if unit and unit != "fraction" else "", band)
+
+
+def _ramp_style(vmin: float, vmax: float, colours: list[tuple[float, str]], suffix: str = " m", band: int = 1) -> str:
+    """A pseudocolour style of ``band`` interpolating ``colours`` (fraction of the range, hex) from ``vmin`` to ``vmax``,
+    labels ending in ``suffix`` (metres by default)."""
     values = [vmin + f * (vmax - vmin) for f, _ in colours]
     items = "\n".join(
-        f"            <item alpha=\"255\" value=\"{v:g}\" label={quoteattr(f'{v:g} m')} color=\"{colour}\"/>"
+        f"            <item alpha=\"255\" value=\"{v:g}\" label={quoteattr(f'{v:g}{suffix}')} color=\"{colour}\"/>"
         for v, (_, colour) in zip(values, colours)
     )
     return _raster_style(f"""    <provider>
       <resampling enabled="false" zoomedInResamplingMethod="nearestNeighbour" zoomedOutResamplingMethod="nearestNeighbour" maxOversampling="2"/>
     </provider>
-    <rasterrenderer type="singlebandpseudocolor" band="1" opacity="1" alphaBand="-1" nodataColor="" classificationMin="{vmin:g}" classificationMax="{vmax:g}">
+    <rasterrenderer type="singlebandpseudocolor" band="{band}" opacity="1" alphaBand="-1" nodataColor="" classificationMin="{vmin:g}" classificationMax="{vmax:g}">
       <rasterTransparency/>
       <minMaxOrigin>
         <limits>None</limits>
@@ -84,7 +91,7 @@ def _ramp_style(vmin: float, vmax: float, colours: list[tuple[float, str]]) -> s
       <rastershader>
         <colorrampshader colorRampType="INTERPOLATED" classificationMode="2" clip="0" minimumValue="{vmin:g}" maximumValue="{vmax:g}" labelPrecision="0">
 {items}
-          <rampLegendSettings minimumLabel="" maximumLabel="" prefix="" suffix=" m" orientation="2" direction="0" useContinuousLegend="1">
+          <rampLegendSettings minimumLabel="" maximumLabel="" prefix="" suffix="{suffix}" orientation="2" direction="0" useContinuousLegend="1">
             <numericFormat id="basic">
               <Option type="Map">
                 <Option name="decimals" type="int" value="1"/>
