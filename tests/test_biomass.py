@@ -10,6 +10,7 @@ import geopandas as gpd
 import numpy as np
 import pytest
 import rasterio
+import shapely
 from click.testing import CliRunner
 
 import canopy
@@ -210,3 +211,28 @@ def test_a_grid_refuses_a_cell_that_is_not_whole_pixels_and_the_cli_writes_one(f
     assert result.exit_code == 0 and "cells of 20 m" in result.output
     with rasterio.open(tmp_path / "g.tif") as src:
         assert src.count == 7 and src.res == (20.0, 20.0)
+
+
+def test_stats_give_each_polygons_biomass_total_interval_and_per_hectare(forest, tmp_path):
+    chm, trees = forest
+    with rasterio.open(chm) as src:
+        left, bottom, right, top = src.bounds
+        crs = src.crs
+    stands = gpd.GeoDataFrame({"stand": ["west", "east"]}, crs=crs,
+                              geometry=[shapely.box(left, bottom, (left + right) / 2, top), shapely.box((left + right) / 2, bottom, right, top)])
+    table = canopy.zonal_stats(chm, stands, stats=["agb", "carbon", "trees_per_ha"], trees=trees)
+    tops = gpd.read_file(trees, layer="tops")
+    east = tops[tops.geometry.x > (left + right) / 2]
+    row = table.iloc[1]
+    assert row["agb_Mg"] == pytest.approx(east["agb_kg"].sum() / 1000)
+    assert row["agb_Mg_sd"] == pytest.approx(east["agb_sd_kg"].sum() / 1000)  # the trees' errors shared
+    assert row["agb_Mg_lower"] < row["agb_Mg"] < row["agb_Mg_upper"]
+    valid_ha = row["valid_fraction"] * row["area_ha"]
+    assert row["agb_Mg_ha"] == pytest.approx(row["agb_Mg"] / valid_ha)
+    assert row["carbon_MgC"] == pytest.approx(0.47 * row["agb_Mg"])
+    plain = tmp_path / "plain.gpkg"
+    write_trees(chm, plain)
+    stands.to_file(tmp_path / "stands.gpkg")
+    result = CliRunner().invoke(cli, ["stats", str(chm), "--polygons", str(tmp_path / "stands.gpkg"), "--stats", "agb",
+                                      "--trees", str(plain)])
+    assert result.exit_code == 1 and "need trees with their biomass" in result.output

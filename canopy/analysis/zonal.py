@@ -27,6 +27,7 @@ from canopy.analysis.tree_tops import TreeParameters
 from canopy.analysis.trees import TreeLayers
 from canopy.analysis.trees import trees as trees_in
 from canopy.choices import STRUCTURE
+from canopy.analysis.allometry import total
 from canopy.cluster import ClusterSpec, client_for
 from canopy.errors import CanopyWarning, EvaluationError, warn
 
@@ -34,6 +35,8 @@ STATS = ("mean", "median", "p95", "max", "cover")
 """The statistics :func:`zonal_stats` gives by default."""
 
 _TREE_STATS = {"tree_count", "trees_per_ha", "crown_area_mean", "top_height"}
+BIOMASS = ("agb", "carbon")
+"""Statistics from the trees' biomass (``canopy trees --allometry``): per polygon a total, its 90 % interval and per ha."""
 _PERCENTILE = re.compile(r"p([1-9][0-9]?)")
 
 
@@ -80,7 +83,10 @@ def zonal_stats(
         ``trees_per_ha``, ``crown_area_mean`` (m²) and ``top_height`` (m), defined in
         :mod:`canopy.analysis.stand_structure`; ``forest_fraction``, the share of the valid area
         that is forest under ``forest_definition`` (:func:`canopy.forest`). ``structure`` stands
-        for all six.
+        for all six. Biomass, from trees with an allometry: ``agb`` and ``carbon`` give each
+        polygon's total (``agb_Mg``, ``carbon_MgC``), its standard deviation and 90 % interval
+        (``_sd``, ``_lower``, ``_upper``; the trees' errors shared, :func:`canopy.analysis.allometry.total`)
+        and per hectare of valid area (``agb_Mg_ha``, ``carbon_MgC_ha``).
     cover_threshold
         Height in metres above which a pixel is canopy: one value (column ``cover``) or several
         (columns ``cover_<t>m``, e.g. ``cover_2m`` and ``cover_5m``).
@@ -123,9 +129,13 @@ def zonal_stats(
     stats = tuple(n for name in stats for n in (STRUCTURE if name == "structure" else (name,)))
     if trees is not None and not isinstance(trees, TreeLayers):
         trees = TreeLayers.read(trees)
-    unknown = sorted(n for n in stats if n not in (*STATS, *STRUCTURE) and not _PERCENTILE.fullmatch(n))
+    unknown = sorted(n for n in stats if n not in (*STATS, *STRUCTURE, *BIOMASS) and not _PERCENTILE.fullmatch(n))
     if unknown:
-        raise EvaluationError(f"Statistics {unknown} are not among {', '.join(STATS)}, p1 to p99, {', '.join(STRUCTURE)}.")
+        raise EvaluationError(f"Statistics {unknown} are not among {', '.join(STATS)}, p1 to p99, {', '.join(STRUCTURE)}, "
+                              f"{', '.join(BIOMASS)}.")
+    if set(BIOMASS) & set(stats) and (trees is None or "agb_kg" not in trees.tops.columns):
+        raise EvaluationError("Statistics agb and carbon need trees with their biomass: pass --trees, a file from "
+                              "`canopy trees --allometry NAME`.")
     thresholds = [float(cover_threshold)] if np.isscalar(cover_threshold) else [float(t) for t in cover_threshold]
     table = read_polygons(polygons, layer)
     with _raster(chm) as (source, crs, bounds, pixel_area):
@@ -143,7 +153,7 @@ def zonal_stats(
         raster = open_height_raster(chm, max_res=None)
         for row, shape in zip(rows, shapes):
             row["gap_fraction"] = _gap_fraction(raster, shape, gap_height, gap_min_area) if row["inside_fraction"] > 0 else np.nan
-    if "forest_fraction" in stats or _TREE_STATS & set(stats):
+    if "forest_fraction" in stats or (_TREE_STATS | set(BIOMASS)) & set(stats):
         with client_for(client, cluster) as connected:
             _engine_statistics(chm, shapes, crs, extent, rows, stats, trees, tree_parameters, forest_definition, connected)
     result = table.copy()
@@ -162,7 +172,7 @@ def _stats(values: np.ndarray, coverage: np.ndarray, stats: Sequence[str], thres
     weight = coverage.sum()
     out: dict[str, float] = {}
     for name in stats:
-        if name in STRUCTURE:
+        if name in STRUCTURE or name in BIOMASS:
             continue
         if name == "cover":
             for threshold in thresholds:
@@ -207,7 +217,7 @@ def _engine_statistics(chm, shapes: gpd.GeoSeries, crs, extent, rows: list[dict]
         fractions = _forest_fractions(chm, shapes, forest_definition or ForestDefinition(), client)
         for row, fraction in zip(rows, fractions):
             row["forest_fraction"] = fraction if row["inside_fraction"] > 0 else np.nan
-    if _TREE_STATS & set(stats):
+    if (_TREE_STATS | set(BIOMASS)) & set(stats):
         found_trees = trees if trees is not None else trees_in(chm, gpd.GeoDataFrame(geometry=shapes.values, crs=crs),
                                                                    parameters=tree_parameters or TreeParameters(), client=client)
         tops = found_trees.tops.to_crs(crs)
@@ -218,6 +228,17 @@ def _engine_statistics(chm, shapes: gpd.GeoSeries, crs, extent, rows: list[dict]
             valid_m2 = row["valid_fraction"] * shape.intersection(extent).area if row["inside_fraction"] > 0 else 0.0
             columns = tree_columns(tops.height.to_numpy()[mine], crowns[mine], valid_m2)
             row.update({name: value for name, value in columns.items() if name in stats})
+            for kind, unit in (("agb", "Mg"), ("carbon", "MgC")):
+                if kind in stats:
+                    row.update(_biomass_columns(f"{kind}_{unit}", tops[f"{kind}_kg"].to_numpy()[mine] / 1000,
+                                                tops[f"{kind}_sd_kg"].to_numpy()[mine] / 1000, valid_m2 / 1e4))
+
+
+def _biomass_columns(name: str, values: np.ndarray, sds: np.ndarray, valid_ha: float) -> dict[str, float]:
+    """A polygon's total of its trees' biomass or carbon, with its standard deviation, 90 % interval and per hectare."""
+    mean, sd, lower, upper = total(values, sds)
+    return {name: mean, f"{name}_sd": sd, f"{name}_lower": lower, f"{name}_upper": upper,
+            f"{name}_ha": mean / valid_ha if valid_ha > 0 else np.nan}
 
 
 def _forest_fractions(chm, shapes: gpd.GeoSeries, definition: ForestDefinition, client=None) -> list[float]:

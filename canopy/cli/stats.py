@@ -20,7 +20,8 @@ def _names(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str,
 @polygons_options("The polygons to describe", required=True)
 @click.option("--stats", "names", default="mean,median,p95,max,cover", show_default=True, callback=_names,
               help=f"Comma-separated: mean, median, max, p1..p99, cover, {', '.join(STRUCTURE)} "
-                   f"(or 'structure' for these {len(STRUCTURE)}).")
+                   f"(or 'structure' for these {len(STRUCTURE)}); agb, carbon (totals with 90 % intervals, per ha) "
+                   "from --trees made with --allometry.")
 @click.option("--cover-threshold", type=float, multiple=True, default=(5.0,), show_default=True,
               help="Height (m) above which a pixel is canopy; repeat for several (columns cover_<t>m).")
 @click.option("--gap-height", type=float, default=2.0, show_default=True, help="Gaps are lower than this (m) ...")
