@@ -143,6 +143,22 @@ def test_the_uncertainty_and_interval_beside_a_map_open_styled_and_hidden_in_a_r
     assert report["greenish_pixels"] > 0.5 * report["sampled_pixels"]  # the heights' greens show, not the hidden layers
 
 
+@pytest.mark.skipif(not _has_pyqgis(), reason="PyQGIS is not installed (apt-get install python3-qgis); .ci/run installs it")
+def test_trees_graduated_by_biomass_and_a_grid_open_styled_in_a_real_qgis(tmp_path):
+    trees, grid = tmp_path / "trees.gpkg", tmp_path / "grid.tif"
+    for args in (["trees", str(CHM), "--out", str(trees), "--allometry", "jucker2017-gymnosperm"],
+                 ["aggregate", str(CHM), "--res", "10", "--trees", str(trees), "--out", str(grid)]):
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 0, result.output
+    out = tmp_path / "project"
+    result = CliRunner().invoke(cli, ["export", "qgis", str(CHM), "--trees", str(trees), "--grid", str(grid), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    layers = {layer["name"]: layer for layer in _opened_in_qgis(out / "TEAK_049_chm_1m.qgs", tmp_path)["layers"]}
+    assert layers["tops"]["renderer"] == "graduatedSymbol" and layers["tops"]["default_style_outline"] is None
+    assert layers["per-cell grid (grid)"]["valid"] and layers["per-cell grid (grid)"]["renderer"] == "singlebandpseudocolor"
+    assert layers["per-cell grid (grid)"]["legend"][-1].endswith(" m")
+
+
 def test_a_new_export_removes_what_a_killed_one_left_of_every_file(tmp_path):
     """Temporaries of each file the project holds, copied trees and forest included, are removed by the next export."""
     trees, forest = tmp_path / "trees.gpkg", tmp_path / "forest.gpkg"

@@ -16,7 +16,7 @@ from canopy.analysis.forest import FOREST_CLASSES
 from canopy.io.qgis_project import StyledRaster, VectorLayer, polygon_layer, polygon_qml, store_default_style, write_project
 from canopy.io.companions import UNCERTAINTY, existing_companions
 from canopy.io.qml import paletted_qml, qml_text, style_range, uncertainty_qml, uncertainty_range, write_qml
-from canopy.io.vector_styles import crowns_renderer, forest_renderer, tops_renderer
+from canopy.io.vector_styles import biomass_tops_renderer, crowns_renderer, forest_renderer, tops_renderer
 from canopy.analysis.quicklook import read_decimated
 
 
@@ -28,6 +28,7 @@ def export_qgis(
     cover_threshold: float = 5.0,
     trees: str | os.PathLike | None = None,
     forest: str | os.PathLike | None = None,
+    grid: str | os.PathLike | None = None,
 ) -> Path:
     """Write ``out_dir/<name>.qgs``: the height map styled with its ramp and a legend in metres and,
     with ``polygons``, a GeoPackage of them with their zonal statistics, labelled with mean height;
@@ -49,11 +50,13 @@ def export_qgis(
         A GeoPackage from ``canopy trees``: tops sized by height, crowns outlined.
     forest
         A GeoPackage from ``canopy forest`` (with its mask ``.tif`` beside it): forest filled, the mask by class.
+    grid
+        A grid from ``canopy aggregate``, styled on its first band (its other bands' styles beside it), hidden at first.
 
     .. versionchanged:: 0.3
        ``trees`` and ``forest``.
     .. versionchanged:: 0.3.0
-       The map's uncertainty and prediction interval.
+       The map's uncertainty and prediction interval; ``grid``; tree tops graduated by biomass when they have it.
 
     Returns
     -------
@@ -75,17 +78,18 @@ def export_qgis(
     out_dir.mkdir(exist_ok=True)
     raster, project = out_dir / chm.name, out_dir / f"{chm.stem}.qgs"
     copied = [Path(path) for path in (trees, forest) if path is not None] + ([Path(forest).with_suffix(".tif")] if forest else [])
-    copied += list(existing_companions(chm).values())
+    copied += list(existing_companions(chm).values()) + ([Path(grid)] if grid is not None else [])
     written = [raster, raster.with_suffix(".qml"), project, *(out_dir / p.name for p in copied)]
     written += [out_dir / p.with_suffix(".qml").name for p in existing_companions(chm).values()]
     if polygons is not None:
         written.append(out_dir / f"{Path(polygons).stem}_stats.gpkg")
     with output_lock(out_dir, written):
-        _fill(chm, out_dir, raster, project, polygons, layer, cover_threshold, trees, forest)
+        _fill(chm, out_dir, raster, project, polygons, layer, cover_threshold, trees, forest, grid)
     return project
 
 
-def _fill(chm: Path, out_dir: Path, raster: Path, project: Path, polygons, layer, cover_threshold: float, trees, forest) -> None:
+def _fill(chm: Path, out_dir: Path, raster: Path, project: Path, polygons, layer, cover_threshold: float, trees, forest,
+          grid) -> None:
     """Write the project's files into ``out_dir``, each atomically, the project file last."""
     from canopy.analysis.zonal import zonal_stats
 
@@ -111,13 +115,22 @@ def _fill(chm: Path, out_dir: Path, raster: Path, project: Path, polygons, layer
         vectors.append(polygon_layer(gpkg.name, name, geometry, tuple(table.total_bounds)))
     if trees is not None:
         copied = _copy_into(Path(trees), out_dir)
-        vectors += [VectorLayer(copied, "tops", "Point", _bounds(out_dir / copied, "tops", bounds), tops_renderer()),
+        biomass = "agb_kg" in _fields(out_dir / copied, "tops")
+        vectors += [VectorLayer(copied, "tops", "Point", _bounds(out_dir / copied, "tops", bounds),
+                                biomass_tops_renderer() if biomass else tops_renderer()),
                     VectorLayer(copied, "crowns", "Polygon", _bounds(out_dir / copied, "crowns", bounds), crowns_renderer())]
     if forest is not None:
         copied = _copy_into(Path(forest), out_dir)
         mask = _copy_into(Path(forest).with_suffix(".tif"), out_dir)
         vectors.append(VectorLayer(copied, "forest", "Polygon", _bounds(out_dir / copied, "forest", bounds), forest_renderer()))
         classes.insert(0, StyledRaster(mask, "forest / non-forest", paletted_qml(FOREST_CLASSES)))
+    if grid is not None:
+        style = Path(grid).with_suffix(".qml")
+        if not style.is_file():
+            raise OutputPathError(f"{style} does not exist; pass a grid written by `canopy aggregate` (its style beside it).")
+        classes.append(StyledRaster(_copy_into(Path(grid), out_dir), f"per-cell grid ({Path(grid).stem})", style.read_text(),
+                                    shown=False))
+        _copy_into(style, out_dir)
     write_project(project, raster.name, crs, bounds, vmax, vectors, classes)
 
 
@@ -145,6 +158,13 @@ def _copy_into(path: Path, folder: Path) -> str:
         with atomic_path(target) as tmp:
             shutil.copyfile(path, tmp)
     return path.name
+
+
+def _fields(gpkg: Path, layer: str) -> list[str]:
+    """A layer's field names."""
+    import pyogrio
+
+    return list(pyogrio.read_info(gpkg, layer=layer)["fields"])
 
 
 def _bounds(gpkg: Path, layer: str, fallback: tuple[float, float, float, float]) -> tuple[float, float, float, float]:

@@ -237,7 +237,7 @@ def write_trees(
     said = "written by canopy trees" + ("" if allometry is None else f"; biomass by {allometry.describe()}")
     with _tree_run(chm, polygons, parameters, layer, block_size, client, cluster, out, resume, allometry) as parts:
         counts = write_layers(out, ({"tops": p.tops, "crowns": p.crowns} for p in parts), {"tops": "Point", "crowns": "Polygon"},
-                              {"tops": tops_qml(), "crowns": crowns_qml()}, said)
+                              {"tops": tops_qml(allometry is not None), "crowns": crowns_qml()}, said)
     return counts["tops"]
 
 

@@ -22,13 +22,15 @@ def export() -> None:
               help="A GeoPackage from `canopy trees`: tops sized by height, crowns outlined.")
 @click.option("--forest", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="A GeoPackage from `canopy forest` (its mask .tif beside it): forest filled.")
+@click.option("--grid", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="A grid from `canopy aggregate`, styled, hidden at first.")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for the project, the map and the GeoPackages.")
 def qgis(chm: Path, polygons: Path | None, layer: str | None, cover_threshold: float, trees: Path | None, forest: Path | None,
-         out: Path) -> None:
+         grid: Path | None, out: Path) -> None:
     """Write OUT/<name>.qgs: CHM styled with a legend in metres, POLYGONS with their statistics, labelled, and
-    the trees and forest layers, styled; relative paths."""
+    the trees (graduated by biomass when they have it), forest and grid layers, styled; relative paths."""
     from canopy.analysis.qgis_export import export_qgis
 
-    project = export_qgis(chm, out, polygons, layer, cover_threshold, trees=trees, forest=forest)
+    project = export_qgis(chm, out, polygons, layer, cover_threshold, trees=trees, forest=forest, grid=grid)
     for path in sorted(project.parent.iterdir()):
         click.echo(f"wrote {path}", err=True)

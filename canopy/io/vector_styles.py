@@ -29,15 +29,46 @@ def _qml(body: str) -> str:
 """
 
 
+BIOMASS_BREAKS = (0.0, 100.0, 500.0, 1500.0, 4000.0, 1e6)
+"""Classes of a tree's aboveground biomass (kg): fixed, so maps of different places read alike."""
+BIOMASS_COLOURS = ("255,255,204,255", "254,217,142,255", "254,153,41,255", "217,95,14,255", "153,52,4,255")
+"""Tree tops by biomass, from light (little) to dark brown (much), one per class."""
+
+
 def tops_renderer() -> str:
     """The renderer element of tree tops: dark green circles whose size grows with ``height``."""
     return f"""  <renderer-v2 type="singleSymbol" symbollevels="0" enableorderby="0" forceraster="0">
     <symbols>
-      <symbol type="marker" name="0" alpha="1" clip_to_extent="1" force_rhr="0">
+{_top_symbol("0", TOP_COLOUR)}
+    </symbols>
+  </renderer-v2>"""
+
+
+def biomass_tops_renderer(breaks: tuple[float, ...] = BIOMASS_BREAKS) -> str:
+    """The renderer element of tree tops graduated by ``agb_kg``: one colour per class between consecutive ``breaks``
+    (kg; the last class open above), circles sized by height as :func:`tops_renderer`'s."""
+    labels = [f"{low:,.0f} - {high:,.0f} kg" for low, high in zip(breaks, breaks[1:-1])] + [f"over {breaks[-2]:,.0f} kg"]
+    ranges = "\n".join(f'      <range lower="{low:g}" upper="{high:g}" symbol="{k}" label={quoteattr(label)} render="true"/>'
+                       for k, (low, high, label) in enumerate(zip(breaks, breaks[1:], labels)))
+    symbols = "\n".join(_top_symbol(str(k), BIOMASS_COLOURS[k % len(BIOMASS_COLOURS)]) for k in range(len(breaks) - 1))
+    return f"""  <renderer-v2 type="graduatedSymbol" attr="agb_kg" graduatedMethod="GraduatedColor" symbollevels="0" enableorderby="0" forceraster="0">
+    <ranges>
+{ranges}
+    </ranges>
+    <symbols>
+{symbols}
+    </symbols>
+    <classificationMethod id="Quantile"/>
+  </renderer-v2>"""
+
+
+def _top_symbol(name: str, colour: str) -> str:
+    """A tree top's marker symbol: a circle of ``colour`` sized by height."""
+    return f"""      <symbol type="marker" name="{name}" alpha="1" clip_to_extent="1" force_rhr="0">
         <layer class="SimpleMarker" enabled="1" locked="0" pass="0">
           <Option type="Map">
             {_option("name", "circle")}
-            {_option("color", TOP_COLOUR)}
+            {_option("color", colour)}
             {_option("outline_color", "255,255,255,255")}
             {_option("outline_width", "0.2")}
             {_option("size", "2")}
@@ -57,9 +88,7 @@ def tops_renderer() -> str:
             </Option>
           </data_defined_properties>
         </layer>
-      </symbol>
-    </symbols>
-  </renderer-v2>"""
+      </symbol>"""
 
 
 def fill_renderer(fill: str, outline: str, width: str) -> str:
@@ -93,9 +122,9 @@ def forest_renderer() -> str:
     return fill_renderer(FOREST_FILL, "0,80,30,255", "0.5")
 
 
-def tops_qml() -> str:
-    """The style document of tree tops."""
-    return _qml(tops_renderer())
+def tops_qml(biomass: bool = False) -> str:
+    """The style document of tree tops; graduated by biomass (:data:`BIOMASS_BREAKS`) when they have it."""
+    return _qml(biomass_tops_renderer() if biomass else tops_renderer())
 
 
 def crowns_qml() -> str:
