@@ -3,6 +3,7 @@ two Dask worker processes; prints JSON lines and a Markdown table.
 
     python benchmarks/analyses.py [--sizes 5000 10000] [--block-size 2048] [--workers 2]
     python benchmarks/analyses.py --sizes 5000 --baseline ../canopy-before --rounds 2
+    python benchmarks/analyses.py --sizes 10000 --analyses aggregate
 
 With ``--baseline DIR`` (a checkout of another canopy commit), each analysis runs at the first size
 in this process's threads, A B A B: the baseline's code (``PYTHONPATH=DIR``) against this checkout's.
@@ -63,6 +64,8 @@ if __name__ == "__main__":
         call(canopy.forest, folder / "before.tif", out / "forest.gpkg")
     elif name == "change":
         call(canopy.change, folder / "before.tif", folder / "after.tif", out / "change.tif")
+    elif name == "aggregate":
+        call(canopy.aggregate, folder / "before.tif", 10.0, out / "grid.tif")
     else:
         call(canopy.apply_calibration, folder / "before.tif", folder / "calibration.json", out / "calibrated.tif")
     seconds = time.perf_counter() - begin
@@ -70,7 +73,7 @@ if __name__ == "__main__":
     print(json.dumps({"seconds": seconds, "peak_mb": peak_rss_mb(), "workers_peak_mb": workers_mb, "cluster_startup_s": startup}))
 """
 
-ANALYSES = ("trees", "forest", "change", "apply-calibration")
+ANALYSES = ("trees", "forest", "change", "apply-calibration", "aggregate")
 
 
 def make_inputs(folder: Path, size: int) -> None:
@@ -124,6 +127,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--baseline", type=Path, default=None)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--analyses", nargs="+", choices=ANALYSES, default=list(ANALYSES))
     args = parser.parse_args()
     print(json.dumps(machine_record()), flush=True)
     if args.baseline is not None:
@@ -134,7 +138,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
             make_inputs(folder, size)
-            for name in ANALYSES:
+            for name in args.analyses:
                 for workers in (0, args.workers):
                     figures = _run(name, folder, args.block_size, workers)
                     row = {"analysis": name, "mpx": size**2 / 1e6, "workers": workers, **figures}
