@@ -24,6 +24,7 @@ from canopy.analysis.allometry import (
     total,
     tree_biomass,
 )
+from canopy.analysis.stand_structure import gap_mask
 from canopy.analysis.trees import write_trees
 from canopy.cli.main import cli
 from forests import synthetic_forest, write_forest
@@ -146,11 +147,14 @@ def test_a_map_with_an_uncertainty_widens_its_trees_biomass(tmp_path):
 
 @pytest.fixture(scope="module")
 def forest(tmp_path_factory):
-    """A 200 m synthetic forest at 0.5 m whose origin is not on the 10 m cells nor on their pixel lattice (shifted by
-    3.1 m), and its trees."""
+    """A 200 m synthetic forest at 0.5 m whose origin is neither on the 10 m cells nor on their pixel lattice (shifted by
+    3.3 m: the first pixel centre lies 3.55 m into its cell), and its trees; east of the middle, heights are replaced
+    by uniform noise from 0 to 40 m, so that cover at 2 m and at 5 m differ."""
     folder = tmp_path_factory.mktemp("forest")
     data = synthetic_forest(200.0, res=0.5, seed=4)
-    data = data.assign_coords(x=data.x + 3.1, y=data.y - 3.1).rio.write_transform(None)
+    data = data.assign_coords(x=data.x + 3.3, y=data.y - 3.3).rio.write_transform(None)
+    noise = np.random.default_rng(1).uniform(0, 40, data.shape).astype(np.float32)
+    data.values[:, 200:] = np.where(np.isfinite(data.values[:, 200:]), noise[:, 200:], np.nan)
     chm = write_forest(folder / "forest.tif", data)
     write_trees(chm, folder / "trees.gpkg", allometry=get_allometry("jucker2017-gymnosperm"))
     return chm, folder / "trees.gpkg"
@@ -162,10 +166,11 @@ def test_a_grid_cell_holds_the_numpy_statistics_of_the_pixels_whose_centres_fall
     with rasterio.open(chm) as src:
         heights, transform = src.read(1), src.transform
     assert grid.rio.transform().c % 10 == 0 and grid.rio.transform().f % 10 == 0  # cells on whole multiples of 10 m
+    gaps = gap_mask(heights, 0.5, 2.0, 10.0)  # over the whole map at once
     rows, cols = np.mgrid[0 : heights.shape[0], 0 : heights.shape[1]]
     xs, ys = transform * (cols + 0.5, rows + 0.5)
     checked = 0
-    for (j, i) in [(3, 4), (10, 10), (0, 0), (19, 20), (5, 0)]:
+    for (j, i) in [(3, 4), (10, 10), (0, 0), (19, 20), (5, 0), (4, 12), (0, 15), (20, 20)]:
         x, y = float(grid.x[i]), float(grid.y[j])
         inside = (np.abs(xs - x) < 5) & (np.abs(ys - y) < 5)
         values = heights[inside]
@@ -181,7 +186,11 @@ def test_a_grid_cell_holds_the_numpy_statistics_of_the_pixels_whose_centres_fall
         assert grid["max"].values[j, i] == valid.max()
         assert grid["cover_5m"].values[j, i] == pytest.approx((valid > 5).mean())
         assert grid["cover_2m"].values[j, i] == pytest.approx((valid > 2).mean())
-    assert checked >= 3
+        assert grid["gap_fraction"].values[j, i] == pytest.approx(gaps[inside & np.isfinite(heights)].mean())
+    assert checked >= 6
+    strict = canopy.aggregate(chm, 10.0)  # cells under half valid are no data by default
+    assert np.isnan(strict["mean"].values[0, 0]) and np.isfinite(grid["mean"].values[0, 0])
+    assert grid["valid_fraction"].values[0, 0] < 0.5
     tops = gpd.read_file(trees, layer="tops")
     j, i = 10, 10
     x, y = float(grid.x[i]), float(grid.y[j])
@@ -191,6 +200,13 @@ def test_a_grid_cell_holds_the_numpy_statistics_of_the_pixels_whose_centres_fall
     assert grid["agb"].values[j, i] == pytest.approx(here["agb_kg"].sum() / 1000 / area_ha, rel=1e-5)
     assert grid["agb_sd"].values[j, i] == pytest.approx(here["agb_sd_kg"].sum() / 1000 / area_ha, rel=1e-5)  # errors shared
     assert grid["trees_per_ha"].values[j, i] == pytest.approx(len(here) / area_ha, rel=1e-5)
+    coarse = canopy.aggregate(chm, 20.0, trees=trees)  # 0.04 ha: the top height is the mean of the 4 tallest
+    j, i = np.unravel_index(np.nanargmax(coarse["trees_per_ha"].values), coarse["trees_per_ha"].shape)
+    x, y = float(coarse.x[i]), float(coarse.y[j])
+    here = tops[(np.abs(tops.geometry.x - x) < 10) & (np.abs(tops.geometry.y - y) < 10)]
+    tallest = max(1, round(100 * coarse["valid_fraction"].values[j, i] * 0.04))
+    assert len(here) > tallest > 1
+    assert coarse["top_height"].values[j, i] == pytest.approx(np.sort(here["height"])[::-1][:tallest].mean(), rel=1e-5)
     band = list(grid.data_vars).index("agb") + 1
     with rasterio.open(tmp_path / "grid.tif") as src:
         assert src.descriptions[:3] == ("mean", "p95", "max") and src.count == len(grid.data_vars) == 13
