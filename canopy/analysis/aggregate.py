@@ -277,7 +277,6 @@ def _tree_bands(trees, grid: CellGrid, raster: HeightRaster, valid_ha: np.ndarra
     values = {k: tops[f"{k}_kg"].to_numpy()[order] for k in ("agb", "agb_sd", "carbon", "carbon_sd")} if has_biomass else {}
     starts = np.flatnonzero(np.r_[True, np.diff(cell[order]) != 0])
     ends = np.r_[starts[1:], len(order)]
-    out["top_height"][:] = np.nan
     for start, end in zip(starts, ends):
         r, c = divmod(int(cell[order][start]), grid.cols)
         area = valid_ha[r, c]
