@@ -151,3 +151,46 @@ def test_cli_reports_dates_polygons_and_forest_lost(maps, tmp_path):
     write_forest(plain, synthetic_forest(300.0, res=0.5, seed=1))
     with pytest.warns(UnknownDateWarning, match="does not say when its imagery was taken"):
         canopy.change(plain, maps[1])
+
+
+def test_a_misregistered_second_date_is_coregistered_sub_pixel_before_differencing(tmp_path):
+    before = synthetic_forest(300.0, res=0.5, seed=2)
+    cut = shapely.box(500150, 3999850, 500200, 3999900)  # a 0.25 ha harvest
+    after = before.copy()
+    inside = shapely.contains_xy(cut, *np.meshgrid(after.x, after.y))
+    after.values = np.where(inside & np.isfinite(after.values), 0.3, after.values).astype(np.float32)
+    shifted = after.assign_coords(x=after.x + 1.3, y=after.y - 0.7).rio.write_transform(None)  # 1.5 m off, as orthophotos are
+    paths = write_forest(tmp_path / "before.tif", before), write_forest(tmp_path / "after.tif", shifted)
+    warnings.simplefilter("ignore", UnknownDateWarning)
+    fixed = canopy.change(*paths, tmp_path / "fixed.tif", min_area_ha=0.01)
+    raw = canopy.change(*paths, tmp_path / "raw.tif", min_area_ha=0.01, coregister=False)
+    assert fixed.shift.dx_m == pytest.approx(1.3, abs=0.15) and fixed.shift.dy_m == pytest.approx(-0.7, abs=0.15)
+    assert fixed.shift.significant and raw.shift is None
+    assert fixed.counts["gain"][0] == 0 and raw.counts["gain"][0] > 0  # crown edges no longer show as gain beside loss
+    assert fixed.counts["loss"][0] == 1 and fixed.counts["loss"][1] < raw.counts["loss"][1]
+    truth = canopy.change(paths[0], write_forest(tmp_path / "aligned.tif", after), min_area_ha=0.01,
+                          coregister=False).loss.geometry.iloc[0]  # what a registered pair shows
+    found = fixed.loss.geometry.iloc[0]
+    assert found.intersection(truth).area / found.union(truth).area > 0.9
+    with rasterio.open(tmp_path / "fixed.tif") as src:
+        assert src.tags()["canopy_change_shift"].startswith("dx=+1.")
+    result = CliRunner().invoke(cli, ["change", *map(str, paths), "--out", str(tmp_path / "cli.tif"), "--min-area-ha", "0.01"])
+    assert result.exit_code == 0 and "shift of after.tif against before.tif: dx=+1." in result.output
+
+
+def test_maps_too_small_to_coregister_are_compared_as_they_lie_with_a_warning(tmp_path):
+    small = synthetic_forest(30.0, res=0.5, seed=1)
+    paths = write_forest(tmp_path / "a.tif", small), write_forest(tmp_path / "b.tif", small)
+    with pytest.warns(canopy.analysis.change.CoregistrationWarning, match="could not be estimated"):
+        result = canopy.change(*paths, min_area_ha=0.0)
+    assert result.shift is None and result.counts["loss"][0] == 0
+
+
+def test_a_shift_is_applied_only_when_over_a_tenth_of_a_pixel_and_twice_its_standard_error():
+    from canopy.analysis.coregistration import Shift
+
+    assert not Shift(0.03, 0.02, 0.001, 10, 16, 0.5).significant  # 0.07 px
+    assert not Shift(0.3, 0.0, 0.2, 10, 16, 0.5).significant  # within two standard errors of none
+    assert Shift(0.3, 0.0, 0.01, 10, 16, 0.5).significant
+    assert Shift(0.3, 0.0, 0.01, 10, 16, 0.5).describe() == "dx=+0.30 m, dy=+0.00 m (± 0.01 m, 10 of 16 windows)"
+    assert Shift(0.03, 0.0, 0.01, 10, 16, 0.5).describe().endswith("; not applied)")

@@ -12,6 +12,7 @@ counts the loss pixels inside the first date's forest.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ import xarray as xr
 from rasterio.features import geometry_mask
 from rasterio.windows import from_bounds
 
+from canopy.analysis.coregistration import Shift, estimate_shift
 from canopy.analysis.forest import NODATA, ForestMap, forest_of
 from canopy.analysis.forest_rule import ForestDefinition
 from canopy.analysis.height_raster import HeightRaster, open_height_raster
@@ -56,6 +58,13 @@ Z_95 = 1.96
 LOSS_FILL, GAIN_FILL = "200,80,30,150", "20,140,120,150"
 
 
+log = logging.getLogger(__name__)
+
+
+class CoregistrationWarning(CanopyWarning):
+    """Two maps whose shift against each other could not be estimated."""
+
+
 class UnknownDateWarning(CanopyWarning):
     """A map whose imagery date is not in its tags: the change cannot say when it happened."""
 
@@ -76,7 +85,11 @@ class ChangeResult:
     polygons and hectares; ``before_date`` and ``after_date`` are the imagery dates the maps' tags
     give (None when unknown); ``threshold`` is the change (m) a pixel had to exceed; with a forest
     definition, ``forest`` is the first date's forest and ``forest_lost_ha`` the area of the loss
-    polygons' changed pixels inside it.
+    polygons' changed pixels inside it. ``shift`` is the second map's shift against the first
+    (:mod:`canopy.analysis.coregistration`; applied when significant), None when not estimated.
+
+    .. versionchanged:: 0.3.0
+       ``shift``.
     """
 
     difference: xr.DataArray
@@ -88,6 +101,7 @@ class ChangeResult:
     forest_lost_ha: float | None = None
     path: Path | None = None
     tables: dict[str, gpd.GeoDataFrame] = field(default_factory=dict)
+    shift: Shift | None = None
 
     @property
     def loss(self) -> gpd.GeoDataFrame:
@@ -130,6 +144,7 @@ def change(
     client=None,
     cluster: ClusterSpec | None = None,
     resume: bool = False,
+    coregister: bool = True,
 ) -> ChangeResult:
     """Compare two canopy height maps (two dates; any models, grids or CRSs) and find where height fell or rose.
 
@@ -162,6 +177,10 @@ def change(
         A Dask client, or a cluster to start or connect to, to compute blocks on; neither for threads here.
     resume
         Reuse the blocks a killed run with the same maps and settings kept beside ``out``.
+    coregister
+        Estimate how far the second map is shifted against the first, sub-pixel, from the parts that did not
+        change (:mod:`canopy.analysis.coregistration`), and undo it before differencing when it is significant;
+        recorded in the tags (``canopy_change_shift``). A shift that cannot be estimated is warned about.
 
     Returns
     -------
@@ -180,6 +199,8 @@ def change(
         If ``resume`` is set and the kept blocks were made with other settings.
 
     .. versionadded:: 0.3
+    .. versionchanged:: 0.3.0
+       ``coregister``, on by default.
     """
     threshold = _threshold(threshold, error_rmse)
     for name, value in (("min_area_ha", min_area_ha), ("opening", opening)):
@@ -197,17 +218,23 @@ def change(
             warn(f"Map {path} does not say when its imagery was taken (no canopy_imagery_date or TIFFTAG_DATETIME "
                           "tag); the change is reported without dates.", UnknownDateWarning)
     maps = (first.on(grid), second.on(grid))
+    shift = _coregistered(maps) if coregister else None
+    if shift is not None and shift.significant:
+        moved = OutputGrid(grid.crs, grid.res, grid.left + shift.dx_m, grid.top + shift.dy_m, grid.width, grid.height)
+        maps = (maps[0], second.on(moved))
     settings = _Settings(threshold, min_area_ha * 1e4 / grid.res**2, opening / 2 / grid.res)
     layout = BlockLayout(grid.height, grid.width, grid.transform, block_size)
     fingerprint = {"analysis": "change", "before": maps[0].fingerprint, "after": maps[1].fingerprint,
-                   "settings": [threshold, min_area_ha, opening], "block_size": block_size}
+                   "settings": [threshold, min_area_ha, opening], "block_size": block_size,
+                   "shift": None if shift is None else [shift.dx_m, shift.dy_m, shift.significant]}
     gpkg = None if out is None else out.with_suffix(".gpkg")
     with block_run(out, fingerprint, written=[] if gpkg is None else [gpkg], resume=resume, client=client, cluster=cluster) as run:
         target = run.scratch / "change.tif"  # lands at out when the polygons are written
         largest = _difference(run, layout, grid, maps, settings, target, {
             "canopy_change_before": Path(before).name, "canopy_change_after": Path(after).name,
             "canopy_change_before_date": dates[0] or "unknown", "canopy_change_after_date": dates[1] or "unknown",
-            "canopy_change_threshold_m": f"{threshold:g}", "units": "m"})
+            "canopy_change_threshold_m": f"{threshold:g}",
+            "canopy_change_shift": "not estimated" if shift is None else shift.describe(), "units": "m"})
         with atomic_path(target.with_suffix(".qml")) as tmp:
             tmp.write_text(change_qml(style_range(largest)))
         forest_map = forest_mask = None
@@ -236,7 +263,18 @@ def change(
             for sidecar in (".qml", ".tif"):
                 os.replace(target.with_suffix(sidecar), out.with_suffix(sidecar))
             difference = open_map(out)
-    return ChangeResult(difference, dates[0], dates[1], threshold, tally.counts, forest_map, lost, gpkg, kept)
+    return ChangeResult(difference, dates[0], dates[1], threshold, tally.counts, forest_map, lost, gpkg, kept, shift)
+
+
+def _coregistered(maps: tuple[HeightRaster, HeightRaster]) -> Shift | None:
+    """The second map's shift against the first, logged; a warning when it cannot be estimated."""
+    shift = estimate_shift(*maps)
+    if shift is None:
+        warn("The maps' shift against each other could not be estimated (too few windows with data and texture in "
+             "both); they are compared as they lie. Pass --no-coregister to skip the attempt.", CoregistrationWarning)
+    else:
+        log.info("co-registration: %s", shift.describe())
+    return shift
 
 
 @dataclass(frozen=True)

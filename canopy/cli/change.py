@@ -22,9 +22,11 @@ from canopy.cli.options import cluster_spec, engine_options
 @click.option("--res", type=float, default=None, help="Pixel size (m) of the common grid  [default: the first map's grid]")
 @click.option("--crs", default=None, help="CRS of the common grid  [default: the first map's]")
 @click.option("--forest", is_flag=True, help="Also map the first date's FAO forest and report the forest area lost.")
+@click.option("--coregister/--no-coregister", default=True, show_default=True,
+              help="Estimate AFTER's shift against BEFORE (sub-pixel, from what did not change) and undo it first.")
 @engine_options
 def change(before: Path, after: Path, out: Path, threshold: float, error_rmse: float | None, min_area_ha: float, opening: float,
-           res: float | None, crs: str | None, forest: bool, block_size: int, resume: bool, **cluster) -> None:
+           res: float | None, crs: str | None, forest: bool, coregister: bool, block_size: int, resume: bool, **cluster) -> None:
     """Map height change from BEFORE to AFTER (two dates; any models, grids or CRSs): the difference, and where
     height fell or rose by more than a threshold over at least a minimum area."""
     from canopy.analysis.change import change as run_change
@@ -32,8 +34,10 @@ def change(before: Path, after: Path, out: Path, threshold: float, error_rmse: f
 
     result = run_change(before, after, out, threshold=threshold, error_rmse=error_rmse, min_area_ha=min_area_ha, opening=opening,
                         res=res, crs=crs, forest_definition=ForestDefinition() if forest else None, block_size=block_size,
-                        cluster=cluster_spec(cluster), resume=resume)
+                        cluster=cluster_spec(cluster), resume=resume, coregister=coregister)
     (losses, lost_ha), (gains, gained_ha) = result.counts["loss"], result.counts["gain"]
+    if result.shift is not None:
+        click.echo(f"shift of {after.name} against {before.name}: {result.shift.describe()}")
     click.echo(f"{before.name} ({result.before_date or 'date unknown'}) -> {after.name} ({result.after_date or 'date unknown'}), "
                f"threshold {result.threshold:.2f} m: {losses} loss polygons ({lost_ha:.2f} ha), "
                f"{gains} gain polygons ({gained_ha:.2f} ha)")
