@@ -32,6 +32,7 @@ _EXPORTS = {  # name: (module, attribute), or (module, None) for a module
     "change": ("canopy.analysis.change", "change"),
     "cover": ("canopy.analysis.classes", "cover"),
     "evaluate": ("canopy.accuracy.evaluation", "evaluate"),
+    "evaluate_change": ("canopy.accuracy.change_scoring", "evaluate_change"),
     "evaluate_trees": ("canopy.accuracy.tree_matching", "evaluate_trees"),
     "ForestDefinition": ("canopy.analysis.forest_rule", "ForestDefinition"),
     "forest": ("canopy.analysis.forest", "forest"),

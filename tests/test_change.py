@@ -194,3 +194,31 @@ def test_a_shift_is_applied_only_when_over_a_tenth_of_a_pixel_and_twice_its_stan
     assert Shift(0.3, 0.0, 0.01, 10, 16, 0.5).significant
     assert Shift(0.3, 0.0, 0.01, 10, 16, 0.5).describe() == "dx=+0.30 m, dy=+0.00 m (± 0.01 m, 10 of 16 windows)"
     assert Shift(0.03, 0.0, 0.01, 10, 16, 0.5).describe().endswith("; not applied)")
+
+
+def test_evaluate_change_scores_loss_against_lidar_by_threshold_and_area(tmp_path):
+    with rasterio.open(NEON / "TEAK_052_chm_1m.tif") as src:
+        profile, lidar = src.profile, src.read(1, masked=True).filled(np.nan).astype(np.float32)
+    profile.update(nodata=np.nan, dtype="float32")
+    cut = lidar.copy()
+    cut[5:20, 10:30] = np.where(np.isfinite(cut[5:20, 10:30]), 0.2, np.nan)  # a 300 m² harvest
+    rng = np.random.default_rng(0)
+    paths = {}
+    for name, values in (("lidar_before", lidar), ("lidar_after", cut), ("before", lidar + rng.normal(0, 0.3, lidar.shape)),
+                         ("after", cut + rng.normal(0, 0.3, lidar.shape)), ("missed", lidar + rng.normal(0, 0.3, lidar.shape))):
+        paths[name] = tmp_path / f"{name}.tif"
+        with rasterio.open(paths[name], "w", **profile) as dst:
+            dst.write(values.astype(np.float32), 1)
+    scores = canopy.evaluate_change(paths["before"], paths["after"], paths["lidar_before"], paths["lidar_after"])
+    table = scores.table.set_index(["threshold_m", "min_area_m2"])
+    assert len(table) == 24 and scores.mae < 0.6 and abs(scores.bias) < 0.1
+    assert table.loc[(5.0, 25.0), "f1"] > 0.95 and table.loc[(5.0, 25.0), "iou"] > 0.9
+    reference_area = table.loc[(5.0, 10.0), "reference_m2"]
+    assert 100 < reference_area <= 300
+    assert np.isnan(table.loc[(5.0, 400.0), "f1"])  # no loss patch of 400 m² in either: nothing to score
+    missed = canopy.evaluate_change(paths["before"], paths["missed"], paths["lidar_before"], paths["lidar_after"])
+    assert missed.table.set_index(["threshold_m", "min_area_m2"]).loc[(5.0, 25.0), "recall"] == 0
+    result = CliRunner().invoke(cli, ["evaluate-change", *(str(paths[k]) for k in ("before", "after", "lidar_before", "lidar_after")),
+                                      "--csv", str(tmp_path / "scores.csv"), "--plot", str(tmp_path / "scores.png")])
+    assert result.exit_code == 0 and "difference against lidar: MAE" in result.output
+    assert (tmp_path / "scores.png").stat().st_size > 10_000 and len((tmp_path / "scores.csv").read_text().splitlines()) == 25

@@ -44,3 +44,26 @@ def change(before: Path, after: Path, out: Path, threshold: float, error_rmse: f
     if result.forest_lost_ha is not None:
         click.echo(f"forest of the first date: {result.forest.forest_area_ha:.2f} ha, of which lost: {result.forest_lost_ha:.2f} ha")
     click.echo(f"wrote {out} (difference, style beside it) and {out.with_suffix('.gpkg')} (layers loss and gain)", err=True)
+
+
+@click.command("evaluate-change")
+@click.argument("before", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("after", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("lidar_before", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("lidar_after", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--csv", "csv_out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Also write the table as CSV.")
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Also write F1 by threshold x area as a PNG.")
+def evaluate_change(before: Path, after: Path, lidar_before: Path, lidar_after: Path, csv_out: Path | None,
+                    plot: Path | None) -> None:
+    """Score the height loss from BEFORE to AFTER (two maps) against the loss between two lidar CHMs of the same dates,
+    as Open-Canopy-Δ does: precision, recall, F1 and IoU at thresholds 5-20 m x minimum areas 10-400 m²."""
+    from canopy.accuracy.change_scoring import evaluate_change as score
+
+    scores = score(before, after, lidar_before, lidar_after)
+    click.echo(f"difference against lidar: MAE {scores.mae:.2f} m, RMSE {scores.rmse:.2f} m, bias {scores.bias:+.2f} m "
+               f"({scores.n} pixels)")
+    click.echo(scores.table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    if csv_out is not None:
+        scores.write_csv(csv_out)
+    if plot is not None:
+        scores.plot(plot)

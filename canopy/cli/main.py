@@ -54,7 +54,7 @@ def _register_commands() -> None:
     """Attach the subcommands; each lives in a module of its own."""
     from canopy.cli.aggregate import aggregate
     from canopy.cli.calibrate import apply_calibration, calibrate
-    from canopy.cli.change import change
+    from canopy.cli.change import change, evaluate_change
     from canopy.cli.demo import demo
     from canopy.cli.evaluate import evaluate
     from canopy.cli.export import export
@@ -66,7 +66,7 @@ def _register_commands() -> None:
     from canopy.cli.train import train
     from canopy.cli.trees import evaluate_trees, trees
 
-    for command in (aggregate, apply_calibration, calibrate, change, demo, evaluate, evaluate_trees, export, forest, index, models, predict, stats, train, trees):
+    for command in (aggregate, apply_calibration, calibrate, change, demo, evaluate, evaluate_change, evaluate_trees, export, forest, index, models, predict, stats, train, trees):
         cli.add_command(command)
 
 
