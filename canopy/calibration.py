@@ -33,6 +33,12 @@ class CalibrationError(CanopyError, ValueError):
     """Pairs that cannot calibrate, a calibration file that cannot be read, or one made for another model."""
 
 
+def missing_uncertainty(what: str, detail: str = "") -> CalibrationError:
+    """The error for an interval that scales with each pixel's uncertainty applied to ``what``, which has none."""
+    return CalibrationError(f"The calibration's interval scales with each pixel's uncertainty, and {what} has none{detail}; "
+                            "predict with --uncertainty.")
+
+
 @dataclass(frozen=True)
 class PredictionInterval:
     """A conformal prediction interval around calibrated heights, by calibrated-height bin (module docstring).
@@ -77,8 +83,7 @@ class PredictionInterval:
         level = self.level if level is None else float(level)
         self.check_level(level)
         if self.scaled and spread is None:
-            raise CalibrationError("This interval scales with each pixel's uncertainty, and the map has none; predict with "
-                                   "--uncertainty.")
+            raise missing_uncertainty("the map")
         h = np.asarray(heights, np.float64)
         scale = np.maximum(np.asarray(spread, np.float64), self.floor_m) if self.scaled else 1.0
         table = np.array(self.quantiles, np.float64)
@@ -117,6 +122,19 @@ class Calibration:
     references: tuple[str, ...] = ()
     validation: dict = field(default_factory=dict)
     interval: PredictionInterval | None = None
+
+    def require_interval(self) -> PredictionInterval:
+        """The prediction interval; refused in one sentence when the calibration holds none.
+
+        Raises
+        ------
+        CalibrationError
+            If it was fitted on points, or by canopy before 0.3.0.
+        """
+        if self.interval is None:
+            raise CalibrationError("The calibration holds no prediction interval (it was fitted on points, or by canopy "
+                                   "before 0.3.0); fit one on lidar plots with `canopy calibrate`.")
+        return self.interval
 
     def apply(self, heights: np.ndarray) -> np.ndarray:
         """The calibrated heights (float32; NaN stays NaN, nothing below 0)."""

@@ -389,7 +389,7 @@ def evaluate(prediction: str | os.PathLike, reference: str | os.PathLike, block_
 
 def _interval_coverage(prediction, reference, interval, rows: int) -> dict:
     """PICP and MPIW of an interval (two rasters, or a calibration's interval around ``prediction``) on the reference's grid."""
-    from canopy.calibration import Calibration, CalibrationError, map_identity
+    from canopy.calibration import Calibration, map_identity, missing_uncertainty
     from canopy.io.companions import UNCERTAINTY, companion
 
     parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
@@ -400,21 +400,18 @@ def _interval_coverage(prediction, reference, interval, rows: int) -> dict:
             parts.append((lo, hi, ref))
     else:
         calibration = interval if isinstance(interval, Calibration) else Calibration.read(interval)
-        if calibration.interval is None:
-            raise CalibrationError("The calibration holds no prediction interval (it was fitted on points, or by canopy "
-                                   "before 0.3.0); fit one on lidar plots with `canopy calibrate`.")
+        fitted = calibration.require_interval()
         with rasterio.open(prediction) as src:
             tags = src.tags()
         calibration.check_for(map_identity(tags), f"map {prediction}")
         calibrated = tags.get("canopy_calibration") == calibration.digest
-        layers = [prediction, companion(prediction, UNCERTAINTY)] if calibration.interval.scaled else [prediction]
-        if calibration.interval.scaled and not layers[1].is_file():
-            raise CalibrationError(f"The calibration's interval scales with an uncertainty, and map {prediction} has none "
-                                   f"beside it ({layers[1].name}); predict with --uncertainty.")
-        level = calibration.interval.level
+        layers = [prediction, companion(prediction, UNCERTAINTY)] if fitted.scaled else [prediction]
+        if fitted.scaled and not layers[1].is_file():
+            raise missing_uncertainty(f"map {prediction}", f" beside it ({layers[1].name})")
+        level = fitted.level
         for bands, ref in paired_layers(layers, reference, rows):
             heights = bands[0] if calibrated else calibration.apply(bands[0])
-            parts.append((*calibration.interval.bounds(heights, bands[1] if len(bands) > 1 else None), ref))
+            parts.append((*fitted.bounds(heights, bands[1] if len(bands) > 1 else None), ref))
     result = coverage(*(np.concatenate([p[k].ravel() for p in parts]) for k in range(3)))
     return {"level": level, **result}
 

@@ -14,7 +14,7 @@ from canopy.analysis.height_raster import HeightRaster, open_height_raster
 from canopy.analysis.maps import open_map, with_companions
 from canopy.blockwise.layout import BlockLayout, block_window
 from canopy.blockwise.run import block_run
-from canopy.calibration import Calibration, CalibrationError, map_identity
+from canopy.calibration import Calibration, map_identity, missing_uncertainty
 from canopy.choices import DEFAULT_BLOCK_SIZE
 from canopy.cluster import ClusterSpec
 from canopy.errors import OutputPathError
@@ -128,17 +128,14 @@ def prediction_interval(chm: str | os.PathLike | xr.DataArray, calibration: Cali
     """
     if not isinstance(calibration, Calibration):
         calibration = Calibration.read(calibration)
-    interval = calibration.interval
-    if interval is None:
-        raise CalibrationError("The calibration holds no prediction interval (it was fitted on points, or by canopy before "
-                               "0.3.0); fit one on lidar plots with `canopy calibrate`.")
+    interval = calibration.require_interval()
     level = interval.level if level is None else float(level)
     interval.check_level(level)
     data = chm if isinstance(chm, xr.DataArray) else with_companions(open_map(chm), chm)
-    calibration.check_for(map_identity(data.attrs), f"map {chm if not isinstance(chm, xr.DataArray) else data.name}")
+    name = f"map {data.name if isinstance(chm, xr.DataArray) else chm}"
+    calibration.check_for(map_identity(data.attrs), name)
     if interval.scaled and UNCERTAINTY not in data.coords:
-        raise CalibrationError(f"The calibration's interval scales with each pixel's uncertainty, and map "
-                               f"{chm if not isinstance(chm, xr.DataArray) else data.name} has none; predict with --uncertainty.")
+        raise missing_uncertainty(name)
     spread = data.coords[UNCERTAINTY].variable if interval.scaled else None
     heights = data.drop_vars([k for k in KINDS if k in data.coords])
     if heights.attrs.get("canopy_calibration") != calibration.digest:
