@@ -136,8 +136,10 @@ def calibrate(
         grids = [_pairs_on_grid(m, r, bool(uncertainty)) for m, r in zip(maps, references)]
         predicted, reference, spread = _valid(grids)
         _check_pairs(predicted, reference, ", ".join(references))
-        validation = _cross_validate(grids, level, uncertainty)
-        held = _held_out_calibrated(_folds(grids)[1])
+        scheme, folds = _folds(grids)
+        fitted = [_fitted_without(folds, k) for k in range(len(folds))]  # each fold's mapping, for the proof and the interval
+        validation = _cross_validate(scheme, folds, fitted, level, uncertainty)
+        held = _held_out_calibrated(folds, fitted)
         interval = None if held is None else fit_interval(*held, uncertainty, level)
     breakpoints = tuple((round(x, 4), round(y, 4)) for x, y in fit_monotone(predicted, reference))  # as the file keeps them
     calibration = Calibration(*identity, breakpoints, int(predicted.size),
@@ -221,40 +223,44 @@ def _folds(grids: Sequence[Grid]) -> tuple[str, list[list[Grid]]]:
 def _fitted_without(folds: list[list[Grid]], k: int) -> Calibration | None:
     """The mapping fitted on every fold but ``k``; None when they hold too few pairs."""
     x, y, _ = _valid([g for j, fold in enumerate(folds) if j != k for g in fold])
-    if x.size < MIN_PAIRS:
-        return None
-    return Calibration("", "", "", fit_monotone(x, y), x.size, (0.0, 0.0), "")
+    return _mapping(x, y) if x.size >= MIN_PAIRS else None
 
 
-def _held_out_calibrated(folds: list[list[Grid]]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | None:
-    """Each fold's pixels calibrated by the mapping fitted on the other folds, pooled (flat: heights, reference,
-    uncertainty): the scores an interval is fitted on. None with fewer than two folds that can be fitted."""
+def _mapping(predicted: np.ndarray, reference: np.ndarray) -> Calibration:
+    """A bare calibration of the pairs, for applying in cross-validation (no model, no file)."""
+    return Calibration("", "", "", fit_monotone(predicted, reference), predicted.size, (0.0, 0.0), "")
+
+
+def _held_out_calibrated(folds: list[list[Grid]], fitted: list[Calibration | None] | None = None,
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | None:
+    """Each fold's pixels calibrated by the mapping fitted on the other folds (``fitted``, when already known), pooled
+    (flat: heights, reference, uncertainty): the scores an interval is fitted on. None with fewer than two folds that
+    can be fitted."""
+    fitted = fitted if fitted is not None else [_fitted_without(folds, k) for k in range(len(folds))]
     pooled = []
-    for k, fold in enumerate(folds):
-        fitted = _fitted_without(folds, k)
-        if fitted is not None:
-            pooled += [(fitted.apply(p), r, u) for p, r, u in fold]
+    for fold, mapping in zip(folds, fitted):
+        if mapping is not None:
+            pooled += [(mapping.apply(p), r, u) for p, r, u in fold]
     if len(pooled) < 2:
         return None
     heights, reference, spread = _valid(pooled)
     return (heights, reference, spread) if heights.size >= MIN_PAIRS else None
 
 
-def _cross_validate(grids: Sequence[Grid], level: float, uncertainty: str) -> dict:
-    """Metrics of the held-out parts, before and after a calibration fitted on the rest, pooled over the folds; and the
-    coverage and width of the interval fitted on the rest (its scores held out within the rest), against one global
-    interval fitted alike."""
-    scheme, folds = _folds(grids)
+def _cross_validate(scheme: str, folds: list[list[Grid]], fitted: list[Calibration | None], level: float,
+                    uncertainty: str) -> dict:
+    """Metrics of the held-out parts, before and after the calibration fitted on the rest (``fitted``, one per fold),
+    pooled over the folds; and the coverage and width of the interval fitted on the rest (its scores held out within
+    the rest), against one global interval fitted alike."""
     before: list[tuple[np.ndarray, np.ndarray]] = []
     after: list[tuple[np.ndarray, np.ndarray]] = []
     bounds: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {"before": [], "after": []}
     used = 0
-    for k, held in enumerate(folds):
-        fitted = _fitted_without(folds, k)
-        if fitted is None:
+    for k, (held, mapping) in enumerate(zip(folds, fitted)):
+        if mapping is None:
             continue
         before += [(p, r) for p, r, _ in held]
-        after += [(fitted.apply(p), r) for p, r, _ in held]
+        after += [(mapping.apply(p), r) for p, r, _ in held]
         used += 1
         scores = _held_out_calibrated([fold for j, fold in enumerate(folds) if j != k])
         if scores is None:
@@ -263,7 +269,7 @@ def _cross_validate(grids: Sequence[Grid], level: float, uncertainty: str) -> di
         global_interval = fit_interval(heights, reference, None, "", level, max_bins=1)
         interval = fit_interval(heights, reference, spread, uncertainty, level)
         for p, r, u in held:
-            calibrated = fitted.apply(p)
+            calibrated = mapping.apply(p)
             bounds["before"].append((*global_interval.bounds(calibrated, None), r))
             bounds["after"].append((*interval.bounds(calibrated, u), r))
     if not used:
@@ -294,7 +300,7 @@ def _points_fit(maps: Sequence[str], references: Sequence[str], points: PointRef
     before, after = [], []
     for k in range(folds.max() + 1):
         train, test = folds != k, folds == k
-        fitted = Calibration("", "", "", fit_monotone(predicted[train], reference[train]), int(train.sum()), (0.0, 0.0), "")
+        fitted = _mapping(predicted[train], reference[train])
         before.append((predicted[test][None], reference[test][None]))
         after.append((fitted.apply(predicted[test])[None], reference[test][None]))
     return predicted, reference, {"scheme": scheme, "folds": int(folds.max() + 1),
