@@ -15,15 +15,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import ndimage
 
 from canopy.analysis.height_raster import open_height_raster
+from canopy.blockwise.parts import large_patches
 from canopy.errors import EvaluationError
 from canopy.io.atomic import atomic_path
 
 THRESHOLDS_M = (5.0, 10.0, 15.0, 20.0)
 MIN_AREAS_M2 = (10.0, 25.0, 100.0, 200.0, 300.0, 400.0)
-_EIGHT = np.ones((3, 3), bool)
 
 
 @dataclass(frozen=True)
@@ -68,14 +67,9 @@ class ChangeScores:
             fig.savefig(tmp, format="png")
 
 
-def loss_mask(difference: np.ndarray, threshold: float, min_pixels: float) -> np.ndarray:
-    """Pixels whose height fell by more than ``threshold``, in 8-connected patches of at least ``min_pixels``."""
-    fell = np.nan_to_num(difference, nan=0.0) < -threshold
-    labels, count = ndimage.label(fell, structure=_EIGHT)
-    sizes = np.bincount(labels.ravel(), minlength=count + 1)
-    big = sizes >= min_pixels
-    big[0] = False
-    return big[labels]
+def loss_mask(difference: np.ndarray, threshold: float, min_area: float, pixel_area: float) -> np.ndarray:
+    """Pixels whose height fell by more than ``threshold``, in 8-connected patches of at least ``min_area``."""
+    return large_patches(np.nan_to_num(difference, nan=0.0) < -threshold, min_area, pixel_area)
 
 
 def evaluate_change(before: str | os.PathLike, after: str | os.PathLike, lidar_before: str | os.PathLike,
@@ -126,8 +120,8 @@ def evaluate_change(before: str | os.PathLike, after: str | os.PathLike, lidar_b
     pixel_m2 = grid.res**2
     for threshold in thresholds:
         for area in min_areas_m2:
-            found = loss_mask(predicted, threshold, area / pixel_m2) & valid
-            real = loss_mask(truth, threshold, area / pixel_m2) & valid
+            found = loss_mask(predicted, threshold, area, pixel_m2) & valid
+            real = loss_mask(truth, threshold, area, pixel_m2) & valid
             tp, fp, fn = int((found & real).sum()), int((found & ~real).sum()), int((~found & real).sum())
             precision = tp / (tp + fp) if tp + fp else np.nan
             recall = tp / (tp + fn) if tp + fn else np.nan

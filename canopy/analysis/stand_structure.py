@@ -21,12 +21,11 @@ import shapely
 import xarray as xr
 from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
-from scipy import ndimage
 
 from canopy.analysis.height_raster import HeightRaster
+from canopy.blockwise.parts import large_patches
 
 TOPS_PER_HA = 100
-_EIGHT = np.ones((3, 3), bool)
 
 
 def gap_values(raster: HeightRaster, shape: shapely.Geometry, gap_height: float, gap_min_area: float) -> xr.DataArray:
@@ -56,11 +55,8 @@ def gap_margin(res: float, gap_min_area: float) -> int:
 def gap_mask(heights: np.ndarray, res: float, gap_height: float, gap_min_area: float) -> np.ndarray:
     """1 where a pixel is in a gap (a connected patch lower than ``gap_height`` of ``gap_min_area`` or more), 0 where it
     is not, NaN without data (float32)."""
-    low = np.isfinite(heights) & (heights < gap_height)
-    patches, count = ndimage.label(low, structure=_EIGHT)
-    big = np.bincount(patches.ravel(), minlength=count + 1) * res * res >= gap_min_area
-    big[0] = False
-    return np.where(np.isfinite(heights), big[patches].astype(np.float32), np.nan)
+    gaps = large_patches(np.isfinite(heights) & (heights < gap_height), gap_min_area, res * res)
+    return np.where(np.isfinite(heights), gaps.astype(np.float32), np.nan)
 
 
 def tree_columns(heights: np.ndarray, crown_areas: np.ndarray, valid_m2: float) -> dict[str, float]:

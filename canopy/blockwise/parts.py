@@ -25,6 +25,14 @@ def label(mask: np.ndarray) -> tuple[np.ndarray, int]:
     return ndimage.label(mask, structure=EIGHT)
 
 
+def large_patches(mask: np.ndarray, min_area: float, pixel_area: float = 1.0) -> np.ndarray:
+    """The pixels of ``mask`` in 8-connected patches of at least ``min_area`` (in the units of ``pixel_area``)."""
+    labels, count = label(mask)
+    big = np.bincount(labels.ravel(), minlength=count + 1) * pixel_area >= min_area
+    big[0] = False
+    return big[labels]
+
+
 def part_summary(labels: np.ndarray, count: int, flags: np.ndarray | None = None, values: np.ndarray | None = None,
                  prefix: str = "parts") -> dict[str, np.ndarray]:
     """What joining needs of a block's parts, as arrays named under ``prefix``: their sizes (pixels), a flag each
