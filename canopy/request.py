@@ -75,7 +75,7 @@ class ImagerySpec:
 @dataclass(frozen=True)
 class OutputSpec:
     """Where the map goes and on which grid: path (None keeps it in memory), pixel size, CRS, block side; and what it
-    holds beyond heights: ``uncertainty`` (a spread per pixel, :mod:`canopy.uncertainty`) and ``tta`` (heights as the
+    holds beyond heights: ``uncertainty`` (a spread per pixel, :class:`canopy.io.partial.Blended`; ``docs/uncertainty.md``) and ``tta`` (heights as the
     mean of four flips of each chip).
 
     Raises

@@ -75,7 +75,8 @@ class ChipPredictor:
             self.device.type, dtype=self.autocast or torch.float32, enabled=self.autocast is not None
         ):
             members = [self._run(x.flip(dims)).flip(dims) if dims else self._run(x) for dims in self.flips]
-            y = _mixture(members) if self.moments else _mixture(members)[:, 0]
+            y = _mixture(members)
+            y = y if self.moments else y[:, 0]
         self.chips_done += len(chips)
         if not cuda:
             return y.cpu().numpy()
