@@ -25,6 +25,8 @@ import numpy as np
 from canopy.errors import CanopyError
 from canopy.io.atomic import atomic_path
 
+UNNAMED_UNCERTAINTY = "an uncertainty"
+"""The kind of a map's uncertainty when its tags do not name one (a sidecar canopy did not write)."""
 FORMAT = "canopy-calibration/2"
 _READABLE = ("canopy-calibration/1", FORMAT)  # version 1 files have no interval
 
@@ -64,6 +66,15 @@ class PredictionInterval:
     def scaled(self) -> bool:
         """Whether the interval scales with each pixel's raw uncertainty."""
         return bool(self.uncertainty)
+
+    def check_uncertainty(self, tags: Mapping[str, str], what: str) -> None:
+        """Refuse to scale by the uncertainty of ``what`` (its ``canopy_uncertainty`` tag in ``tags``) when it is of
+        another kind than the one the interval was fitted on (another model's bins, with or without flips)."""
+        theirs = tags.get("canopy_uncertainty", UNNAMED_UNCERTAINTY)
+        if self.scaled and theirs != self.uncertainty:
+            raise CalibrationError(
+                f"The calibration's interval was fitted on maps whose uncertainty is the {self.uncertainty}, not the "
+                f"{theirs} of {what}; use maps made with that model and the same --tta setting as those.")
 
     def check_level(self, level: float) -> None:
         """Refuse a level the stored quantiles cannot give."""

@@ -332,6 +332,11 @@ def test_an_interval_that_needs_an_uncertainty_is_refused_without_one(model, tmp
         canopy.evaluate(tmp_path / "plain.tif", reference, interval=calibration)
     with pytest.raises(CalibrationError, match="same --tta setting"):
         _predict(tmp_path / "tta.tif", model, calibration=calibration, tta=True)
+    _predict(tmp_path / "flipped.tif", model, uncertainty=True, tta=True)  # an existing map whose spread holds flips
+    with pytest.raises(CalibrationError, match="4 flips of map .*flipped.tif; use maps made with that model and the same --tta"):
+        canopy.prediction_interval(tmp_path / "flipped.tif", calibration)
+    with pytest.raises(CalibrationError, match="4 flips of map .*flipped.tif"):
+        canopy.evaluate(tmp_path / "flipped.tif", reference, interval=calibration)
     result = CliRunner().invoke(cli, ["calibrate", str(tmp_path / "first.tif"), str(reference), "--out", str(tmp_path / "x.json"),
                                       "--level", "0.8"])
     assert result.exit_code == 0, result.output

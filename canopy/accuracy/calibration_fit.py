@@ -37,7 +37,7 @@ import rasterio
 from canopy.accuracy.evaluation import array_metrics, coverage, paired_layers
 from canopy.accuracy.interval_fit import LEVEL, fit_interval
 from canopy.accuracy.point_references import MIN_POINTS, PointReference, footprint_pairs, spatial_folds
-from canopy.calibration import Calibration, CalibrationError, map_identity
+from canopy.calibration import UNNAMED_UNCERTAINTY, Calibration, CalibrationError, map_identity
 from canopy.errors import EvaluationError
 from canopy.io.atomic import atomic_path
 from canopy.io.companions import UNCERTAINTY, companion
@@ -164,7 +164,7 @@ def _identity_of(maps: Sequence[str]) -> tuple[tuple[str, str, str], str]:
         with rasterio.open(path) as src:
             identities.add(map_identity(src.tags()))
             beside = companion(path, UNCERTAINTY).is_file()
-            uncertainties.add(src.tags().get("canopy_uncertainty", "an uncertainty") if beside else "")
+            uncertainties.add(src.tags().get("canopy_uncertainty", UNNAMED_UNCERTAINTY) if beside else "")
     if len(identities) > 1:
         raise CalibrationError(f"The maps were made by different models or weights ({sorted(identities)}); calibrate one model at a time.")
     if len(uncertainties) > 1:

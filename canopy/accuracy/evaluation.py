@@ -408,6 +408,7 @@ def _interval_coverage(prediction, reference, interval, rows: int) -> dict:
         layers = [prediction, companion(prediction, UNCERTAINTY)] if fitted.scaled else [prediction]
         if fitted.scaled and not layers[1].is_file():
             raise missing_uncertainty(f"map {prediction}", f" beside it ({layers[1].name})")
+        fitted.check_uncertainty(tags, f"map {prediction}")
         level = fitted.level
         for bands, ref in paired_layers(layers, reference, rows):
             heights = bands[0] if calibrated else calibration.apply(bands[0])

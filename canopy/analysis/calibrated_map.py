@@ -136,6 +136,7 @@ def prediction_interval(chm: str | os.PathLike | xr.DataArray, calibration: Cali
     calibration.check_for(map_identity(data.attrs), name)
     if interval.scaled and UNCERTAINTY not in data.coords:
         raise missing_uncertainty(name)
+    interval.check_uncertainty(data.attrs, name)
     spread = data.coords[UNCERTAINTY].variable if interval.scaled else None
     heights = data.drop_vars([k for k in KINDS if k in data.coords])
     if heights.attrs.get("canopy_calibration") != calibration.digest:

@@ -11,7 +11,7 @@ import numpy as np
 from rasterio.crs import CRS
 
 from canopy._version import __version__
-from canopy.calibration import Calibration, CalibrationError, PredictionInterval
+from canopy.calibration import Calibration, PredictionInterval
 from canopy.choices import Device, Normalize, Precision
 from canopy.errors import ResolutionWarning, warn
 from canopy.grid import Block, OutputGrid, iter_blocks, plan_grid
@@ -194,10 +194,7 @@ def _interval_needs_uncertainty(calibration: Calibration | None, spec: ModelSpec
     interval = None if calibration is None else calibration.interval
     if interval is None or not interval.scaled:
         return False
-    if interval.uncertainty != uncertainty_tag(spec, tta):
-        raise CalibrationError(
-            f"The calibration's interval was fitted on maps whose uncertainty is the {interval.uncertainty}, not the "
-            f"{uncertainty_tag(spec, tta)} of this run; predict with that model and the same --tta setting as those maps.")
+    interval.check_uncertainty({"canopy_uncertainty": uncertainty_tag(spec, tta)}, "this run")
     log.info("computing the uncertainty the calibration's interval scales with")
     return True
 
